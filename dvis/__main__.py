@@ -1,0 +1,5 @@
+import sys
+
+from dvis.cli import main
+
+sys.exit(main())

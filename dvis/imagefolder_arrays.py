@@ -1,0 +1,47 @@
+"""Decode a small-image classification dataset (folder or tar of ``split/<class>/*.jpg``) into arrays."""
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _decode(data: bytes, size: int) -> np.ndarray:
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _members(source: Path, split: str):
+    """Yield (relative path 'split/class/file', bytes) for every image of a split."""
+    if source.is_dir():
+        for p in sorted((source / split).rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                yield p.relative_to(source).as_posix(), p.read_bytes()
+        return
+    with tarfile.open(source) as tf:
+        for m in tf:
+            if not m.isfile() or Path(m.name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            parts = Path(m.name).parts
+            if split in parts:
+                rel = "/".join(parts[parts.index(split):])
+                yield rel, tf.extractfile(m).read()
+
+
+def load_split(source: str | Path, split: str, size: int = 32) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Return (images NxHxWx3 uint8, labels N int64, class names, relative paths) sorted by path."""
+    items = sorted(_members(Path(source), split))
+    if not items:
+        raise FileNotFoundError(f"no images under '{split}/<class>/' in {source}")
+    classes = sorted({rel.split("/")[1] for rel, _ in items})
+    index = {c: i for i, c in enumerate(classes)}
+    images = np.stack([_decode(data, size) for _, data in items])
+    labels = np.array([index[rel.split("/")[1]] for rel, _ in items], dtype=np.int64)
+    return images, labels, classes, [rel for rel, _ in items]
