@@ -1,0 +1,114 @@
+"""Frame sources for the toolbox: image files and a camera, plus the pure frame preparation."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import cv2
+import numpy as np
+
+from dvis.errors import DvisError
+from dvis.images import list_images, read_image
+
+log = logging.getLogger(__name__)
+
+
+def crop_to_aspect(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Centre crop ``frame`` to the aspect ratio of ``hw`` (h, w)."""
+    h, w = frame.shape[:2]
+    target = hw[0] / hw[1]
+    if h / w > target:
+        ch = max(1, int(round(w * target)))
+        top = (h - ch) // 2
+        return frame[top:top + ch]
+    cw = max(1, int(round(h / target)))
+    left = (w - cw) // 2
+    return frame[:, left:left + cw]
+
+
+def model_view(frame: np.ndarray, input_hw: tuple[int, int], crop: bool, channels: int) -> np.ndarray:
+    """The frame as the model sees it (before resizing): cropped to its aspect or left to be stretched,
+    gray (as RGB) for 1-channel models."""
+    view = crop_to_aspect(frame, input_hw) if crop else frame
+    if channels == 1:
+        view = cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(view), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(view)
+
+
+class FileSource:
+    """Images from a folder, list file or single image; unreadable files are skipped with a message."""
+
+    def __init__(self, src: str, recursive: bool = True, pattern: str | None = None):
+        self.message = ""
+        try:
+            self.paths = list_images(src, recursive=recursive, pattern=pattern)
+        except DvisError as exc:
+            self.paths, self.message = [], str(exc)
+        if not self.paths and not self.message:
+            self.message = f"no images in {src}"
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index: int, step: int = 1) -> tuple[int, np.ndarray | None, str]:
+        """(index actually shown, frame, message): starting at ``index``, unreadable files are skipped
+        in the direction of ``step``."""
+        if not self.paths:
+            return 0, None, self.message
+        if self._cache and self._cache[0] == index % len(self.paths):
+            return self._cache[0], self._cache[1], ""
+        skipped = []
+        for k in range(len(self.paths)):
+            i = (index + k * (1 if step >= 0 else -1)) % len(self.paths)
+            try:
+                frame = read_image(self.paths[i])
+            except DvisError as exc:
+                skipped.append(str(exc))
+                log.warning("skipping %s", exc)
+                continue
+            self._cache = (i, frame)
+            return i, frame, f"skipped {len(skipped)}: {skipped[0]}" if skipped else ""
+        return index % len(self.paths), None, f"no readable images ({skipped[0]})"
+
+    def name(self, index: int) -> str:
+        return self.paths[index % len(self.paths)] if self.paths else ""
+
+
+class Camera:
+    """A ``cv2.VideoCapture`` read in its own thread; ``latest()`` gives the newest mirrored RGB frame."""
+
+    def __init__(self, camera_id: int, mirror: bool = True):
+        self._cap = cv2.VideoCapture(camera_id)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise DvisError(f"camera {camera_id} is not available; staying on image files")
+        self.mirror = mirror
+        self._frame: tuple[int, np.ndarray] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dvis-camera", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            ok, bgr = self._cap.read()
+            if not ok:
+                log.warning("camera read failed")
+                self._stop.wait(0.1)
+                continue
+            rgb = cv2.cvtColor(cv2.flip(bgr, 1) if self.mirror else bgr, cv2.COLOR_BGR2RGB)
+            count += 1
+            with self._lock:
+                self._frame = (count, rgb)
+
+    def latest(self) -> tuple[int, np.ndarray] | None:
+        """(frame number, HxWx3 RGB) or None before the first frame."""
+        with self._lock:
+            return self._frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self._cap.release()

@@ -1,0 +1,332 @@
+"""Pane renderers: pure functions that draw into numpy RGB uint8 canvases (or views of one).
+
+Nothing here touches a window, a model or a thread, so every pane is testable on known arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from dvis.tiling import grid_shape, tile, tile_origins
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Style:
+    """Colours and text size shared by all panes."""
+
+    text: RGB = (230, 230, 230)
+    background: RGB = (24, 24, 24)
+    disabled: RGB = (60, 60, 60)
+    stale: RGB = (77, 77, 51)
+    selected: RGB = (255, 215, 0)
+    frozen: RGB = (0, 200, 255)
+    rf_box: RGB = (0, 255, 0)
+    positive: RGB = (255, 170, 40)
+    negative: RGB = (40, 140, 255)
+    font_size: float = 0.45  # cv2 font scale of normal text
+
+    @property
+    def line_height(self) -> int:
+        return max(8, int(round(self.font_size * 40)))
+
+
+# ---------------------------------------------------------------- text and placement
+
+
+def put_text(img: np.ndarray, text: str, y: int, x: int, style: Style, color: RGB | None = None,
+             scale: float = 1.0) -> None:
+    """Draw one line of text whose baseline is at row ``y``."""
+    size = style.font_size * scale
+    cv2.putText(img, text, (int(x), int(y)), FONT, size, color or style.text,
+                max(1, int(round(size * 2.2))), cv2.LINE_AA)
+
+
+def text_width(text: str, style: Style, scale: float = 1.0) -> int:
+    size = style.font_size * scale
+    return cv2.getTextSize(text, FONT, size, max(1, int(round(size * 2.2))))[0][0]
+
+
+def fill(pane: np.ndarray, color: RGB, message: str | None = None, style: Style | None = None) -> None:
+    """Paint the pane one colour, optionally with a centred message."""
+    pane[...] = color
+    if message and style is not None:
+        w = text_width(message, style)
+        put_text(pane, message, pane.shape[0] // 2, max(2, (pane.shape[1] - w) // 2), style)
+
+
+def fit_shape(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[int, int]:
+    """Largest (h, w) with the aspect of ``src_hw`` inside ``dst_hw``."""
+    scale = min(dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1])
+    return max(1, int(src_hw[0] * scale)), max(1, int(src_hw[1] * scale))
+
+
+def blit_fit(pane: np.ndarray, img: np.ndarray, smooth: bool = False) -> tuple[int, int, float, float]:
+    """Resize ``img`` (HxW or HxWx3 uint8) to fit ``pane`` centred; returns (top, left, sy, sx) scales."""
+    h, w = fit_shape(img.shape[:2], pane.shape[:2])
+    interp = cv2.INTER_AREA if smooth and h < img.shape[0] else (cv2.INTER_LINEAR if smooth else cv2.INTER_NEAREST)
+    resized = cv2.resize(img, (w, h), interpolation=interp)
+    if resized.ndim == 2:
+        resized = cv2.cvtColor(resized, cv2.COLOR_GRAY2RGB)
+    top, left = (pane.shape[0] - h) // 2, (pane.shape[1] - w) // 2
+    pane[top:top + h, left:left + w] = resized
+    return top, left, h / img.shape[0], w / img.shape[1]
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def normalize_maps(maps: np.ndarray, boost_indiv: float = 0.0, boost_gamma: float = 1.0) -> np.ndarray:
+    """Map N x ... activations to [0, 1]: global min-max, then per-channel boost and gamma.
+
+    ``boost_indiv`` in [0, 1] blends from the global scale (0) to each channel's own max (1).
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    lo, hi = float(maps.min()), float(maps.max())
+    v = (maps - lo) / (hi - lo) if hi > lo else np.zeros_like(maps)
+    if boost_indiv:
+        peak = v.reshape(len(v), -1).max(axis=1) if v.ndim > 1 else v
+        v = np.minimum(v / np.maximum(peak, 1e-6).reshape((-1,) + (1,) * (v.ndim - 1)) ** boost_indiv, 1.0)
+    if boost_gamma != 1.0:
+        v = v ** boost_gamma
+    return v
+
+
+def signed_colors(maps: np.ndarray, boost_indiv: float, boost_gamma: float, style: Style) -> np.ndarray:
+    """N x ... signed values (back diffs) -> N x ... x 3 uint8, positive and negative in their colours."""
+    maps = np.asarray(maps, dtype=np.float32)
+    peak = float(np.abs(maps).max())
+    s = maps / peak if peak > 0 else np.zeros_like(maps)
+    mag = np.abs(s)
+    if boost_indiv:
+        per = mag.reshape(len(mag), -1).max(axis=1) if mag.ndim > 1 else mag
+        mag = np.minimum(mag / np.maximum(per, 1e-6).reshape((-1,) + (1,) * (mag.ndim - 1)) ** boost_indiv, 1.0)
+    if boost_gamma != 1.0:
+        mag = mag ** boost_gamma
+    colors = np.where((s >= 0)[..., None], np.float32(style.positive), np.float32(style.negative))
+    return (mag[..., None] * colors).astype(np.uint8)
+
+
+def to_u8(v: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8."""
+    return (np.clip(v, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- layers pane
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Where each unit's tile sits in the layers pane."""
+
+    rows: int
+    cols: int
+    tile_h: int
+    tile_w: int
+    sep: int
+    top: int
+    left: int
+
+    def origins(self, n: int) -> np.ndarray:
+        """(n, 2) top-left (y, x) of each tile in pane coordinates."""
+        return tile_origins(self.rows, self.cols, self.tile_h, self.tile_w, self.sep)[:n] + (self.top, self.left)
+
+    def unit_at(self, y: int, x: int, n: int) -> int | None:
+        """Unit whose tile contains pane pixel (y, x), or None."""
+        r, ry = divmod(y - self.top, self.tile_h + self.sep)
+        c, rx = divmod(x - self.left, self.tile_w + self.sep)
+        if not (0 <= r < self.rows and 0 <= c < self.cols) or ry >= self.tile_h or rx >= self.tile_w:
+            return None
+        unit = int(r * self.cols + c)
+        return unit if unit < n else None
+
+
+def tile_layout(n: int, map_hw: tuple[int, int], pane_hw: tuple[int, int], sep: int = 1,
+                fc_tile_max: int = 24) -> TileLayout:
+    """Grid fitted to the pane's aspect for ``n`` maps of ``map_hw`` (1x1 for fc units), centred."""
+    mh, mw = map_hw
+    ph, pw = pane_hw
+    rows, cols = grid_shape(n, aspect=(pw / ph) * (mh / mw))
+    scale = min((ph - (rows - 1) * sep) / (rows * mh), (pw - (cols - 1) * sep) / (cols * mw))
+    th, tw = max(1, int(scale * mh)), max(1, int(scale * mw))
+    if (mh, mw) == (1, 1):
+        th = tw = min(th, tw, fc_tile_max)
+    gh, gw = rows * th + (rows - 1) * sep, cols * tw + (cols - 1) * sep
+    return TileLayout(rows, cols, th, tw, sep, max(0, (ph - gh) // 2), max(0, (pw - gw) // 2))
+
+
+def resample(images: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of N x H x W (x C) images to N x h x w (x C) in one indexing op."""
+    iy = np.arange(h) * images.shape[1] // h
+    ix = np.arange(w) * images.shape[2] // w
+    return images[:, iy[:, None], ix[None, :]]
+
+
+def render_tiles(pane: np.ndarray, images: np.ndarray, layout: TileLayout, style: Style,
+                 selected: int | None = None, frozen: int | None = None) -> None:
+    """Draw N x h x w (gray) or N x h x w x 3 uint8 tiles at ``layout``, outlining selected/frozen units."""
+    pane[...] = style.background
+    n = len(images)
+    tiles = resample(images, layout.tile_h, layout.tile_w)
+    grid = tile(tiles, layout.rows, layout.cols, sep=layout.sep, sep_value=0)
+    if grid.ndim == 2:
+        grid = cv2.cvtColor(grid, cv2.COLOR_GRAY2RGB)
+    gh, gw = grid.shape[:2]
+    pane[layout.top:layout.top + gh, layout.left:layout.left + gw] = grid[:pane.shape[0] - layout.top,
+                                                                          :pane.shape[1] - layout.left]
+    origins = layout.origins(n)
+    for unit, color in ((frozen, style.frozen), (selected, style.selected)):
+        if unit is not None and 0 <= unit < n:
+            y, x = origins[unit]
+            cv2.rectangle(pane, (int(x) - 1, int(y) - 1), (int(x) + layout.tile_w, int(y) + layout.tile_h),
+                          color, 1 if layout.tile_w < 12 else 2)
+
+
+def layer_images(acts: np.ndarray, boost_indiv: float, boost_gamma: float, signed: bool,
+                 style: Style) -> np.ndarray:
+    """One layer's values (C x H x W or C) -> C x H x W tiles, gray uint8 or signed colours."""
+    maps = acts.reshape(acts.shape[0], 1, 1) if acts.ndim == 1 else acts
+    if signed:
+        return signed_colors(maps, boost_indiv, boost_gamma, style)
+    return to_u8(normalize_maps(maps, boost_indiv, boost_gamma))
+
+
+# ---------------------------------------------------------------- other panes
+
+
+def render_input(pane: np.ndarray, frame: np.ndarray | None, style: Style,
+                 rf_box: tuple[int, int, int, int] | None = None, input_hw: tuple[int, int] | None = None,
+                 top5: list[tuple[str, float]] | None = None, overlay: np.ndarray | None = None,
+                 message: str | None = None) -> None:
+    """The model's view of the frame, the receptive-field box (input coords), top-5 labels and an overlay.
+
+    ``overlay`` is an HxWx3 uint8 heat map (e.g. occlusion) blended over the frame.
+    """
+    pane[...] = style.background
+    if frame is None:
+        fill(pane, style.disabled, message or "no image", style)
+        return
+    shown = frame
+    if overlay is not None:
+        heat = cv2.resize(overlay, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+        shown = cv2.addWeighted(frame, 0.5, heat, 0.5, 0.0)
+    top, left, sy, sx = blit_fit(pane, shown, smooth=frame.shape[0] > pane.shape[0])
+    if rf_box is not None and input_hw is not None:
+        # The box is in model-input pixels; the shown frame may have another resolution.
+        fy, fx = sy * frame.shape[0] / input_hw[0], sx * frame.shape[1] / input_hw[1]
+        t, l, b, r = rf_box
+        cv2.rectangle(pane, (left + int(l * fx), top + int(t * fy)),
+                      (left + int(r * fx) - 1, top + int(b * fy) - 1), style.rf_box, 1)
+    if top5:
+        for i, (label, p) in enumerate(top5):
+            put_text(pane, f"{p:5.1%} {label}", (i + 1) * style.line_height, 4, style, scale=0.9)
+    if message:
+        put_text(pane, message, pane.shape[0] - 6, 4, style, scale=0.8)
+
+
+def control_boxes(names: list[str], pane_hw: tuple[int, int], style: Style) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of each layer name in the control pane, wrapping into rows."""
+    boxes, x, y = [], 6, 4
+    lh = style.line_height
+    for name in names:
+        w = text_width(name, style) + 12
+        if x + w > pane_hw[1] and x > 6:
+            x, y = 6, y + lh + 4
+        boxes.append((y, x, y + lh, x + w))
+        x += w + 4
+    return boxes
+
+
+def render_control(pane: np.ndarray, names: list[str], current: int, style: Style,
+                   frozen: int | None = None, on_list: bool = False) -> None:
+    """The layer list: current layer framed (filled when the cursor is on the list), frozen layer marked."""
+    pane[...] = style.background
+    for i, (t, l, b, r) in enumerate(control_boxes(names, pane.shape[:2], style)):
+        color = style.text
+        if i == current:
+            if on_list:
+                cv2.rectangle(pane, (l, t), (r, b), style.selected, -1)
+                color = (0, 0, 0)
+            else:
+                cv2.rectangle(pane, (l, t), (r, b), style.selected, 1)
+        if i == frozen:
+            cv2.line(pane, (l + 2, b - 2), (r - 2, b - 2), style.frozen, 2)
+        put_text(pane, names[i], b - style.line_height // 4 - 2, l + 6, style, color)
+
+
+def render_aux(pane: np.ndarray, style: Style, unit_image: np.ndarray | None = None,
+               top5: list[tuple[str, float]] | None = None, caption: str = "") -> None:
+    """The selected unit enlarged (uint8 gray or RGB), or the top-5 classes with probability bars."""
+    pane[...] = style.background
+    if top5 is not None:
+        lh = style.line_height
+        put_text(pane, "top-5", lh, 6, style)
+        bar_w = pane.shape[1] - 12
+        for i, (label, p) in enumerate(top5):
+            y = (2 * i + 2) * lh + 6
+            cv2.rectangle(pane, (6, y + 4), (6 + int(bar_w * p), y + lh - 2), style.selected, -1)
+            put_text(pane, f"{label}  {p:.1%}", y, 6, style)
+        return
+    if unit_image is None:
+        fill(pane, style.disabled, caption or "no unit", style)
+        return
+    blit_fit(pane, unit_image)
+    if caption:
+        put_text(pane, caption, pane.shape[0] - 6, 4, style, scale=0.9)
+
+
+def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, caption: str = "",
+                stale: bool = False) -> None:
+    """The back-projection image (from ``dvis.display.back_filter``) or a disabled pane."""
+    if image is None:
+        fill(pane, style.stale if stale else style.disabled, caption or "back-projection off (b)", style)
+        return
+    pane[...] = style.stale if stale else style.background
+    blit_fit(pane, image, smooth=True)
+    if caption:
+        put_text(pane, caption, pane.shape[0] - 6, 4, style, scale=0.9)
+
+
+def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np.ndarray | None | str]]) -> None:
+    """Stacked slots (title, image | None | "loading"): None draws a grey "not computed" slot."""
+    pane[...] = style.background
+    if not slots:
+        return
+    h = pane.shape[0] // len(slots)
+    for i, (title, img) in enumerate(slots):
+        slot = pane[i * h:(i + 1) * h - 2]
+        if isinstance(img, np.ndarray):
+            blit_fit(slot, img, smooth=img.shape[0] > slot.shape[0])
+        else:
+            fill(slot, style.stale if img == "loading" else style.disabled,
+                 "loading" if img == "loading" else "not computed", style)
+        put_text(slot, title, style.line_height, 4, style, scale=0.9)
+
+
+def render_status(pane: np.ndarray, text: str, style: Style) -> None:
+    pane[...] = (0, 0, 0)
+    put_text(pane, text, (pane.shape[0] + style.line_height) // 2 - 3, 6, style)
+
+
+def render_help(canvas: np.ndarray, rows: list[tuple[str, str]], style: Style) -> None:
+    """Darken the canvas and list the key bindings in two columns."""
+    canvas //= 4
+    lh = style.line_height + 2
+    per_col = max(1, (canvas.shape[0] - 3 * lh) // lh)
+    col_w = canvas.shape[1] // 2
+    put_text(canvas, "dvis toolbox keys (h closes)", lh + 4, 20, style, style.selected, scale=1.2)
+    for i, (keys, text) in enumerate(rows):
+        c, r = divmod(i, per_col)
+        y, x = (r + 3) * lh, 20 + c * col_w
+        put_text(canvas, keys, y, x, style, style.selected)
+        put_text(canvas, text, y, x + 150, style)
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int = 5) -> list[tuple[str, float]]:
+    """The k most probable (label, probability) pairs; unnamed classes show their index."""
+    order = np.argsort(-probs)[:k]
+    return [(labels[i] if i < len(labels) else str(i), float(probs[i])) for i in order]
