@@ -1,0 +1,144 @@
+"""Reading images into HxWx3 uint8 RGB arrays and listing the images of a folder or list file."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dvis.errors import DvisError
+
+#: File extensions (lower case, with the dot) that :func:`list_images` treats as images.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# Transparent pixels are shown over white, as an image viewer on a white page shows them.
+_BACKGROUND = 255
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """Return an HxWx3 uint8 RGB array from HxW (gray), HxWx1, HxWx3 or HxWx4 (RGBA over white) uint8."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise DvisError(f"expected a uint8 image, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or 0 in img.shape[:2]:
+        raise DvisError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {tuple(img.shape)}")
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:].astype(np.float32) / 255.0
+        rgb = img[:, :, :3] * alpha + _BACKGROUND * (1.0 - alpha)
+        return np.rint(rgb).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        # Pillow's convert("L") clips 16-bit values instead of scaling them.
+        return to_rgb((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8))
+    if im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        # 32-bit int/float images carry no range; floats in [0, 1] and 16-bit ranges are the common cases.
+        scale = 255.0 if im.mode == "F" and a.max(initial=0) <= 1.0 else (1 / 257 if a.max(initial=0) > 255 else 1.0)
+        return to_rgb(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode not in ("RGB", "RGBA", "L"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, 1
+    return to_rgb(np.asarray(im))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_image(path_or_bytes: str | os.PathLike | bytes) -> np.ndarray:
+    """Read an image file (or its bytes) as an HxWx3 uint8 RGB array, EXIF orientation applied.
+
+    Grayscale, RGBA/LA (composited over white), 16-bit, palette and CMYK images are converted.
+    Raises :class:`DvisError` with one line naming the file when it is missing or not a readable image.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        name, source = f"<{len(path_or_bytes)} bytes>", io.BytesIO(bytes(path_or_bytes))
+    else:
+        name = source = os.fspath(path_or_bytes)
+        if not os.path.isfile(name):
+            raise DvisError(f"{name}: no such image file")
+    try:
+        with Image.open(source) as im:
+            im = ImageOps.exif_transpose(im)
+            return _pil_to_rgb(im)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise DvisError(f"{name}: not a readable image ({type(exc).__name__})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # Pillow reports truncated or corrupt data as OSError/ValueError/SyntaxError while decoding.
+        raise DvisError(f"{name}: corrupt or unreadable image ({_first_line(exc)})") from exc
+
+
+def natural_key(text: str) -> list:
+    """Sort key putting 'img2' before 'img10' (digit runs compare as numbers, text case-insensitively)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", text) if part]
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """Whether the file name has one of :data:`IMAGE_EXTENSIONS`."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def _folder_images(root: Path, recursive: bool) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Hidden entries are editor/OS droppings (.DS_Store, ._img.jpg), never inputs.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        rel_dir = os.path.relpath(dirpath, root)
+        found += [
+            f if rel_dir == "." else f"{rel_dir}/{f}".replace(os.sep, "/")
+            for f in filenames
+            if not f.startswith(".") and is_image_path(f)
+        ]
+    return found
+
+
+def _list_file_entries(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DvisError(f"{path}: neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a text list of image paths") from exc
+    return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+
+
+def list_images(src: str | os.PathLike, recursive: bool = True, pattern: str | None = None) -> list[str]:
+    """List image paths from a folder, a text file listing image paths, or a single image file.
+
+    Folders are walked (sub-folders too when ``recursive``) and natural-sorted by relative path;
+    a list file keeps its order, its paths are relative to the file's folder, blank lines and
+    ``#`` comments are skipped, and missing entries are skipped with one warning. ``pattern`` is a
+    regular expression searched in each relative path (as written in a list file).
+    """
+    path = Path(src)
+    if not path.exists():
+        raise DvisError(f"{src}: no such image, folder or list file")
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as exc:
+        raise DvisError(f"bad image pattern {pattern!r}: {exc}") from exc
+    if path.is_dir():
+        rels = sorted(_folder_images(path, recursive), key=natural_key)
+        return [str(path / rel) for rel in rels if regex is None or regex.search(rel)]
+    if is_image_path(path):
+        return [str(path)] if regex is None or regex.search(path.name) else []
+    entries = [e for e in _list_file_entries(path) if regex is None or regex.search(e)]
+    paths = [str(path.parent / e) for e in entries]  # an absolute entry replaces the parent
+    present = [p for p in paths if os.path.isfile(p)]
+    if len(present) < len(paths):
+        first = next(p for p in paths if not os.path.isfile(p))
+        warnings.warn(f"{path}: skipping {len(paths) - len(present)} missing image(s), first: {first}", stacklevel=2)
+    return present
