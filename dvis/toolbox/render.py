@@ -178,6 +178,12 @@ def render_tiles(pane: np.ndarray, images: np.ndarray, layout: TileLayout, style
     gh, gw = grid.shape[:2]
     pane[layout.top:layout.top + gh, layout.left:layout.left + gw] = grid[:pane.shape[0] - layout.top,
                                                                           :pane.shape[1] - layout.left]
+    render_outlines(pane, layout, n, style, selected, frozen)
+
+
+def render_outlines(pane: np.ndarray, layout: TileLayout, n: int, style: Style,
+                    selected: int | None = None, frozen: int | None = None) -> None:
+    """Outline the selected (and frozen) unit's tile on the separators around it."""
     origins = layout.origins(n)
     for unit, color in ((frozen, style.frozen), (selected, style.selected)):
         if unit is not None and 0 <= unit < n:

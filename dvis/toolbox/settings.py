@@ -77,7 +77,8 @@ class Settings:
     """All toolbox settings with their defaults."""
 
     # --- model and inputs ---
-    model: Any = None  # model folder name/path, torchvision architecture or nn.Module; None = zf-cifar10
+    model: str | None = None  # model folder name or path, model.yaml or torchvision architecture; None = zf-cifar10
+    weights: str | None = None  # overrides model.yaml's weights: a state_dict file, torchvision weights name or "none"
     device: str = "cpu"  # torch device for the forward/backward passes
     images: str = "input_images"  # image folder, list file or single image
     images_recursive: bool = True  # look in subfolders of `images`

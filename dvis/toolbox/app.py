@@ -1,0 +1,462 @@
+"""The toolbox app: state + frame sources + workers + renderers, driven by a window or by a key list.
+
+The window thread (or the headless driver) only decodes keys, updates the state, renders and shows;
+network passes run in :class:`~dvis.toolbox.workers.ComputeWorker` and unit images load in
+:class:`~dvis.toolbox.workers.ImageLoader`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from dvis.errors import DvisError
+from dvis.toolbox import render as R
+from dvis.toolbox.bindings import help_lines, key_map
+from dvis.toolbox.inputs import Camera, FileSource, model_view
+from dvis.toolbox.keys import decode, is_key_name
+from dvis.toolbox.settings import Settings
+from dvis.toolbox.state import Geometry, State, apply, select_at
+from dvis.toolbox.workers import MISSING, ComputeWorker, ImageLoader, Job, compute, unit_image_loader
+
+log = logging.getLogger(__name__)
+
+
+def style_from(settings: Settings) -> R.Style:
+    """Renderer style (colours, text size) from the settings."""
+    return R.Style(text=settings.color_text, background=settings.color_background,
+                   disabled=settings.color_disabled, stale=settings.color_stale,
+                   selected=settings.color_selected, frozen=settings.color_frozen,
+                   rf_box=settings.color_rf_box, positive=settings.color_positive,
+                   negative=settings.color_negative,
+                   font_size=0.45 * settings.global_scale * settings.font_scale)
+
+
+def layer_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Per-unit output shape of every visualized layer: (C, H, W) for conv maps, (C,) for fc."""
+    from dvis.activations import activations
+
+    x = torch.zeros((1, model.channels) + tuple(model.input_size), device=model.device)
+    with torch.no_grad():
+        acts = activations(model, x, model.layers)
+    return {k: tuple(v.shape[1:]) for k, v in acts.items()}
+
+
+def receptive_fields(model, shapes: dict[str, tuple[int, ...]]) -> dict:
+    """ReceptiveField of each conv-map layer (None where it cannot be derived, e.g. fc layers)."""
+    from dvis.receptive_field import receptive_field
+
+    rfs = {}
+    for layer, shape in shapes.items():
+        rfs[layer] = None
+        if len(shape) == 3:
+            try:
+                rfs[layer] = receptive_field(model, layer, tuple(model.input_size))
+            except Exception as exc:  # noqa: BLE001 - a missing RF only hides the box
+                log.info("no receptive field for %s: %s", layer, exc)
+    return rfs
+
+
+def parse_keys(text: str) -> list[str]:
+    """Headless key list: space-separated key names or ``click:X,Y``; raises DvisError on a bad token."""
+    tokens = text.split()
+    for tok in tokens:
+        if not (is_key_name(tok) or re.fullmatch(r"click:\d+,\d+", tok)):
+            raise DvisError(f"--keys: '{tok}' is not a key name (e.g. right, pageup, esc, b) or click:X,Y")
+    return tokens
+
+
+class Toolbox:
+    """One toolbox session on a LoadedModel."""
+
+    def __init__(self, model, settings: Settings, headless: bool = False, compute_fn=compute):
+        self.model, self.settings, self.headless = model, settings, headless
+        self.style = style_from(settings)
+        self.panes = settings.scaled_layout()
+        self.canvas = np.zeros(settings.canvas_shape() + (3,), np.uint8)
+        self.keymap = key_map(settings.key_bindings)
+        self.help_rows = help_lines(settings.key_bindings)
+        self.shapes = layer_shapes(model)
+        self.rfs = receptive_fields(model, self.shapes)
+        lh, lw = self.panes["layers"][2:]
+        self.tile_layouts = [
+            R.tile_layout(s[0], s[1:] if len(s) == 3 else (1, 1), (lh, lw), settings.tile_sep, settings.fc_tile_max)
+            for s in (self.shapes[layer] for layer in model.layers)]
+        self.files = FileSource(settings.images, settings.images_recursive, settings.images_pattern)
+        self.geo = Geometry(
+            grids=tuple((t.rows, t.cols) for t in self.tile_layouts),
+            n_units=tuple(self.shapes[layer][0] for layer in model.layers),
+            n_images=len(self.files), n_checkpoints=len(model.checkpoints),
+            n_boost_indiv=len(settings.boost_indiv_choices), n_boost_gamma=len(settings.boost_gamma_choices),
+            back_presets=tuple(settings.back_presets), back_modes=tuple(settings.back_modes),
+            back_filters=tuple(settings.back_filters))
+        self.state = State(crop=settings.crop, show_top5=settings.show_top5,
+                           show_unit_images=settings.show_unit_images)
+        self.message = self.files.message
+        self.camera: Camera | None = None
+        self.frame: np.ndarray | None = None  # the model view of the current frame
+        self.frame_id = None
+        self._image_step = 1
+        self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
+        self._loop_times: list[float] = []
+        self.worker = ComputeWorker(model, settings, compute_fn)
+        self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir), settings.unit_cache_bytes)
+        if settings.start_in_camera:
+            self._apply_state(replace(self.state, camera=True))
+
+    # ------------------------------------------------------------------ input handling
+
+    def handle_key(self, name: str) -> None:
+        """Apply the action bound to key ``name``; failures become a status message."""
+        action = self.keymap.get(name)
+        if action is None:
+            self.message = f"key '{name}' is not bound (h: help)"
+            return
+        if not self.headless:
+            self.worker.note_key()
+        try:
+            if action in ("next_image", "prev_image"):
+                self._image_step = 1 if action == "next_image" else -1
+            if action == "screenshot":
+                self.message = f"saved {self.screenshot()}"
+            self._apply_state(apply(self.state, action, self.geo))
+        except Exception as exc:  # the window must never die from a key
+            log.exception("key %s failed", name)
+            self.message = f"{action}: {type(exc).__name__}: {exc}".splitlines()[0]
+
+    def handle_click(self, x: int, y: int) -> None:
+        """Select the layer name or unit tile under canvas pixel (x, y)."""
+        top, left, h, w = self.panes["control"]
+        if top <= y < top + h and left <= x < left + w:
+            for i, (t, l, b, r) in enumerate(R.control_boxes(self._names(), (h, w), self.style)):
+                if t <= y - top < b and l <= x - left < r:
+                    self._apply_state(select_at(self.state, i, None, self.geo))
+            return
+        top, left, h, w = self.panes["layers"]
+        if top <= y < top + h and left <= x < left + w and self.state.zoom == "off":
+            layer = self.state.layer
+            unit = self.tile_layouts[layer].unit_at(y - top, x - left, self.geo.n_units[layer])
+            if unit is not None:
+                self._apply_state(select_at(self.state, layer, unit, self.geo))
+
+    def _apply_state(self, new: State) -> None:
+        old, self.state = self.state, new
+        if new.camera and not old.camera:
+            try:
+                self.camera = Camera(self.settings.camera_id, self.settings.camera_mirror)
+                self.message = f"camera {self.settings.camera_id}"
+            except DvisError as exc:
+                self.message = str(exc)
+                self.state = replace(self.state, camera=False)
+        elif old.camera and not new.camera and self.camera is not None:
+            self.camera.close()
+            self.camera = None
+        if new.checkpoint != old.checkpoint:
+            cps = self.model.checkpoints
+            self.message = f"weights: {cps[new.checkpoint].name}" if new.checkpoint >= 0 else "weights: final"
+
+    # ------------------------------------------------------------------ frames and jobs
+
+    def update(self) -> None:
+        """Fetch the current frame, submit the job the state asks for, and request unit images."""
+        st = self.state
+        if st.camera and self.camera is not None:
+            latest = self.camera.latest()
+            if latest is not None and not st.camera_frozen:
+                self._set_frame(("camera", latest[0], st.crop), latest[1])
+        elif not st.camera:
+            index, frame, msg = self.files.read(st.image, self._image_step)
+            if msg:
+                self.message = msg
+            if index != st.image:
+                self.state = st = replace(st, image=index)
+            self._set_frame(("file", index, st.crop), frame)
+        if self.frame is not None:
+            self.worker.submit(self.job())
+        layer, unit = self.model.layers[st.layer], st.unit
+        wanted = [("unit", layer, unit, k) for k in self.settings.unit_image_kinds] if st.show_unit_images else []
+        if st.pattern:
+            wanted.insert(0, ("sprite", layer, "opt"))
+        self.loader.want(wanted)
+
+    def _set_frame(self, frame_id, frame: np.ndarray | None) -> None:
+        if frame_id == self.frame_id:
+            return
+        self.frame_id = frame_id
+        self.frame = None if frame is None else model_view(frame, self.model.input_size, self.state.crop,
+                                                          self.model.channels)
+
+    def job(self) -> Job:
+        """The compute job for the current state and frame."""
+        st = self.state
+        back = None
+        if st.back_on:
+            layer, unit = st.back_source()
+            back = (self.model.layers[layer], unit, st.back_mode)
+        return Job(frame_id=self.frame_id, frame=self.frame, back=back,
+                   diff_layer=self.model.layers[st.layer] if st.back_on else None,
+                   checkpoint=st.checkpoint, occlusion=st.occlusion)
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Headless: update until the worker and the loader have caught up with the state."""
+        for _ in range(3):
+            self.update()
+            if not (self.worker.wait(timeout) and self.loader.wait(timeout)):
+                raise DvisError(f"the worker did not finish within {timeout:.0f} s")
+            out = self.worker.output
+            if out is not None and out.job.key == self.job().key:
+                return
+
+    # ------------------------------------------------------------------ rendering
+
+    def _names(self) -> list[str]:
+        return [self.model.display_names.get(layer, layer) for layer in self.model.layers]
+
+    def _pane(self, name: str) -> np.ndarray:
+        t, l, h, w = self.panes[name]
+        return self.canvas[t:t + h, l:l + w]
+
+    def _cached(self, name: str, key: tuple, make) -> np.ndarray:
+        hit = self._pane_cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = (key, make())
+            self._pane_cache[name] = hit
+        return hit[1]
+
+    def render(self) -> np.ndarray:
+        """Draw every pane into the canvas (RGB) and return it."""
+        st, s, out = self.state, self.settings, self.worker.output
+        if out is not None and out.error:
+            self.message = f"worker: {out.error}"
+        layer = self.model.layers[st.layer]
+        acts = out.acts.get(layer) if out is not None else None
+        bi, bg = s.boost_indiv_choices[st.boost_indiv], s.boost_gamma_choices[st.boost_gamma]
+        diffs = out.diffs.get(layer) if (out is not None and st.show_diffs and st.back_on) else None
+        signed = diffs is not None
+        tiles = None
+        if acts is not None:
+            data = diffs if signed else acts
+            tiles = self._cached("tiles", (id(out), layer, signed, bi, bg),
+                                 lambda: R.layer_images(data, bi, bg, signed, self.style))
+        back_img = self._back_image(out)
+        self._render_layers(tiles, back_img)
+        self._render_input(out, acts)
+        self._render_aux(out, tiles, acts)
+        stale = self.worker.busy and (out is None or out.job.back != self.job().back)
+        caption = self._back_caption()
+        R.render_back(self._pane("back"), self.style, back_img, caption if back_img is not None else
+                      ("computing" if st.back_on else "back-projection off (b)"), stale=stale)
+        R.render_control(self._pane("control"), self._names(), st.layer, self.style,
+                         frozen=st.frozen[0] if st.frozen else None, on_list=st.on_layer_list)
+        self._render_unit_images()
+        R.render_status(self._pane("status"), self.status_text(), self.style)
+        if st.show_help:
+            R.render_help(self.canvas, self.help_rows, self.style)
+        return self.canvas
+
+    def _back_image(self, out) -> np.ndarray | None:
+        if not self.state.back_on or out is None or out.grad is None:
+            return None
+        from dvis.display import back_filter
+
+        filt = self.state.back_filter
+        return self._cached("back", (id(out), filt), lambda: back_filter(torch.from_numpy(out.grad), filt))
+
+    def _back_caption(self) -> str:
+        st = self.state
+        layer, unit = st.back_source()
+        frozen = " frozen" if st.frozen else ""
+        return f"{st.back_mode} {st.back_filter}: {self._names()[layer]}:{unit}{frozen}"
+
+    def _render_layers(self, tiles: np.ndarray | None, back_img: np.ndarray | None) -> None:
+        st, pane = self.state, self._pane("layers")
+        if st.zoom == "back":
+            R.render_back(pane, self.style, back_img, self._back_caption() if back_img is not None else
+                          "zoom: back-projection off (b)")
+            return
+        if tiles is None:
+            R.fill(pane, self.style.stale, "computing", self.style)
+            return
+        if st.zoom == "unit":
+            pane[...] = self.style.background
+            R.blit_fit(pane, tiles[st.unit])
+            return
+        images = tiles
+        if st.pattern:
+            sprite = self.loader.get(("sprite", self.model.layers[st.layer], "opt"))
+            if not isinstance(sprite, np.ndarray):
+                R.fill(pane, self.style.stale if sprite is MISSING else self.style.disabled,
+                       "loading patterns" if sprite is MISSING else "patterns not computed", self.style)
+                return
+            images = sprite
+        layout = self.tile_layouts[st.layer]
+        frozen = st.frozen[1] if st.frozen and st.frozen[0] == st.layer else None
+        grid = self._cached("layers", (id(images), st.layer),
+                            lambda: self._draw_tiles(images, layout))
+        pane[...] = grid
+        R.render_outlines(pane, layout, len(images), self.style, st.unit, frozen)
+
+    def _draw_tiles(self, images: np.ndarray, layout: R.TileLayout) -> np.ndarray:
+        pane = np.empty(self._pane("layers").shape, np.uint8)
+        R.render_tiles(pane, images, layout, self.style)
+        return pane
+
+    def _render_input(self, out, acts: np.ndarray | None) -> None:
+        st = self.state
+        top5 = R.top_k(out.probs, self.model.labels) if (st.show_top5 and out is not None and
+                                                          out.probs is not None) else None
+        overlay = None
+        if st.occlusion and out is not None and out.occlusion is not None:
+            heat = cv2.applyColorMap(R.to_u8(out.occlusion), cv2.COLORMAP_JET)
+            overlay = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+        msg = "occlusion: computing" if st.occlusion and overlay is None else None
+        if self.frame is None:
+            msg = self.message or "no frame"
+        R.render_input(self._pane("input"), self.frame, self.style, self.rf_box(acts), self.model.input_size,
+                       top5, overlay, msg)
+
+    def rf_box(self, acts: np.ndarray | None) -> tuple[int, int, int, int] | None:
+        """Receptive field (input pixels) of the selected unit at its max position, for conv maps."""
+        rf = self.rfs.get(self.model.layers[self.state.layer])
+        if not self.settings.input_overlay_rf or rf is None or acts is None or acts.ndim != 3:
+            return None
+        y, x = np.unravel_index(int(np.argmax(acts[self.state.unit])), acts.shape[1:])
+        return rf.box(int(y), int(x))
+
+    def _render_aux(self, out, tiles: np.ndarray | None, acts: np.ndarray | None) -> None:
+        st, pane = self.state, self._pane("aux")
+        if st.on_layer_list:
+            if out is not None and out.probs is not None:
+                R.render_aux(pane, self.style, top5=R.top_k(out.probs, self.model.labels))
+            else:
+                R.render_aux(pane, self.style, caption="no class scores")
+            return
+        if tiles is None or acts is None:
+            R.render_aux(pane, self.style, caption="computing")
+            return
+        value = float(acts[st.unit].max())
+        R.render_aux(pane, self.style, tiles[st.unit], caption=f"{self._names()[st.layer]}:{st.unit} max {value:.3g}")
+
+    def _render_unit_images(self) -> None:
+        st, pane = self.state, self._pane("unit_images")
+        if not st.show_unit_images:
+            R.fill(pane, self.style.disabled, "unit images off (9)", self.style)
+            return
+        layer = self.model.layers[st.layer]
+        slots = []
+        for kind in self.settings.unit_image_kinds:
+            img = self.loader.get(("unit", layer, st.unit, kind))
+            slots.append((kind, "loading" if img is MISSING else img))
+        R.render_unit_images(pane, self.style, slots)
+
+    def status_text(self) -> str:
+        """The status line: source, layer:unit, shape, RF size, back settings, boosts, FPS, message."""
+        st, s = self.state, self.settings
+        layer = self.model.layers[st.layer]
+        shape = "x".join(map(str, self.shapes[layer]))
+        rf = self.rfs.get(layer)
+        rf_text = f" rf {rf.size}" if rf is not None else ""
+        if st.camera:
+            source = "camera (frozen)" if st.camera_frozen else "camera"
+        else:
+            source = Path(self.files.name(st.image)).name or "no images"
+        back = f"back {st.back_mode}/{st.back_filter}" if st.back_on else "back off"
+        if st.back_on and st.frozen:
+            back += f" from {self._names()[st.frozen[0]]}:{st.frozen[1]}"
+        view = "diffs" if st.show_diffs else ("patterns" if st.pattern else "acts")
+        ckpt = f" | {self.model.checkpoints[st.checkpoint].stem}" if st.checkpoint >= 0 else ""
+        out = self.worker.output
+        net_fps = f", net {1 / out.seconds:.0f}/s" if out is not None and out.seconds > 0 else ""
+        return (f"{source} | {self._names()[st.layer]}:{st.unit} [{shape}]{rf_text} | {back} | {view} "
+                f"| boost {s.boost_indiv_choices[st.boost_indiv]:g}/{s.boost_gamma_choices[st.boost_gamma]:g}"
+                f"{ckpt} | {self.fps():.0f} fps{net_fps} | {self.message}")
+
+    def fps(self) -> float:
+        t = self._loop_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def tick(self) -> None:
+        self._loop_times = (self._loop_times + [time.perf_counter()])[-30:]
+
+    def screenshot(self) -> Path:
+        """Write the canvas as a PNG into ``screenshot_dir``."""
+        folder = Path(self.settings.screenshot_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / time.strftime("dvis-%Y%m%d-%H%M%S.png")
+        n = 1
+        while path.exists():
+            path, n = folder / time.strftime(f"dvis-%Y%m%d-%H%M%S-{n}.png"), n + 1
+        write_png(path, self.canvas)
+        return path
+
+    # ------------------------------------------------------------------ drivers
+
+    def run_window(self) -> None:
+        """The interactive loop: keys, mouse, render, show; returns on 'q' or when the window closes."""
+        title = self.settings.window_title
+        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        cv2.setMouseCallback(title, self._on_mouse)
+        period = 1.0 / self.settings.max_fps
+        try:
+            while not self.state.quit:
+                start = time.perf_counter()
+                self.update()
+                cv2.imshow(title, cv2.cvtColor(self.render(), cv2.COLOR_RGB2BGR))
+                self.tick()
+                wait_ms = max(1, int((period - (time.perf_counter() - start)) * 1000))
+                name = decode(cv2.waitKeyEx(wait_ms))
+                if name is not None:
+                    self.handle_key(name)
+                if cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
+                    break
+        finally:
+            cv2.destroyAllWindows()
+
+    def _on_mouse(self, event: int, x: int, y: int, flags: int, param) -> None:
+        if event == cv2.EVENT_LBUTTONDOWN:
+            try:
+                self.handle_click(x, y)
+            except Exception as exc:  # noqa: BLE001 - a click must not kill the window
+                log.exception("click failed")
+                self.message = f"click: {exc}"
+
+    def run_headless(self, keys: list[str], out_dir: str | Path | None = None) -> list[Path]:
+        """Apply ``keys`` (names or ``click:X,Y``), waiting for the worker after each, and write the
+        canvas as ``NNN-<key>.png`` into ``out_dir`` (start frame first). Returns the written paths."""
+        written = []
+        folder = Path(out_dir) if out_dir is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        for i, key in enumerate(["start"] + list(keys)):
+            if i:
+                if key.startswith("click:"):
+                    self.handle_click(*map(int, key[6:].split(",")))
+                else:
+                    self.handle_key(key)
+            self.settle()
+            self.render()
+            self.tick()
+            if folder is not None:
+                path = folder / f"{i:03d}-{re.sub(r'[^A-Za-z0-9]', lambda m: f'x{ord(m.group()):02x}', key)}.png"
+                write_png(path, self.canvas)
+                written.append(path)
+            if self.state.quit:
+                break
+        return written
+
+    def close(self) -> None:
+        self.worker.close()
+        self.loader.close()
+        if self.camera is not None:
+            self.camera.close()
+
+
+def write_png(path: Path, canvas: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
+        raise DvisError(f"cannot write {path}")
