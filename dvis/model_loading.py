@@ -11,7 +11,6 @@ import difflib
 import importlib
 import importlib.util
 import os
-import pickle
 import re
 import sys
 import warnings
@@ -65,6 +64,11 @@ class ModelSpec:
     display_names: dict[str, str] = field(default_factory=dict)
     unit_vis: str = "unit_vis"
     checkpoints: list[str] = field(default_factory=list)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _closest(word: str, choices: Iterator[str] | list[str] | tuple[str, ...]) -> str:
@@ -269,7 +273,7 @@ def _import_factory(architecture: str, folder: Path | None) -> Callable[..., nn.
     except DvisError:
         raise
     except Exception as exc:  # user code: any error becomes one line naming the module
-        raise DvisError(f"architecture {architecture!r}: cannot import {module_name} ({type(exc).__name__}: {exc})") from exc
+        raise DvisError(f"architecture {architecture!r}: cannot import {module_name} ({type(exc).__name__}: {_first_line(exc)})") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise DvisError(f"architecture {architecture!r}: {module_name} has no callable {attr!r}")
@@ -307,11 +311,6 @@ def _weights_enum(name: str, architecture: str) -> tvm.WeightsEnum:
     return weights
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> None:
     """Load a state_dict file (plain, or under a ``state_dict``/``model`` key) into ``net``.
 
@@ -319,7 +318,7 @@ def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> None:
     """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # torch.load raises many types on corrupt files; report one line naming the file
         raise DvisError(f"{path}: not a readable state_dict file ({_first_line(exc)})") from exc
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -374,12 +373,10 @@ def build_net(spec: ModelSpec, weights: str | None) -> tuple[nn.Module, str]:
         net = _construct(spec, enum if ":" not in spec.architecture else None)
     except DvisError:
         raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        if cached is None:
-            raise DvisError(f"architecture {spec.architecture!r} failed to build ({_first_line(exc)})") from exc
+    except Exception as exc:  # user factories and torch.load raise anything; report one line
+        if cached is None or isinstance(exc, (TypeError, ValueError)):  # bad args, not a bad file
+            raise DvisError(f"architecture {spec.architecture!r} failed to build ({type(exc).__name__}: {_first_line(exc)})") from exc
         raise DvisError(f"{cached}: cannot load weights {enum} ({_first_line(exc)}); delete the file to download it again") from exc
-    except Exception as exc:  # user factories: any error becomes one line naming the architecture
-        raise DvisError(f"architecture {spec.architecture!r} failed to build ({type(exc).__name__}: {exc})") from exc
     if enum is not None:
         if ":" in spec.architecture:
             load_state_dict_file(net, cached)
