@@ -1,0 +1,268 @@
+"""Back-projection of a unit to input space: deconvnet, guided backprop and plain gradient.
+
+All three modes are one autograd backward pass; they differ only in how a ReLU passes the signal
+back (``grad``: where its forward input was positive; ``guided``: there and only positive signal;
+``deconv`` (Zeiler & Fergus): positive signal anywhere, ignoring the forward). Max-pools use
+autograd's own backward, which routes through the switches recorded in the forward (exact also
+for overlapping pools), and convolutions use the transposed filters, which is autograd's
+backward too. ReLUs are swapped for custom autograd Functions by a ``TorchFunctionMode`` while
+the forward runs, so ``nn.ReLU`` (in-place or not, called once or twice), ``F.relu``,
+``torch.relu`` and ``Tensor.relu_`` are all caught and the user's modules are never touched.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from dvis.activations import activations, capture
+from dvis.errors import DvisError
+from dvis.layers import as_net, check_input, check_layers, frozen_params
+
+MODES = ("deconv", "guided", "grad")
+
+#: Targets back-projected together in one vmapped backward; bounds memory for big layers.
+DEFAULT_CHUNK = 64
+
+
+def _relu_function(guided: bool, inplace: bool) -> type[torch.autograd.Function]:
+    """A ReLU whose backward passes the positive part of the signal (masked by the forward if guided)."""
+
+    class _BackReLU(torch.autograd.Function):
+        generate_vmap_rule = True  # backproject_batch vmaps the backward over targets
+
+        @staticmethod
+        def forward(x):
+            return x.clamp_(min=0) if inplace else x.clamp(min=0)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            if inplace:
+                ctx.mark_dirty(inputs[0])
+            if guided:
+                # The output is positive exactly where the input was, and survives in-place use.
+                ctx.save_for_backward(output)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.clamp(min=0)
+            if guided:
+                (out,) = ctx.saved_tensors
+                grad = grad * (out > 0)
+            return grad
+
+    _BackReLU.__name__ = f"{'Guided' if guided else 'Deconv'}ReLU{'_' if inplace else ''}"
+    return _BackReLU
+
+
+_FUNCTIONS = {(g, i): _relu_function(g, i) for g in (False, True) for i in (False, True)}
+_INPLACE_RELUS = {F.relu_, torch.relu_, torch.Tensor.relu_}
+_RELUS = _INPLACE_RELUS | {F.relu, torch.relu, torch.Tensor.relu}
+
+
+class _SwapReLU(TorchFunctionMode):
+    """Route every ReLU call in the forward through the deconv or guided ReLU Function."""
+
+    def __init__(self, guided: bool):
+        super().__init__()
+        self.guided = guided
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELUS:
+            inplace = func in _INPLACE_RELUS or (
+                func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+            )
+            return _FUNCTIONS[self.guided, inplace].apply(args[0])
+        return func(*args, **kwargs)
+
+
+def _relu_mode(mode: str):
+    if mode not in MODES:
+        raise DvisError(f"unknown back-projection mode {mode!r}; use one of {', '.join(MODES)}")
+    return nullcontext() if mode == "grad" else _SwapReLU(mode == "guided")
+
+
+def _units(units) -> torch.Tensor:
+    try:
+        units = torch.as_tensor(units).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DvisError(f"units must be integers, got {units!r}") from err
+    if units.numel() == 0 or units.is_floating_point() or units.is_complex() or units.dtype == torch.bool:
+        raise DvisError(f"units must be a non-empty sequence of integers, got {units.tolist()}")
+    return units.long()
+
+
+def _positions(at, n: int, rank: int, sizes: Sequence[int]) -> torch.Tensor:
+    """``at`` given as positions: one (rank,) position for all targets or an (n, rank) tensor."""
+    pos = torch.as_tensor(at)
+    if pos.is_floating_point() or pos.dim() not in (1, 2) or pos.shape[-1] != rank:
+        raise DvisError(f"at must be 'max', 'map' or {rank} integer position(s) per target, got {at!r}")
+    pos = pos.long().reshape(-1, rank).expand(n, rank)
+    if pos.shape[0] != n:
+        raise DvisError(f"at has {pos.shape[0]} positions for {n} targets")
+    limits = torch.tensor(sizes)
+    if ((pos < 0) | (pos >= limits)).any():
+        raise DvisError(f"position(s) {pos.tolist()} outside the layer's {'x'.join(map(str, sizes))} map")
+    return pos
+
+
+def _seeds(value: torch.Tensor, units: torch.Tensor, at) -> torch.Tensor:
+    """Backward seeds for ``n`` targets: ``value`` is (n, C, ...) and target i is channel ``units[i]``."""
+    n, c = value.shape[:2]
+    bad = units[(units < 0) | (units >= c)]
+    if bad.numel():
+        raise DvisError(f"unit(s) {bad.tolist()} out of range: the layer has {c} units")
+    units = units.to(value.device)
+    rows = torch.arange(n, device=value.device)
+    seeds = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
+    if value.dim() == 2:  # fc: the unit is the target, `at` does not apply
+        seeds[rows, units] = 1
+        return seeds
+    maps = value[rows, units].reshape(n, -1)
+    flat = seeds.view(n, c, -1)
+    if isinstance(at, str) and at == "map":
+        flat[rows, units] = maps
+    elif isinstance(at, str) and at == "max":
+        flat[rows, units, maps.argmax(1)] = 1
+    elif isinstance(at, str):
+        raise DvisError(f"at must be 'max', 'map' or a position, got {at!r}")
+    else:
+        sizes = value.shape[2:]
+        pos = _positions(at, n, len(sizes), sizes).to(value.device)
+        strides = torch.tensor(flat.new_empty(sizes).stride(), device=value.device)
+        flat[rows, units, (pos * strides).sum(1)] = 1
+    return seeds
+
+
+def _each_unit(x: torch.Tensor, units: torch.Tensor) -> None:
+    if x.shape[0] != len(units):
+        raise DvisError(
+            f"{x.shape[0]} images for {len(units)} units: give one image (shared) or one image per unit"
+        )
+
+
+def _graph_output(model_or_net, x: torch.Tensor, layer: str) -> torch.Tensor:
+    value = capture(model_or_net, x, attached=[layer])[1][layer]
+    if not value.requires_grad:
+        raise DvisError(f"layer {layer!r} does not depend on the input")
+    return value
+
+
+def backproject_batch(
+    model_or_net,
+    x: torch.Tensor,
+    layer: str,
+    units,
+    mode: str = "deconv",
+    at="max",
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> torch.Tensor:
+    """Back-project many targets of ``layer`` at once; returns N x (x's C x H x W).
+
+    ``x`` is 1xCxHxW shared by all ``units`` (e.g. every channel of a layer: one forward, then one
+    backward vmapped over the targets, ``chunk_size`` at a time) or NxCxHxW with one unit per image
+    (one batched forward and backward). ``at``: ``"max"`` seeds 1 at the channel's argmax,
+    ``"map"`` seeds the whole channel map with its own values, a (y, x) position or an (N, 2)
+    LongTensor of positions seeds 1 there; ignored for fc layers. The forward stops at ``layer``.
+    """
+    check_layers(model_or_net, [layer])
+    x = check_input(model_or_net, x)
+    units = _units(units)
+    relu_mode = _relu_mode(mode)
+    net = as_net(model_or_net)
+    if x.shape[0] != 1 or len(units) == 1:
+        _each_unit(x, units)
+        xx = x.detach().requires_grad_(True)
+        with frozen_params(net), relu_mode, torch.enable_grad():
+            value = _graph_output(model_or_net, xx, layer)
+        seeds = _seeds(value.detach(), units, at)
+        return torch.autograd.grad(value, xx, seeds)[0]
+
+    with frozen_params(net), relu_mode:
+        value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
+    pull_back = torch.func.vmap(pull_back)
+    n = len(units)
+    positions = at if isinstance(at, str) or value.dim() == 2 else _positions(at, n, value.dim() - 2, value.shape[2:])
+    out = x.new_empty((n,) + x.shape[1:])
+    for start in range(0, n, chunk_size):
+        part = units[start:start + chunk_size]
+        where = positions if isinstance(positions, str) or value.dim() == 2 else positions[start:start + chunk_size]
+        seeds = _seeds(value.detach().expand((len(part),) + value.shape[1:]), part, where)
+        out[start:start + len(part)] = pull_back(seeds.unsqueeze(1))[0].squeeze(1)
+    return out
+
+
+def backproject(model_or_net, x: torch.Tensor, layer: str, unit: int, mode: str = "deconv", at="max") -> torch.Tensor:
+    """Back-project one unit of ``layer`` to the input; returns a tensor shaped like ``x``.
+
+    ``mode``: ``"deconv"`` (Zeiler & Fergus deconvnet), ``"guided"`` (guided backprop) or ``"grad"``.
+    ``at``: ``"max"`` (seed 1 at the channel's argmax), ``(y, x)`` (seed 1 at that unit) or ``"map"``
+    (the channel's whole map seeded with its own activation); ignored for fc layers, where
+    ``unit`` is the index. With several images the same unit is back-projected in each.
+    """
+    try:
+        unit = operator.index(unit)
+    except TypeError as err:
+        raise DvisError(f"unit must be an integer, got {unit!r}") from err
+    x = check_input(model_or_net, x)
+    return backproject_batch(model_or_net, x, layer, [unit] * x.shape[0], mode, at)
+
+
+class VisResult(NamedTuple):
+    """Everything the live toolbox needs from one forward and one backward."""
+
+    activations: dict[str, torch.Tensor]
+    input_grad: torch.Tensor | None
+    diffs: dict[str, torch.Tensor]
+
+
+def forward_and_back(
+    model_or_net,
+    x: torch.Tensor,
+    layers: Iterable[str],
+    back_layer: str | None,
+    unit: int | None = None,
+    mode: str = "deconv",
+    at="max",
+    diff_layers: Iterable[str] = (),
+) -> VisResult:
+    """One forward capturing ``layers`` plus one backward from ``unit`` of ``back_layer``.
+
+    Forward values are the same in every mode. ``diffs`` holds the backward signal (gradient
+    w.r.t. the layer's output) at each of ``diff_layers``; zeros where the layer is not on the
+    way back (e.g. past ``back_layer``). ``back_layer=None`` runs the forward only.
+    """
+    layers = check_layers(model_or_net, layers)
+    if back_layer is None:
+        return VisResult(activations(model_or_net, x, layers), None, {})
+    diff_layers = check_layers(model_or_net, diff_layers)
+    check_layers(model_or_net, [back_layer])
+    x = check_input(model_or_net, x)
+    try:
+        units = _units([operator.index(unit)] * x.shape[0])
+    except TypeError as err:
+        raise DvisError(f"unit must be an integer, got {unit!r}") from err
+    relu_mode = _relu_mode(mode)
+    xx = x.detach().requires_grad_(True)
+    with frozen_params(as_net(model_or_net)), relu_mode, torch.enable_grad():
+        values, graph = capture(
+            model_or_net, xx, detached=layers, attached=[back_layer, *diff_layers], required=False
+        )
+    value = graph[back_layer]
+    if not value.requires_grad:
+        raise DvisError(f"layer {back_layer!r} does not depend on the input")
+    seeds = _seeds(value.detach(), units, at)
+    wrt = [xx] + [graph[name] for name in diff_layers]
+    grads = torch.autograd.grad(value, wrt, seeds, allow_unused=True, materialize_grads=True)
+    return VisResult(
+        {name: values[name] for name in layers if name in values},
+        grads[0],
+        dict(zip(diff_layers, grads[1:])),
+    )
