@@ -1,0 +1,194 @@
+"""Max tracker: known top-k and positions, tie order, skipping bad files, resume, shards, torchrun, format."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dvis.datasets import open_source
+from dvis.maxes import TrackConfig, load_result, merge_results, merge_topk, save_result, track_maxes
+from dvis.model_loading import load_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_helpers import SIZE, blob_image, env_with_models, expected_conv1_top, make_images, make_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("maxes")
+    model_dir = make_model(root / "models" / "tiny-blob")
+    specs = make_images(root / "images", n=24, bad=True)
+    return root, model_dir, specs
+
+
+def cfg(**kw):
+    base = dict(top=4, batch_size=5, workers=0, progress=False)
+    base.update(kw)
+    return TrackConfig(**base)
+
+
+def arrays_equal(a, b):
+    assert a.layers == b.layers and a.shapes == b.shapes and a.skipped == b.skipped
+    for n in a.layers:
+        assert a.values[n].tobytes() == b.values[n].tobytes(), n
+        assert np.array_equal(a.index[n], b.index[n]), n
+        assert np.array_equal(a.pos[n], b.pos[n]), n
+
+
+def test_known_top_k_positions_and_skipped_files(setup):
+    _, model_dir, specs = setup
+    model = load_model(str(model_dir))
+    source = open_source(setup[0] / "images")
+    assert len(source) == 27  # 24 images plus 3 unreadable ones
+    with pytest.warns(UserWarning, match="unreadable"):
+        result = track_maxes(model, source, config=cfg())
+    assert sorted(source.names[i] for i in result.skipped) == ["b/zz_corrupt.jpg", "b/zz_empty.png", "b/zz_text.png"]
+    good = [i for i in range(len(source)) if i not in result.skipped]  # source index of spec j
+    expected = [good[j] for j in expected_conv1_top(specs, 4)]
+    assert result.index["conv1"][0].tolist() == expected
+    # Positions and values: recompute conv1 unit 0 (3x3 box sum of all channels) with numpy.
+    for slot, i in enumerate(expected):
+        b, y, x = specs[good.index(i)]
+        m = np.pad(blob_image(b, y, x).astype(np.float64).sum(2) / 255, 1)
+        conv = np.array([[m[r:r + 3, c:c + 3].sum() for c in range(SIZE)] for r in range(SIZE)])
+        assert result.pos["conv1"][0, slot].tolist() == list(np.unravel_index(conv.argmax(), conv.shape))
+        assert result.values["conv1"][0, slot] == pytest.approx(conv.max(), rel=1e-5)
+    assert result.shapes == {"conv1": (2, SIZE, SIZE), "pool1": (2, 8, 8), "conv2": (3, 8, 8), "fc": (4,)}
+    assert (result.index["fc"] >= 0).all() and not set(result.index["fc"].ravel()) & set(result.skipped)
+
+
+def test_ties_break_by_lower_image_index():
+    values = torch.tensor([[1.0, 2.0, 2.0, 2.0, -torch.inf]])
+    index = torch.tensor([[0, 9, 3, 7, -1]])
+    pos = torch.arange(10, dtype=torch.int32).view(1, 5, 2)
+    v, i, p = merge_topk(values, index, pos, 3)
+    assert i.tolist() == [[3, 7, 9]] and v.tolist() == [[2.0, 2.0, 2.0]]
+    assert p[0, :, 0].tolist() == [4, 6, 2]
+    # Images 4 and 5 of the blob set tie exactly: the merge must keep 4 before 5 whatever the batching.
+    v, i, _ = merge_topk(torch.tensor([[5.0, 5.0]]), torch.tensor([[5, 4]]), torch.zeros(1, 2, 2, dtype=torch.int32), 2)
+    assert i.tolist() == [[4, 5]]
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable")
+def test_batching_sharding_and_resume_do_not_change_the_result(setup, tmp_path):
+    _, model_dir, _ = setup
+    model = load_model(str(model_dir))
+    source = open_source(setup[0] / "images")
+    full = track_maxes(model, source, config=cfg())
+    shards = [track_maxes(model, source, config=cfg(), shard=(i, 3)) for i in range(3)]
+    arrays_equal(merge_results(shards), full)
+
+    ckpt = tmp_path / "ckpt.npz"
+
+    def stop_after_3(done):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        track_maxes(model, source, config=cfg(checkpoint_every=0), checkpoint=ckpt, on_batch=stop_after_3)
+    with np.load(ckpt) as z:
+        assert int(z["done"]) == 3
+    seen = []
+    resumed = track_maxes(model, source, config=cfg(checkpoint_every=0), checkpoint=ckpt, on_batch=seen.append)
+    assert seen[0] == 4  # resumed after the third batch instead of starting over
+    arrays_equal(resumed, full)
+
+
+def test_sigkill_mid_run_then_rerun_equals_uninterrupted(setup, tmp_path):
+    root, model_dir, _ = setup
+    script = textwrap.dedent(f'''
+        import os, signal, sys, warnings
+        warnings.simplefilter("ignore")
+        import numpy as np
+        from dvis.datasets import open_source
+        from dvis.maxes import TrackConfig, track_maxes
+        from dvis.model_loading import load_model
+        kill_at = int(sys.argv[1])
+        model = load_model({str(model_dir)!r})
+        source = open_source({str(root / "images")!r})
+        def hook(done):
+            if done == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        r = track_maxes(model, source, config=TrackConfig(top=4, batch_size=3, workers=1, checkpoint_every=0,
+                        progress=False), checkpoint={str(tmp_path / "ckpt.npz")!r}, on_batch=hook)
+        np.savez({str(tmp_path / "out.npz")!r}, **{{f"{{n}}:{{a}}": getattr(r, a)[n] for n in r.layers
+                 for a in ("values", "index", "pos")}})
+    ''')
+    run = lambda kill_at: subprocess.run([sys.executable, "-c", script, str(kill_at)], cwd=REPO, timeout=120)  # noqa: E731
+    assert run(4).returncode == -9
+    assert not (tmp_path / "out.npz").exists()
+    with np.load(tmp_path / "ckpt.npz") as z:
+        assert int(z["done"]) == 4
+    assert run(-1).returncode == 0
+    with np.load(tmp_path / "out.npz") as z:
+        resumed = dict(z)
+    (tmp_path / "ckpt.npz").unlink()
+    assert run(-1).returncode == 0
+    with np.load(tmp_path / "out.npz") as z:
+        for k, v in z.items():
+            assert v.tobytes() == resumed[k].tobytes(), k
+
+
+def test_format_round_trips_without_pickle(setup, tmp_path):
+    _, model_dir, _ = setup
+    model = load_model(str(model_dir))
+    source = open_source(setup[0] / "images")
+    with pytest.warns(UserWarning):
+        result = track_maxes(model, source, config=cfg())
+    save_result(result, tmp_path, {"model": str(model_dir), "fingerprint": "x"}, source.names)
+    back, manifest, names = load_result(tmp_path)
+    arrays_equal(back, result)
+    assert names == source.names and manifest["format"] == "dvis-maxes" and manifest["version"] == 1
+    assert json.loads((tmp_path / "manifest.json").read_text())["shapes"]["conv1"] == [2, SIZE, SIZE]
+    with np.load(tmp_path / "maxes.npz", allow_pickle=False) as z:
+        assert "fc:pos" not in z and z["conv1:values"].dtype == np.float32
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_tar_sources_match_the_folder(setup, tmp_path, suffix):
+    root = setup[0]
+    archive = tmp_path / f"images{suffix}"
+    with tarfile.open(archive, "w:gz" if suffix.endswith("gz") else "w") as tf:
+        for p in sorted((root / "images").rglob("*"), reverse=True):  # archive order must not matter
+            if p.is_file():
+                tf.add(p, arcname=f"imgs/{p.relative_to(root / 'images')}")
+    folder, tar = open_source(root / "images"), open_source(archive)
+    assert tar.names == [f"imgs/{n}" for n in folder.names]
+    assert np.array_equal(tar.load(0), folder.load(0))
+
+
+def _cli(args, env, timeout=120, prefix=(sys.executable, "-m", "dvis")):
+    return subprocess.run(list(prefix) + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_shards_merge_and_torchrun_equal_one_process(setup, tmp_path):
+    root, model_dir, _ = setup
+    env = env_with_models(model_dir.parent)
+    common = ["--model", "tiny-blob", "--images", str(root / "images"), "--top", "4", "--batch-size", "4",
+              "--workers", "0", "--quiet"]
+    r = _cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
+    assert r.returncode == 0, r.stderr
+    assert "3 skipped" in r.stdout
+    for i in range(2):
+        r = _cli(["maxes", *common, "--out", str(tmp_path / "sharded"), "--shard", f"{i}/2"], env)
+        assert r.returncode == 0, r.stderr
+    r = _cli(["maxes-merge", str(tmp_path / "sharded")], env)
+    assert r.returncode == 0, r.stderr
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "dvis")
+    r = _cli(["maxes", *common, "--out", str(tmp_path / "dist")], env, timeout=180, prefix=torchrun)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one = load_result(tmp_path / "one")[0]
+    arrays_equal(load_result(tmp_path / "sharded")[0], one)
+    arrays_equal(load_result(tmp_path / "dist")[0], one)
+    r = _cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
+    assert "already complete" in r.stdout
