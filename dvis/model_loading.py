@@ -16,13 +16,15 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 import torch
 import torchvision.models as tvm
+import yaml
 from torch import nn
 
 from dvis.errors import DvisError, LayerNotFoundError
@@ -71,7 +73,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _closest(word: str, choices: Iterator[str] | list[str] | tuple[str, ...]) -> str:
+def _closest(word: str, choices: Iterable[str]) -> str:
     return difflib.get_close_matches(word, list(choices), n=1, cutoff=0.0)[0]
 
 
@@ -93,6 +95,8 @@ def _per_channel(value: Any, channels: int, key: str, where: str) -> tuple[float
         raise DvisError(f"{where}: {key} must be a number or a list of {channels} numbers, got {value!r}")
     if key == "std" and min(values) <= 0:
         raise DvisError(f"{where}: std must be positive, got {value!r}")
+    if max(abs(v) for v in values) > 1:  # Caffe-style 0..255 values
+        raise DvisError(f"{where}: {key} is in [0, 1] pixel units, got {value!r} (divide 0..255 values by 255)")
     return tuple(float(v) for v in values)
 
 
@@ -109,6 +113,8 @@ def _parse_layers(entries: Any, where: str) -> tuple[list[str], dict[str, str]]:
             name, shown = entry.get("name"), entry.get("display", entry.get("name"))
         else:
             name, shown = entry, entry
+        # YAML reads the index names of an nn.Sequential (0, 1, ...) as ints
+        name, shown = (str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in (name, shown))
         if not isinstance(name, str) or not isinstance(shown, str):
             raise DvisError(f"{where}: bad layer entry {entry!r}: give a name or {{name: features.0, display: conv1}}")
         if name in display:
@@ -120,8 +126,6 @@ def _parse_layers(entries: Any, where: str) -> tuple[list[str], dict[str, str]]:
 
 def parse_model_yaml(path: str | os.PathLike) -> ModelSpec:
     """Read and validate a ``model.yaml``; raises :class:`DvisError` with one line on any problem."""
-    import yaml  # only needed for model folders
-
     path = Path(path)
     if not path.is_file():
         raise DvisError(f"{path}: no such model.yaml")
@@ -288,7 +292,7 @@ def _cached_weights_file(weights: tvm.WeightsEnum) -> Path:
     match = torch.hub.HASH_REGEX.search(path.name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # The hash prefix in the file name is checked only when downloading, so verify it here.
+        # As torchvision's own check_hash=True: the hash prefix in the file name is checked on download.
         torch.hub.download_url_to_file(weights.url, str(path), match.group(1) if match else None, progress=True)
     except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; hash mismatch a RuntimeError
         reason = " ".join(str(getattr(exc, "reason", exc)).split()) or type(exc).__name__
@@ -303,7 +307,7 @@ def _weights_enum(name: str, architecture: str) -> tvm.WeightsEnum:
     try:
         weights = tvm.get_weight(name)
     except (ValueError, KeyError, AttributeError) as exc:
-        enums = [f"{e.__name__}.{m}" for a in torchvision_architectures() for e in [tvm.get_model_weights(a)] for m in e.__members__]
+        enums = [str(w) for arch in torchvision_architectures() for w in tvm.get_model_weights(arch)]
         raise DvisError(f"unknown torchvision weights {name!r}{_did_you_mean(name, enums)}") from exc
     if ":" not in architecture and weights not in list(tvm.get_model_weights(architecture)):
         raise DvisError(f"weights {name} do not belong to architecture {architecture!r}; use one of "

@@ -29,6 +29,11 @@ def test_minimal_yaml_defaults(tmp_path):
     assert spec.unit_vis == "unit_vis" and spec.checkpoints == [] and spec.layers is None
 
 
+def test_sequential_index_names_may_be_ints(tmp_path):
+    m = load_model(make_model_folder(tmp_path, GOOD + "    layers: [0, {name: 4, display: 'fc'}]\n"))
+    assert m.layers == ["0", "4"] and m.display_names == {"0": "0", "4": "fc"}
+
+
 def test_unknown_key_names_the_closest_valid_key(tmp_path):
     msg = _error(tmp_path, GOOD + "    wieghts: w.pt\n    layer: [a]\n")
     assert "'wieghts' (did you mean 'weights'?)" in msg
@@ -51,6 +56,7 @@ def test_layer_not_in_net_lists_valid_names(tmp_path):
     ("    channels: 2\n", "channels must be 3 or 1"),
     ("    mean: [0.5, 0.5]\n", "mean must be a number or a list of 3"),
     ("    std: [1, 0, 1]\n", "std must be positive"),
+    ("    mean: [123.7, 116.8, 103.9]\n", "divide 0..255 values by 255"),
     ("    layers: []\n", "layers must be a non-empty list"),
     ("    layers: ['0', '0']\n", "listed twice"),
     ("    layers: [{display: x}]\n", "bad layer entry"),
