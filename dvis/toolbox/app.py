@@ -222,12 +222,13 @@ class Toolbox:
         t, l, h, w = self.panes[name]
         return self.canvas[t:t + h, l:l + w]
 
-    def _cached(self, name: str, key: tuple, make) -> np.ndarray:
+    def _cached(self, name: str, key: tuple, source, make) -> np.ndarray:
+        """``make()``, reused while ``key`` and the ``source`` object (compared by identity) are the same."""
         hit = self._pane_cache.get(name)
-        if hit is None or hit[0] != key:
-            hit = (key, make())
+        if hit is None or hit[0] != key or hit[1] is not source:
+            hit = (key, source, make())
             self._pane_cache[name] = hit
-        return hit[1]
+        return hit[2]
 
     def render(self) -> np.ndarray:
         """Draw every pane into the canvas (RGB) and return it."""
@@ -242,7 +243,7 @@ class Toolbox:
         tiles = None
         if acts is not None:
             data = diffs if signed else acts
-            tiles = self._cached("tiles", (id(out), layer, signed, bi, bg),
+            tiles = self._cached("tiles", (layer, signed, bi, bg), out,
                                  lambda: R.layer_images(data, bi, bg, signed, self.style))
         back_img = self._back_image(out)
         self._render_layers(tiles, back_img)
@@ -266,7 +267,7 @@ class Toolbox:
         from dvis.display import back_filter
 
         filt = self.state.back_filter
-        return self._cached("back", (id(out), filt), lambda: back_filter(torch.from_numpy(out.grad), filt))
+        return self._cached("back", (filt,), out, lambda: back_filter(out.grad, filt))
 
     def _back_caption(self) -> str:
         st = self.state
@@ -297,8 +298,7 @@ class Toolbox:
             images = sprite
         layout = self.tile_layouts[st.layer]
         frozen = st.frozen[1] if st.frozen and st.frozen[0] == st.layer else None
-        grid = self._cached("layers", (id(images), st.layer),
-                            lambda: self._draw_tiles(images, layout))
+        grid = self._cached("layers", (st.layer,), images, lambda: self._draw_tiles(images, layout))
         pane[...] = grid
         R.render_outlines(pane, layout, len(images), self.style, st.unit, frozen)
 
@@ -361,7 +361,7 @@ class Toolbox:
         layer = self.model.layers[st.layer]
         shape = "x".join(map(str, self.shapes[layer]))
         rf = self.rfs.get(layer)
-        rf_text = f" rf {rf.size}" if rf is not None else ""
+        rf_text = f" rf {rf.size[0]}x{rf.size[1]}" if rf is not None else ""
         if st.camera:
             source = "camera (frozen)" if st.camera_frozen else "camera"
         else:
