@@ -58,7 +58,7 @@ def test_render_tiles_places_values_with_one_pixel_separators_and_outlines():
         c = (y + lay.tile_h // 2, x + lay.tile_w // 2)
         np.testing.assert_array_equal(pane[c], [images[unit, 0, 0]] * 3)
     y, x = origins[3]
-    np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w], 0)  # 1-px separator between tiles 3 and 4
+    np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w], [STYLE.separator] * 3)  # 1-px separator, tiles 3|4
     np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w - 1], [200] * 3)
     np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w + 1], [250] * 3)
     ys, xs = origins[5]

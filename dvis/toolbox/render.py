@@ -28,6 +28,7 @@ class Style:
     rf_box: RGB = (0, 255, 0)
     positive: RGB = (255, 170, 40)
     negative: RGB = (40, 140, 255)
+    separator: int = 70  # gray level of the 1-px lines between tiles (visible around all-zero tiles)
     font_size: float = 0.45  # cv2 font scale of normal text
 
     @property
@@ -39,11 +40,13 @@ class Style:
 
 
 def put_text(img: np.ndarray, text: str, y: int, x: int, style: Style, color: RGB | None = None,
-             scale: float = 1.0) -> None:
-    """Draw one line of text whose baseline is at row ``y``."""
+             scale: float = 1.0, outline: bool = False) -> None:
+    """Draw one line of text whose baseline is at row ``y``; ``outline`` keeps it legible over images."""
     size = style.font_size * scale
-    cv2.putText(img, text, (int(x), int(y)), FONT, size, color or style.text,
-                max(1, int(round(size * 2.2))), cv2.LINE_AA)
+    thickness = max(1, int(round(size * 2.2)))
+    if outline:
+        cv2.putText(img, text, (int(x), int(y)), FONT, size, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(img, text, (int(x), int(y)), FONT, size, color or style.text, thickness, cv2.LINE_AA)
 
 
 def text_width(text: str, style: Style, scale: float = 1.0) -> int:
@@ -172,7 +175,7 @@ def render_tiles(pane: np.ndarray, images: np.ndarray, layout: TileLayout, style
     pane[...] = style.background
     n = len(images)
     tiles = resample(images, layout.tile_h, layout.tile_w)
-    grid = tile(tiles, layout.rows, layout.cols, sep=layout.sep, sep_value=0)
+    grid = tile(tiles, layout.rows, layout.cols, sep=layout.sep, sep_value=style.separator)
     if grid.ndim == 2:
         grid = cv2.cvtColor(grid, cv2.COLOR_GRAY2RGB)
     gh, gw = grid.shape[:2]
@@ -229,9 +232,9 @@ def render_input(pane: np.ndarray, frame: np.ndarray | None, style: Style,
                       (left + int(r * fx) - 1, top + int(b * fy) - 1), style.rf_box, 1)
     if top5:
         for i, (label, p) in enumerate(top5):
-            put_text(pane, f"{p:5.1%} {label}", (i + 1) * style.line_height, 4, style, scale=0.9)
+            put_text(pane, f"{p:5.1%} {label}", (i + 1) * style.line_height, 4, style, scale=0.9, outline=True)
     if message:
-        put_text(pane, message, pane.shape[0] - 6, 4, style, scale=0.8)
+        put_text(pane, message, pane.shape[0] - 6, 4, style, scale=0.8, outline=True)
 
 
 def control_boxes(names: list[str], pane_hw: tuple[int, int], style: Style) -> list[tuple[int, int, int, int]]:
