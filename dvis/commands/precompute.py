@@ -1,0 +1,59 @@
+"""``dvis precompute``: maxes, crops and optimize in order, skipping what is already complete."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dvis.commands.maxes import parse_layers
+from dvis.commands.optimize import add_opt_arguments, settings_from
+
+
+def register(sub) -> None:
+    p = sub.add_parser("precompute", help="fill a model's unit images: maxes, crops, optimize",
+                       description="Run `maxes`, `crops` and `optimize` in order for a model and an image "
+                                   "source, skipping steps and layers that are already complete.")
+    p.add_argument("--model", default=None, help="anything dvis.load_model accepts (default: zf-cifar10)")
+    p.add_argument("--images", required=True, help="image folder, list file, or .tar/.tar.gz")
+    p.add_argument("--out", default=None, help="unit_vis folder (default: the model's)")
+    p.add_argument("--run", default=None, help="maxes run folder (default: <unit_vis>/maxes)")
+    p.add_argument("--layers", help="comma-separated layers (default: the model's layers)")
+    p.add_argument("--top", type=int, default=9)
+    p.add_argument("--batch-size", type=int, default=64, help="images (maxes) and patches (crops) per batch")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--modes", default="deconv", help="back-projections for crops")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: maxes, crops, optimize")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="recompute everything")
+    p.add_argument("--quiet", action="store_true")
+    add_opt_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dvis.maxes import TrackConfig
+    from dvis.model_loading import load_model
+    from dvis.precompute import (default_run_dir, format_opt_summary, run_crops_step, run_maxes_step,
+                                 run_optimize_step, unit_vis_root)
+
+    model = load_model(args.model, device=args.device)
+    root = unit_vis_root(model, args.out)
+    run_dir = Path(args.run) if args.run else default_run_dir(model, root)
+    layers = parse_layers(args.layers) or list(model.layers)
+    skip = set(parse_layers(args.skip) or [])
+    progress = not args.quiet
+    if "maxes" not in skip:
+        if args.force:
+            (run_dir / "manifest.json").unlink(missing_ok=True)
+        cfg = TrackConfig(top=args.top, batch_size=args.batch_size, workers=args.workers, progress=progress)
+        if not run_maxes_step(model, args.images, run_dir, layers, cfg, args.model):
+            print(f"maxes: {run_dir} is already complete")
+    if "crops" not in skip:
+        mism = run_crops_step(model, run_dir, root, layers, parse_layers(args.modes) or [], args.batch_size,
+                              args.workers, args.images, args.force, progress)
+        print(f"crops: {len(mism)} layer(s) written, {sum(mism.values())} activation mismatch(es)")
+    if "optimize" not in skip:
+        settings = settings_from(args)
+        for layer in layers:
+            summary = run_optimize_step(model, layer, root, settings, None, run_dir, args.force, progress)
+            print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+    print(f"precompute: unit images of {model.name} in {root}; check with `dvis vis-info`")
+    return 0

@@ -1,0 +1,45 @@
+"""``dvis vis-info``: which per-unit images a model has, per layer, and what is missing."""
+from __future__ import annotations
+
+KINDS = ("top9", "deconv", "opt")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("vis-info", help="report the per-unit images of a model's unit_vis folder")
+    p.add_argument("model", nargs="?", default=None, help="anything dvis.load_model accepts (default: zf-cifar10)")
+    p.add_argument("--out", default=None, help="unit_vis folder (default: the model's)")
+    p.set_defaults(func=run)
+
+
+def _ranges(units: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3,7'."""
+    parts, start = [], None
+    for i, u in enumerate(units):
+        if start is None:
+            start = u
+        if i + 1 == len(units) or units[i + 1] != u + 1:
+            parts.append(f"{start}" if start == u else f"{start}-{u}")
+            start = None
+    return ",".join(parts)
+
+
+def run(args) -> int:
+    from dvis.maxes import layer_shapes
+    from dvis.model_loading import load_model
+    from dvis.precompute import coverage, unit_vis_root
+
+    model = load_model(args.model)
+    root = unit_vis_root(model, args.out)
+    shapes = layer_shapes(model.net, model.layers, (model.channels,) + tuple(model.input_size), model.device)
+    missing = coverage(root, {n: shapes[n][0] for n in model.layers}, KINDS)
+    print(f"{model.name}: unit images in {root}")
+    print(f"{'layer':<16}{'units':>7}" + "".join(f"{k:>9}" for k in KINDS) + "  missing")
+    complete = True
+    for layer in model.layers:
+        n = shapes[layer][0]
+        counts = "".join(f"{n - len(missing[layer][k]):>9}" for k in KINDS)
+        gaps = "; ".join(f"{k}: {_ranges(missing[layer][k])}" for k in KINDS if missing[layer][k])
+        complete &= not gaps
+        print(f"{model.display_names.get(layer, layer):<16}{n:>7}{counts}  {gaps or '-'}")
+    print("complete" if complete else "incomplete: run `dvis precompute` (or maxes/crops/optimize) to fill the gaps")
+    return 0

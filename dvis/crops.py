@@ -1,0 +1,194 @@
+"""Receptive-field crops of each unit's top images and their back-projections, as mosaics.
+
+For every (unit, top image) pair the image is cropped to the unit's receptive field around the
+recorded max position, padded with black where the field leaves the image so every patch of a
+layer has the same size with the content where it belongs. The back-projection (deconv, guided
+backprop or gradient) of that unit at that position is computed on the full image (so the net's
+own border handling is exact) for a whole batch of pairs per forward/backward, and cropped to
+the same box. The forward of that pass re-measures the activation, which must match the value
+recorded by ``maxes``; a mismatch reveals nondeterminism or preprocessing drift.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from dvis.backproject import backproject_batch
+from dvis.datasets import ImageSource, fit_image
+from dvis.errors import DvisError
+from dvis.maxes import MaxResult
+from dvis.receptive_field import receptive_field
+from dvis.tiling import tile
+from dvis.unit_vis import round16
+
+MODES = ("deconv", "guided", "grad")
+MIN_PATCH = 48  # display size of the smallest patches (32x32 inputs give 3 px conv1 patches)
+MOSAIC_SEP = 2
+
+
+@dataclass
+class LayerCrops:
+    """Crops of one layer: ``patches`` and ``backs[mode]`` are (units, k, ph, pw, 3) uint8,
+    ``boxes`` (units, k, 4) unclipped (top, left, bottom, right) in input pixels, ``recheck``
+    (units, k) the re-measured activations (NaN for empty slots)."""
+
+    layer: str
+    patches: np.ndarray
+    backs: dict[str, np.ndarray]
+    boxes: np.ndarray
+    recheck: np.ndarray
+    valid: np.ndarray
+    mismatches: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def layer_boxes(model, layer: str, result: MaxResult) -> np.ndarray:
+    """(units, k, 4) receptive-field boxes (unclipped) around each recorded position."""
+    h, w = model.input_size
+    units, k = result.index[layer].shape
+    if not result.is_conv(layer):
+        return np.broadcast_to(np.array([0, 0, h, w]), (units, k, 4)).copy()
+    rf = receptive_field(model.net, layer, input_size=(h, w))
+    pos = result.pos[layer].reshape(-1, 2)
+    boxes = np.stack(rf.box(pos[:, 0], pos[:, 1], clip=False), axis=1)
+    return boxes.reshape(units, k, 4).astype(np.int64)
+
+
+def crop_batch(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop NxCxHxW ``x`` to per-image ``boxes`` (N, 4: top, left, ...) of one ``size`` (ph, pw),
+    zero-filled outside the image; one gather for the whole batch."""
+    n, c, h, w = x.shape
+    ph, pw = size
+    pad = max(ph, pw)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    rows = (boxes[:, 0:1] + pad + torch.arange(ph, device=x.device)).clamp(0, h + 2 * pad - 1)
+    cols = (boxes[:, 1:2] + pad + torch.arange(pw, device=x.device)).clamp(0, w + 2 * pad - 1)
+    b = torch.arange(n, device=x.device)[:, None, None]
+    return xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # N x ph x pw x C
+
+
+def backs_to_uint8(g: torch.Tensor) -> torch.Tensor:
+    """N x ph x pw x C back-projections -> uint8 RGB with 0 at mid-gray and each patch's largest
+    magnitude at 0 or 255 (as the original toolbox's deconv crops)."""
+    scale = g.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    out = ((g / scale) * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    return out.expand(-1, -1, -1, 3) if out.shape[3] == 1 else out
+
+
+def images_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.expand(-1, -1, -1, 3) if x.shape[3] == 1 else x
+
+
+class _EntryImages(Dataset):
+    def __init__(self, source: ImageSource, indices: np.ndarray, size, channels):
+        self.source, self.indices, self.size, self.channels = source, indices, size, channels
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, j):
+        # Images were readable during maxes; a failure now is a real error, not a skip.
+        return torch.from_numpy(fit_image(self.source.load(int(self.indices[j])), self.size, self.channels))
+
+
+def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, modes: tuple[str, ...] = ("deconv",),
+                  batch_size: int = 64, workers: int = 2, rtol: float = 1e-3, progress=None) -> LayerCrops:
+    """Patches, back-projections (``modes``) and re-measured activations of ``layer``'s top images."""
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise DvisError(f"unknown crop mode {bad[0]!r}; expected {', '.join(MODES)}")
+    index, pos = result.index[layer], result.pos[layer]
+    units, k = index.shape
+    boxes = layer_boxes(model, layer, result)
+    ph, pw = int(boxes[0, 0, 2] - boxes[0, 0, 0]), int(boxes[0, 0, 3] - boxes[0, 0, 1])
+    flat_valid = (index >= 0).reshape(-1)
+    entries = np.flatnonzero(flat_valid)
+    unit_of = entries // k
+    patches = torch.zeros((units * k, ph, pw, 3), dtype=torch.uint8)
+    backs = {m: torch.zeros((units * k, ph, pw, 3), dtype=torch.uint8) for m in modes}
+    recheck = torch.full((units * k,), torch.nan)
+    conv = result.is_conv(layer)
+    module = dict(model.net.named_modules())[layer]
+    captured: list[torch.Tensor] = []
+
+    def hook(_m, _i, out):
+        captured.append(out.detach())
+
+    loader = DataLoader(_EntryImages(source, index.reshape(-1)[entries], model.input_size, model.channels),
+                        batch_size=batch_size, num_workers=workers)
+    handle = module.register_forward_hook(hook)
+    try:
+        start = 0
+        for images in loader:
+            sel = torch.from_numpy(entries[start:start + len(images)])
+            start += len(images)
+            u = torch.from_numpy(unit_of[sel.numpy()]).to(model.device)
+            x = model.normalize(images.to(model.device).float().div_(255))
+            b = torch.from_numpy(boxes.reshape(-1, 4)[sel.numpy()])
+            at = torch.from_numpy(pos.reshape(-1, 2)[sel.numpy()].astype(np.int64)).to(model.device) if conv else "max"
+            for mode in modes:
+                captured.clear()
+                g = backproject_batch(model.net, x, layer, u, mode=mode, at=at)
+                backs[mode][sel] = backs_to_uint8(crop_batch(g.detach().float(), b.to(g.device), (ph, pw))).cpu()
+            out = captured[0]
+            r = torch.arange(len(u), device=out.device)
+            recheck[sel] = (out[r, u, at[:, 0], at[:, 1]] if conv else out[r, u]).float().cpu()
+            patches[sel] = images_to_uint8(crop_batch(images, b, (ph, pw)))
+            if progress is not None:
+                progress(len(images))
+    finally:
+        handle.remove()
+    recorded = torch.from_numpy(result.values[layer].reshape(-1).astype(np.float32))
+    ok = torch.isclose(recheck, recorded, rtol=rtol, atol=rtol * float(recorded[flat_valid].abs().max() if flat_valid.any() else 1))
+    mismatches = int((~ok & torch.from_numpy(flat_valid)).sum())
+    shape = (units, k, ph, pw, 3)
+    return LayerCrops(layer, patches.view(shape).numpy(), {m: v.view(shape).numpy() for m, v in backs.items()},
+                      boxes, recheck.view(units, k).numpy(), flat_valid.reshape(units, k), mismatches)
+
+
+def display_size(patch: int, min_patch: int = MIN_PATCH, sep: int = MOSAIC_SEP, n: int = 3) -> int:
+    """Patch side (>= ``patch`` and ``min_patch``) making an n x n mosaic a multiple of 16 pixels wide."""
+    p = max(patch, min_patch)
+    while (n * p + (n - 1) * sep) % 16:
+        p += 1
+    return p
+
+
+def upscale(patches: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w, 3) uint8 -> (N, size*, size*, 3), the longer side scaled to ``size``; nearest for
+    tiny patches so single pixels stay crisp, bilinear otherwise."""
+    n, h, w, _ = patches.shape
+    scale = size / max(h, w)
+    if scale == 1 or n == 0:
+        return patches
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float()
+    mode = "nearest" if max(h, w) < 8 else "bilinear"
+    kw = {} if mode == "nearest" else {"align_corners": False}
+    out = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode=mode, **kw)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def mosaics(patches: np.ndarray, min_patch: int = MIN_PATCH) -> np.ndarray:
+    """(units, k, h, w, 3) patches -> (units, S, S, 3) square mosaics (S a multiple of 16), all units
+    tiled in one call by folding the units into the channel axis."""
+    units, k, h, w, _ = patches.shape
+    n = math.ceil(math.sqrt(k))
+    p = display_size(max(h, w), min_patch, MOSAIC_SEP, n)
+    big = upscale(patches.reshape(units * k, h, w, 3), p)
+    bh, bw = big.shape[1:3]
+    cells = np.zeros((units, k, p, p, 3), np.uint8)
+    oy, ox = (p - bh) // 2, (p - bw) // 2
+    cells[:, :, oy:oy + bh, ox:ox + bw] = big.reshape(units, k, bh, bw, 3)
+    stacked = cells.transpose(1, 2, 3, 0, 4).reshape(k, p, p, units * 3)
+    canvas = tile(stacked, rows=n, cols=n, sep=MOSAIC_SEP, sep_value=0)
+    side = canvas.shape[0]
+    out = canvas.reshape(side, side, units, 3).transpose(2, 0, 1, 3)
+    s16 = round16(side)
+    if s16 != side:
+        out = np.pad(out, ((0, 0), (0, s16 - side), (0, s16 - side), (0, 0)))
+    return np.ascontiguousarray(out)

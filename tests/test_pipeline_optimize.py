@@ -1,0 +1,83 @@
+"""Regularized activation maximization: presets, regularizers, batching, and that it beats the dataset."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dvis.datasets import open_source
+from dvis.maxes import TrackConfig, track_maxes
+from dvis.model_loading import load_model
+from dvis.optimize import OptSettings, optimize_units
+from dvis.optvis.presets import PRESETS, preset
+from dvis.optvis.transforms import clip_small_contribution, clip_small_norm, gaussian_blur
+from dvis.errors import DvisError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_helpers import make_images, make_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("opt")
+    model = load_model(str(make_model(root / "tiny-blob")))
+    make_images(root / "images", n=24)
+    result = track_maxes(model, open_source(root / "images"), config=TrackConfig(top=1, batch_size=8, workers=0,
+                                                                                   progress=False))
+    return model, result
+
+
+def test_presets_are_the_papers_table_1():
+    rows = {n: (p.decay, p.blur_width, p.blur_every, p.norm_pct, p.contrib_pct) for n, p in PRESETS.items()}
+    assert rows == {1: (0, 0.5, 4, 50, 0), 2: (0.3, 0, 0, 20, 0), 3: (0.0001, 1.0, 4, 0, 0), 4: (0, 0.5, 4, 0, 90)}
+    with pytest.raises(DvisError, match="preset"):
+        preset(5)
+
+
+def test_regularizers():
+    x = torch.randn(2, 3, 12, 12)
+    const = torch.full((1, 3, 9, 9), 0.3)
+    assert torch.allclose(gaussian_blur(const, 1.0), const, atol=1e-6)
+    assert gaussian_blur(x, 1.0).std() < x.std()
+    clipped = clip_small_norm(x, 50)
+    zero_px = (clipped.norm(dim=1) == 0).flatten(1).sum(1)
+    assert zero_px.tolist() == [72, 72]  # half of each image's 144 pixels
+    grad = torch.randn_like(x)
+    kept = clip_small_contribution(x, grad, 90)
+    assert ((kept != 0).any(1).flatten(1).sum(1) <= 15).all()
+    score = (x * grad).sum(1).abs().flatten(1)
+    kept_px = (kept != 0).any(1).flatten(1)
+    assert (score[kept_px].min() >= score[~kept_px].max()) or kept_px.sum() == 0
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "fc"])
+def test_optimized_images_beat_the_best_dataset_image(tiny, layer):
+    model, result = tiny
+    res = optimize_units(model, layer, None, OptSettings(iters=40, seeds=2))
+    best = res.activations.max(1)
+    dataset = result.values[layer][:, 0]
+    live = dataset > 0.05  # units no image excites at all have nothing to beat
+    assert live.any()
+    assert (best[live] > 1.3 * dataset[live]).all(), (best, dataset)
+    assert res.images.shape[:2] == (len(dataset), 2) and res.images.dtype == np.uint8
+
+
+def test_batching_does_not_change_results(tiny):
+    model, _ = tiny
+    s = OptSettings(iters=8, seeds=2, preset=1)
+    whole = optimize_units(model, "conv2", [0, 2], s)
+    s.batch_size = 1
+    single = optimize_units(model, "conv2", [0, 2], s)
+    np.testing.assert_allclose(whole.activations, single.activations, rtol=1e-4)
+    assert np.abs(whole.images.astype(int) - single.images.astype(int)).max() <= 1
+
+
+def test_bad_settings_are_one_line_errors(tiny):
+    model, _ = tiny
+    with pytest.raises(DvisError, match="lr policy"):
+        optimize_units(model, "conv1", [0], OptSettings(lr_policy="adam"))
+    with pytest.raises(DvisError, match="units 0..1"):
+        optimize_units(model, "conv1", [5], OptSettings(iters=1))
