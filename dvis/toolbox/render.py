@@ -41,11 +41,14 @@ class Style:
 
 def put_text(img: np.ndarray, text: str, y: int, x: int, style: Style, color: RGB | None = None,
              scale: float = 1.0, outline: bool = False) -> None:
-    """Draw one line of text whose baseline is at row ``y``; ``outline`` keeps it legible over images."""
+    """Draw one line of text whose baseline is at row ``y``; ``outline`` darkens the box behind it
+    so it stays legible over images."""
     size = style.font_size * scale
     thickness = max(1, int(round(size * 2.2)))
     if outline:
-        cv2.putText(img, text, (int(x), int(y)), FONT, size, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        (w, h), base = cv2.getTextSize(text, FONT, size, thickness)
+        box = img[max(0, int(y) - h - 2):int(y) + base, max(0, int(x) - 2):int(x) + w + 2]
+        box //= 2
     cv2.putText(img, text, (int(x), int(y)), FONT, size, color or style.text, thickness, cv2.LINE_AA)
 
 
