@@ -125,7 +125,7 @@ def _tiny(num_classes: int, seed: int) -> torch.nn.Module:
     return scope["build"](num_classes)
 
 
-def test_weights_file_checkpoints_and_load_weights(tmp_path):
+def test_weights_file_checkpoints_and_load_weights(tmp_path, monkeypatch):
     folder = make_model_folder(tmp_path, """
         architecture: tinynet.py:build
         args: {num_classes: 5}
@@ -156,9 +156,13 @@ def test_weights_file_checkpoints_and_load_weights(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(DvisError, match="junk.pt: not a readable state_dict file"):
         m.load_weights(tmp_path / "junk.pt")
-    # weights= overrides model.yaml's, relative to the current directory
+    # weights= overrides model.yaml's; a relative file is taken from the current directory
     with pytest.warns(UserWarning, match="random init"):
         assert load_model(folder, weights="none").weights_source == "none (random init)"
+    monkeypatch.chdir(folder / "ckpt")
+    m = load_model(folder, weights="1.pt")
+    assert m.weights_source == str(folder / "ckpt" / "1.pt")
+    torch.testing.assert_close(m.net[0].weight, epoch1["0.weight"])
 
 
 def test_model_folders_are_found_by_name(tmp_path, monkeypatch):
