@@ -152,12 +152,16 @@ def plot_invariance(sweeps: Sequence[Sweep], examples: dict[str, np.ndarray], la
         dist.set_xlabel(TRANSFORMS[sw.kind], fontsize=8)
         dist.set_ylabel("||f(Tx) - f(x)|| / ||f(x)||", fontsize=8)
         dist.legend(fontsize=6, ncol=2)
+        few = len(sw.probs) <= 10
         for i, p in enumerate(sw.probs):
             t = int(sw.targets[i])
-            prob.plot(sw.amounts, p.numpy(), lw=1, label=labels[t] if t < len(labels) else str(t))
+            # Many images: faint lines under the mean; a few: one labelled line each.
+            prob.plot(sw.amounts, p.numpy(), lw=1, alpha=1 if few else 0.15, color=None if few else "tab:blue",
+                      label=(labels[t] if t < len(labels) else str(t)) if few else None)
+        if not few:
+            prob.plot(sw.amounts, sw.probs.mean(0).numpy(), lw=2.5, color="k", label=f"mean of {len(sw.probs)} images")
         prob.set_ylim(0, 1)
         prob.set_xlabel(TRANSFORMS[sw.kind], fontsize=8)
         prob.set_ylabel("p(true class)", fontsize=8)
-        if len(sw.probs) <= 10:
-            prob.legend(fontsize=6)
+        prob.legend(fontsize=6)
     return fig

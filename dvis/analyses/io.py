@@ -1,0 +1,99 @@
+"""Command-side input and output for the experiments: images in, figures and numbers out."""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dvis.errors import DvisError
+from dvis.images import list_images, read_image
+from dvis.model_loading import load_model
+
+
+def add_common_args(parser, out_default: str) -> None:
+    """``--model``, ``--device``, ``--out`` and ``--batch-size``, shared by every experiment command."""
+    parser.add_argument("--model", default=None, help="model name, folder or model.yaml (default: zf-cifar10)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--out", default=out_default, help=f"folder for the figure and numbers (default: {out_default})")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+
+
+def open_model(args):
+    """The model named by ``args.model`` on ``args.device``."""
+    return load_model(args.model, device=args.device)
+
+
+def auto_targets(paths: Sequence[str], labels: Sequence[str], spec: str | None) -> list[int | None]:
+    """Target class per image: ``spec`` (name or index) for all, else the class named in each file name, else None (top class)."""
+    if spec is not None:
+        return [resolve_class(labels, spec)] * len(paths)
+    return [class_from_filename(p, labels) for p in paths]
+
+
+def load_inputs(model, sources: Sequence[str]) -> tuple[torch.Tensor, list[np.ndarray], list[str]]:
+    """Read every image named by ``sources`` (files, folders or list files).
+
+    Returns the normalized batch (N x C x H x W on the model's device), the resized RGB uint8
+    images for figures, and the paths.
+    """
+    paths = [p for src in sources for p in _listed(src)]
+    if not paths:
+        raise DvisError(f"no images found in {', '.join(sources)}")
+    x = torch.cat([model.preprocess(read_image(p)) for p in paths])
+    return x, [model.deprocess(t) for t in x], paths
+
+
+def _listed(src: str) -> list[str]:
+    if not Path(src).exists():
+        raise DvisError(f"image not found: {src}")
+    return list_images(src)
+
+
+def resolve_class(labels: Sequence[str], spec: str | int) -> int:
+    """Class index from a label name or an index (checked against ``labels`` when the model has them)."""
+    if isinstance(spec, int) or str(spec).isdigit():
+        idx = int(spec)
+        if labels and not 0 <= idx < len(labels):
+            raise DvisError(f"class index {idx} out of range 0..{len(labels) - 1}")
+        return idx
+    if spec not in labels:
+        raise DvisError(f"unknown class {spec!r}; known: {', '.join(labels) or 'none (model has no labels)'}")
+    return list(labels).index(spec)
+
+
+def class_from_filename(path: str, labels: Sequence[str]) -> int | None:
+    """The label that appears as a whole word in the file name (e.g. ``cifar_dog_0001.png``), if exactly one does."""
+    words = set(re.split(r"[^a-z0-9]+", Path(path).stem.lower()))
+    hits = [i for i, name in enumerate(labels) if name.lower() in words]
+    return hits[0] if len(hits) == 1 else None
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG through the Agg canvas (no display needed); creates the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def write_json(path: Path, data) -> Path:
+    """Write ``data`` as indented JSON, converting tensors and numpy values to plain lists/numbers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=_plain) + "\n")
+    return path
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

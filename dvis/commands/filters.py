@@ -1,0 +1,56 @@
+"""``dvis filters``: first-layer filter grids and the architecture-selection numbers, side by side per model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dvis.analyses.common import conv_layers
+from dvis.analyses.filters import conv_weight, filter_grid, filter_stats, plot_filters
+from dvis.analyses.io import save_figure, write_json
+from dvis.errors import DvisError
+from dvis.model_loading import load_model
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("filters", help="filter grid, dead filters, spatial frequencies and aliasing (ZF Sec. 4.1)")
+    p.add_argument("--model", nargs="+", default=[None], help="one or more models to compare (default: zf-cifar10)")
+    p.add_argument("--weights", nargs="+", default=[], help="weight files: one per model, or several for a single model (e.g. checkpoints)")
+    p.add_argument("--layer", default=None, help="conv layer (default: the model's first conv)")
+    p.add_argument("--dead-threshold", type=float, default=0.05, help="dead if the filter norm is below this share of the largest")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="dvis-filters", help="folder for filters.png and filters.json")
+    p.set_defaults(func=run)
+
+
+def _columns(args) -> list[tuple[str | None, str | None]]:
+    if not args.weights:
+        return [(m, None) for m in args.model]
+    if len(args.model) == 1:
+        return [(args.model[0], w) for w in args.weights]
+    if len(args.weights) != len(args.model):
+        raise DvisError(f"--weights needs one file per model ({len(args.model)}) or a single --model")
+    return list(zip(args.model, args.weights))
+
+
+def run(args) -> int:
+    names, grids, stats = [], [], []
+    for spec, weights in tqdm(_columns(args), desc="models", leave=False):
+        model = load_model(spec, device=args.device)
+        if weights:
+            if not Path(weights).is_file():
+                raise DvisError(f"weights file not found: {weights}")
+            model.load_weights(weights)
+        layer = args.layer or conv_layers(model)[0]
+        names.append(model.name + (f" ({Path(weights).stem})" if weights else ""))
+        grids.append(filter_grid(conv_weight(model, layer)))
+        stats.append(filter_stats(model, layer, model.input_size, args.dead_threshold))
+    out = Path(args.out)
+    save_figure(plot_filters(names, grids, stats), out / "filters.png")
+    write_json(out / "filters.json", [{"model": n, **s.summary()} for n, s in zip(names, stats)])
+    for n, s in zip(names, stats):
+        alias = "" if s.aliased is None else f", {float(s.aliased.mean()):.1%} of power aliases at {s.second_layer}'s stride {s.stride}"
+        print(f"{n} {s.layer}: {float(s.dead.float().mean()):.0%} dead{alias}")
+    print(f"wrote {out / 'filters.png'} and {out / 'filters.json'}")
+    return 0
+
