@@ -78,8 +78,7 @@ def read_image(path_or_bytes: str | os.PathLike | bytes) -> np.ndarray:
             return _pil_to_rgb(im)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise DvisError(f"{name}: not a readable image ({type(exc).__name__})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        # Pillow reports truncated or corrupt data as OSError/ValueError/SyntaxError while decoding.
+    except Exception as exc:  # Pillow's decoders and EXIF parser raise many types on corrupt data
         raise DvisError(f"{name}: corrupt or unreadable image ({_first_line(exc)})") from exc
 
 
