@@ -42,9 +42,15 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
         # Pillow's convert("L") clips 16-bit values instead of scaling them.
         return to_rgb((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8))
     if im.mode in ("I", "F"):
+        # 32-bit int/float images carry no range: guess the common ones from the largest value.
         a = np.asarray(im, dtype=np.float64)
-        # 32-bit int/float images carry no range; floats in [0, 1] and 16-bit ranges are the common cases.
-        scale = 255.0 if im.mode == "F" and a.max(initial=0) <= 1.0 else (1 / 257 if a.max(initial=0) > 255 else 1.0)
+        peak = a.max(initial=0)
+        if im.mode == "F" and peak <= 1.0:
+            scale = 255.0  # floats in [0, 1]
+        elif peak > 255:
+            scale = 1 / 257  # 16-bit data
+        else:
+            scale = 1.0
         return to_rgb(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
