@@ -20,7 +20,7 @@ def _hw(value: int | tuple[int, ...] | list[int]) -> str:
 
 def layer_rows(model: LoadedModel) -> list[dict[str, str]]:
     """One row per visualizable layer: name, display name, output shape (one forward of a zero
-    input), receptive field size and stride ('-' where the layer has none), number of units."""
+    input), receptive field size and stride ('-' where it cannot be computed), number of units."""
     h, w = model.input_size
     with torch.no_grad():
         acts = activations(model, torch.zeros(1, model.channels, h, w, device=model.device), model.layers)
@@ -34,7 +34,7 @@ def layer_rows(model: LoadedModel) -> list[dict[str, str]]:
         try:
             rf = receptive_field(model, layer, model.input_size)
             size, stride = _hw(rf.size), _hw(rf.stride)
-        except (DvisError, ValueError):  # e.g. fully connected layers see the whole input
+        except (DvisError, ValueError):  # e.g. a layer the forward never reaches
             size = stride = "-"
         rows.append({
             "layer": layer,
