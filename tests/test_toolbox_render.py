@@ -67,10 +67,13 @@ def test_render_tiles_places_values_with_one_pixel_separators_and_outlines():
     assert (pane[yf + lay.tile_h, xf:xf + lay.tile_w - 2] == STYLE.frozen).all()
 
 
-def test_resample_is_nearest_neighbour():
-    imgs = np.arange(8, dtype=np.uint8).reshape(2, 2, 2)
-    out = R.resample(imgs, 4, 4)
-    np.testing.assert_array_equal(out[1], np.kron(imgs[1], np.ones((2, 2), np.uint8)))
+def test_tiles_scale_each_map_by_nearest_neighbour():
+    imgs = np.arange(8, dtype=np.uint8).reshape(2, 2, 2) * 30
+    lay = R.TileLayout(rows=1, cols=2, tile_h=4, tile_w=4, sep=1, top=0, left=0)
+    pane = np.zeros((4, 9, 3), np.uint8)
+    R.render_tiles(pane, imgs, lay, STYLE)
+    np.testing.assert_array_equal(pane[:, 5:, 0], np.kron(imgs[1], np.ones((2, 2), np.uint8)))
+    np.testing.assert_array_equal(pane[:, 4, 0], STYLE.separator)
 
 
 def test_layer_images_gray_and_signed_shapes():

@@ -285,7 +285,7 @@ class Toolbox:
             R.fill(pane, self.style.stale, "computing", self.style)
             return
         if st.zoom == "unit":
-            pane[...] = self.style.background
+            R.paint(pane, self.style.background)
             R.blit_fit(pane, tiles[st.unit])
             return
         images = tiles
@@ -299,7 +299,7 @@ class Toolbox:
         layout = self.tile_layouts[st.layer]
         frozen = st.frozen[1] if st.frozen and st.frozen[0] == st.layer else None
         grid = self._cached("layers", (st.layer,), images, lambda: self._draw_tiles(images, layout))
-        pane[...] = grid
+        np.copyto(pane, grid)
         R.render_outlines(pane, layout, len(images), self.style, st.unit, frozen)
 
     def _draw_tiles(self, images: np.ndarray, layout: R.TileLayout) -> np.ndarray:
