@@ -110,3 +110,9 @@ def test_command_missing_image_is_one_line(tmp_path, capsys):
     folder = tiny_model_folder(tmp_path, checkpoints=0)
     rc, _, err = run_cli(capsys, "occlusion", "--model", folder, "--image", tmp_path / "nope.png", "--out", tmp_path / "o")
     assert rc == 2 and err.count("\n") == 1 and "nope.png" in err
+
+
+def test_net_without_a_classifier_last_is_a_clear_error():
+    net = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 2, 3))).eval()
+    with pytest.raises(DvisError, match="not class scores"):
+        occlusion_maps(net, torch.zeros(1, 3, 8, 8), size=2)

@@ -8,7 +8,7 @@ from torch import nn
 
 from dvis.activations import activations
 from dvis.errors import DvisError
-from dvis.layers import as_net, check_layers, default_layers
+from dvis.layers import as_net, default_layers
 
 
 def output_layer(model_or_net) -> str:
@@ -23,7 +23,10 @@ def logits_and_features(model_or_net, x: torch.Tensor, layers: Sequence[str]) ->
     """Class logits (N x K) and the activations of ``layers`` from one forward pass."""
     out = output_layer(model_or_net)
     acts = activations(model_or_net, x, list(dict.fromkeys([*layers, out])))
-    return acts[out].flatten(1), {name: acts[name] for name in layers}
+    if acts[out].ndim != 2:
+        raise DvisError(f"the last layer {out} gives {tuple(acts[out].shape[1:])} maps, not class scores; "
+                        "list the classifier as the model's last layer")
+    return acts[out], {name: acts[name] for name in layers}
 
 
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
@@ -31,12 +34,6 @@ def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
     if batch_size < 1:
         raise DvisError(f"batch size must be positive, got {batch_size}")
     return (slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size))
-
-
-def checked_layers(model_or_net, layers: Sequence[str]) -> list[str]:
-    """``layers`` as a list after checking that the model has them (one-line error otherwise)."""
-    check_layers(as_net(model_or_net), list(layers))
-    return list(layers)
 
 
 def conv_layers(model_or_net) -> list[str]:

@@ -13,8 +13,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from tqdm import tqdm
 
-from dvis.analyses.common import batch_slices, checked_layers, logits_and_features
+from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.errors import DvisError
+from dvis.layers import check_layers
 
 RANDOM = "random"
 
@@ -140,7 +141,7 @@ def correspondence(
     box sets (R x N x 4) whose Deltas are pooled, as for random boxes. The feature difference is
     original minus occluded, rectified first when ``rectify`` (conv/fc outputs that are pre-ReLU).
     """
-    layers = checked_layers(model_or_net, layers)
+    layers = check_layers(model_or_net, layers)
     n = x.shape[0]
     _, feats = logits_and_features(model_or_net, x, layers)
     base = {k: (v.clamp_min(0) if rectify else v).flatten(1) for k, v in feats.items()}

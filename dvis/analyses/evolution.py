@@ -13,10 +13,11 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from dvis.analyses.common import batch_slices, checked_layers, logits_and_features
+from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.backproject import backproject_batch
 from dvis.display import back_filter
 from dvis.errors import DvisError
+from dvis.layers import check_layers
 from dvis.receptive_field import receptive_field
 from dvis.tiling import tile
 
@@ -106,7 +107,7 @@ def feature_evolution(
     """
     if not checkpoints:
         raise DvisError("no checkpoints given (and the model lists none)")
-    layers = checked_layers(model, list(dict.fromkeys(k for k, _ in units)))
+    layers = check_layers(model, list(dict.fromkeys(k for k, _ in units)))
     original = {k: v.clone() for k, v in model.net.state_dict().items()}
     shapes = {k: v.shape for k, v in logits_and_features(model, x[:1], layers)[1].items()}
     for layer, unit in units:

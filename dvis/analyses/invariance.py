@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from dvis.analyses.common import batch_slices, checked_layers, logits_and_features
+from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.errors import DvisError
+from dvis.layers import check_layers
 
 #: Transform kinds and their amount units.
 TRANSFORMS = {"translate": "vertical shift (pixels)", "scale": "scale factor", "rotate": "rotation (degrees)"}
@@ -108,7 +109,7 @@ def invariance_sweep(
     and the transformed image, divided by the original's norm so layers share one axis.
     ``targets`` (true classes; None entries or None for all) default to each original image's top class.
     """
-    layers = checked_layers(model_or_net, layers)
+    layers = check_layers(model_or_net, layers)
     n = x.shape[0]
     logits, feats = logits_and_features(model_or_net, x, layers)
     base = feature_vectors(feats, rectify)

@@ -13,8 +13,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from tqdm import tqdm
 
-from dvis.analyses.common import batch_slices, checked_layers, logits_and_features
+from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.errors import DvisError
+from dvis.layers import check_layers
 
 
 @dataclass
@@ -96,7 +97,7 @@ def occlusion_maps(
     """
     if x.ndim != 4 or x.shape[0] != 1:
         raise DvisError(f"occlusion needs one image as a 1xCxHxW tensor, got shape {tuple(x.shape)}")
-    layers = checked_layers(model_or_net, [layer] if layer else [])
+    layers = check_layers(model_or_net, [layer] if layer else [])
     logits, feats = logits_and_features(model_or_net, x, layers)
     base_probs = logits.softmax(1)[0]
     target = int(base_probs.argmax()) if target is None else target

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dvis.analyses.common import checked_layers, conv_layers, logits_and_features
+from dvis.analyses.common import conv_layers, logits_and_features
 from dvis.analyses.evolution import feature_evolution, plot_evolution
 from dvis.analyses.io import add_common_args, load_inputs, open_model, save_figure, write_json
 from dvis.errors import DvisError
+from dvis.layers import check_layers
 
 #: Units per layer picked when --units is not given.
 DEFAULT_UNITS = 3
@@ -51,7 +52,7 @@ def run(args) -> int:
         raise DvisError(f"checkpoint not found: {missing[0]}")
     x, _, paths = load_inputs(model, args.images)
     layers = args.layers or conv_layers(model)
-    feats = logits_and_features(model, x[:1], checked_layers(model, layers))[1]
+    feats = logits_and_features(model, x[:1], check_layers(model, layers))[1]
     widths = {k: v.shape[1] for k, v in feats.items()}
     units = parse_units(args.units, layers, widths)
     evo = feature_evolution(model, checkpoints, x, units, args.batch_size, args.mode, progress=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from dvis.analyses.invariance import TRANSFORMS, affine_thetas, default_amounts, invariance_sweep, plot_invariance, transform_images
-from dvis.layers import default_layers
 from dvis.analyses.io import add_common_args, auto_targets, load_inputs, open_model, save_figure, write_json
+from dvis.layers import default_layers
 from dvis.tiling import tile
 
 #: Transformed copies of the first image shown per transform in the figure.
