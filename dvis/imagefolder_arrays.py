@@ -18,8 +18,9 @@ def _decode(data: bytes, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _members(source: Path, split: str):
-    """Yield (relative path 'split/class/file', bytes) for every image of a split."""
+def iter_split(source: str | Path, split: str):
+    """Yield (relative path 'split/class/file', bytes) for every image of a split, folder or tar."""
+    source = Path(source)
     if source.is_dir():
         for p in sorted((source / split).rglob("*")):
             if p.suffix.lower() in IMAGE_SUFFIXES:
@@ -37,7 +38,7 @@ def _members(source: Path, split: str):
 
 def load_split(source: str | Path, split: str, size: int = 32) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Return (images NxHxWx3 uint8, labels N int64, class names, relative paths) sorted by path."""
-    items = sorted(_members(Path(source), split))
+    items = sorted(iter_split(source, split))
     if not items:
         raise FileNotFoundError(f"no images under '{split}/<class>/' in {source}")
     classes = sorted({rel.split("/")[1] for rel, _ in items})
