@@ -1,0 +1,180 @@
+"""backproject, backproject_batch and forward_and_back against answers known by hand or by autograd."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from core_helpers import (
+    FunctionalReLUNet, ReusedReLUNet, TinyResidual, assert_same_state, conv_relu_pool, fake_loaded, seeded,
+    small_sequential, snapshot, twin,
+)
+from dvis.activations import activations, forward_to
+from dvis.backproject import backproject, backproject_batch, forward_and_back
+from dvis.errors import DvisError
+
+MODES = ("deconv", "guided", "grad")
+
+
+def test_deconv_places_transposed_filter_at_the_switch():
+    net = conv_relu_pool()
+    x = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    pooled = activations(net, x, ["pool"])["pool"][0]
+    unit = int(pooled.flatten(1).max(1).values.argmax())  # the channel with the largest positive max
+    relu = activations(net, x, ["relu"])["relu"][0, unit]
+    py, px = divmod(int(pooled[unit].argmax()), pooled.shape[2])
+    window = relu[2 * py:2 * py + 2, 2 * px:2 * px + 2]
+    wy, wx = divmod(int(window.argmax()), 2)
+    sy, sx = 2 * py + wy, 2 * px + wx  # the max-pool switch in the ReLU map
+    expected = torch.zeros(1, 1, 8, 8)  # padded by the conv's 1 px on each side
+    expected[0, 0, sy:sy + 3, sx:sx + 3] = net.conv.weight[unit, 0].detach()
+    for seed_at in ("max", (py, px)):
+        got = backproject(net, x, "pool", unit, "deconv", at=seed_at)
+        torch.testing.assert_close(got, expected[:, :, 1:7, 1:7])
+
+
+def test_guided_and_deconv_differ_exactly_where_they_should():
+    net = small_sequential()
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(2))
+    runs = {m: forward_and_back(net, x, ["conv2"], "conv3", 1, m, at=(2, 3), diff_layers=["conv2", "relu2"])
+            for m in MODES}
+    pre = runs["grad"].activations["conv2"]
+    signal = runs["grad"].diffs["relu2"]  # the signal arriving at ReLU2 is the same in every mode
+    for m in MODES:
+        torch.testing.assert_close(runs[m].diffs["relu2"], signal)
+    torch.testing.assert_close(runs["grad"].diffs["conv2"], signal * (pre > 0))
+    torch.testing.assert_close(runs["guided"].diffs["conv2"], signal.clamp(min=0) * (pre > 0))
+    torch.testing.assert_close(runs["deconv"].diffs["conv2"], signal.clamp(min=0))
+    differ = runs["deconv"].diffs["conv2"] != runs["guided"].diffs["conv2"]
+    assert differ.any()
+    assert torch.equal(differ, (pre <= 0) & (signal > 0))
+
+
+def test_grad_mode_equals_autograd_of_the_unit():
+    net = small_sequential()
+    x = torch.randn(1, 3, 10, 10, requires_grad=True)
+    out = forward_to(net, x, "conv3")
+    expected = torch.autograd.grad(out[0, 4, 1, 2], x)[0]
+    torch.testing.assert_close(backproject(net, x, "conv3", 4, "grad", at=(1, 2)), expected)
+    # "map" seeds the channel map with itself: the gradient of half its squared norm.
+    expected = torch.autograd.grad(0.5 * (forward_to(net, x, "conv3")[0, 4] ** 2).sum(), x)[0]
+    torch.testing.assert_close(backproject(net, x, "conv3", 4, "grad", at="map"), expected)
+    assert x.grad is None
+
+
+def test_fc_unit_ignores_at():
+    net = TinyResidual().eval()
+    x = torch.randn(1, 3, 16, 16, requires_grad=True)
+    expected = torch.autograd.grad(net(x)[0, 1], x)[0]
+    for at in ("max", (0, 0), "map"):
+        torch.testing.assert_close(backproject(net, x, "head", 1, "grad", at=at), expected)
+
+
+@pytest.mark.parametrize("inplace_method", [False, True])
+def test_functional_relus_are_swapped(inplace_method):
+    reference = small_sequential()
+    net = twin(FunctionalReLUNet(inplace_method), reference)
+    x = torch.randn(1, 3, 10, 10)
+    results = {}
+    for m in MODES:
+        results[m] = backproject(net, x, "conv3", 2, m)
+        torch.testing.assert_close(results[m], backproject(reference, x, "conv3", 2, m))
+    assert not torch.allclose(results["deconv"], results["grad"])
+    assert not torch.allclose(results["guided"], results["grad"])
+
+
+def test_relu_called_twice():
+    reference = small_sequential()
+    net = twin(ReusedReLUNet(), reference)
+    x = torch.randn(1, 3, 10, 10)
+    for m in MODES:
+        torch.testing.assert_close(backproject(net, x, "conv3", 5, m), backproject(reference, x, "conv3", 5, m))
+
+
+def _per_unit(net, x, layer, units, mode, at):
+    rows = []
+    for i, unit in enumerate(units):
+        where = at if isinstance(at, str) else tuple(at[i].tolist())
+        rows.append(backproject(net, x[i:i + 1] if x.shape[0] > 1 else x, layer, unit, mode, where))
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batched_equals_per_unit(mode):
+    net = TinyResidual().eval()
+    x = torch.randn(1, 3, 24, 24)
+    units = [0, 2, 1, 1]
+    for at in ("max", "map", torch.tensor([[0, 0], [1, 2], [5, 5], [3, 1]])):
+        shared = backproject_batch(net, x, "right", units, mode, at, chunk_size=3)
+        torch.testing.assert_close(shared, _per_unit(net, x, "right", units, mode, at))
+    crops = torch.randn(4, 3, 24, 24)
+    each = backproject_batch(net, crops, "left", [1, 0, 2, 1], mode)
+    torch.testing.assert_close(each, _per_unit(net, crops, "left", [1, 0, 2, 1], mode, "max"))
+
+
+def test_batched_torchvision_dag_models():
+    x = torch.randn(1, 3, 64, 64)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    googlenet = torchvision.models.googlenet(weights=None, init_weights=False, aux_logits=False).eval()
+    for net, layer in ((resnet, "layer2.0"), (googlenet, "inception3a")):
+        batched = backproject_batch(net, x, layer, [3, 7, 120], "deconv")
+        torch.testing.assert_close(batched, _per_unit(net, x, layer, [3, 7, 120], "deconv", "max"))
+        assert batched.abs().sum() > 0
+
+
+def test_forward_and_back_matches_separate_calls():
+    net = small_sequential()
+    model = fake_loaded(net, ["conv1", "conv2", "conv3"], size=(10, 10))
+    x = torch.randn(1, 3, 10, 10)
+    result = forward_and_back(model, x, model.layers, "conv2", 3, "guided", "max", diff_layers=["conv2", "conv3"])
+    expected = activations(model, x)
+    assert list(result.activations) == model.layers
+    for name in model.layers:
+        torch.testing.assert_close(result.activations[name], expected[name])
+    torch.testing.assert_close(result.input_grad, backproject(model, x, "conv2", 3, "guided"))
+    assert torch.count_nonzero(result.diffs["conv2"]) == 1  # the seed itself
+    assert torch.count_nonzero(result.diffs["conv3"]) == 0  # past the back layer: nothing flows
+    forward_only = forward_and_back(model, x, ["conv3"], None)
+    assert forward_only.input_grad is None and forward_only.diffs == {}
+    torch.testing.assert_close(forward_only.activations["conv3"], expected["conv3"])
+
+
+def test_model_left_as_it_was_also_after_errors():
+    net = small_sequential()
+    net.conv1.weight.requires_grad_(False)
+    net.relu2.train()
+    before = snapshot(net)
+    x = torch.randn(1, 3, 10, 10)
+    for m in MODES:
+        backproject(net, x, "conv3", 0, m)
+        backproject_batch(net, x, "conv2", [0, 1, 2], m)
+        forward_and_back(net, x, ["conv1"], "conv2", 1, m, diff_layers=["relu1"])
+    with pytest.raises(DvisError, match="out of range"):
+        backproject_batch(net, x, "conv2", [0, 99], "deconv")
+    with pytest.raises(DvisError, match="out of range"):
+        backproject(net, x, "conv2", 99, "guided")
+    with pytest.raises(DvisError, match="outside"):
+        backproject(net, x, "conv2", 0, "deconv", at=(50, 0))
+    with pytest.raises(DvisError, match="unknown back-projection mode"):
+        backproject(net, x, "conv2", 0, "deconvnet")
+    with pytest.raises(ValueError, match="valid layers"):
+        backproject(net, x, "conv9", 0)
+    with pytest.raises(DvisError, match="expected Nx3xHxW"):
+        backproject(net, torch.randn(1, 4, 10, 10), "conv2", 0)
+    with pytest.raises(DvisError, match="one image per unit"):
+        backproject_batch(net, torch.randn(2, 3, 10, 10), "conv2", [0, 1, 2])
+    assert_same_state(before, snapshot(net))
+
+
+def test_float64_net_and_seed_values():
+    net = seeded(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU())).double()
+    x = torch.randn(1, 2, 7, 7, dtype=torch.float64)
+    out = backproject(net, x, "0", 1, "grad", at="max")
+    assert out.dtype == torch.float64 and out.shape == x.shape
+    value = forward_to(net, x, "0")[0, 1]
+    y, xx = divmod(int(value.argmax()), value.shape[1])
+    expected = torch.zeros(1, 2, 7, 7, dtype=torch.float64)
+    expected[0, :, y:y + 3, xx:xx + 3] = net[0].weight[1].detach()
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(DvisError, match="integer"):
+        backproject(net, x, "0", 1.5)
