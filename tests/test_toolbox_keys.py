@@ -23,7 +23,7 @@ def test_decode_platform_codes(code, name):
     assert decode(code) == name
 
 
-@pytest.mark.parametrize("code", [-1, 255, None, 0, 0xFE03, 0x990000])
+@pytest.mark.parametrize("code", [-1, 255, None, 0, 0xFE03, 0x990000, 0xFFE1, 0xFFE3, 0xFFE9])
 def test_decode_no_key_and_unknown(code):
     assert decode(code) is None
 

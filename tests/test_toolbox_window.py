@@ -98,3 +98,25 @@ def test_real_window_keys_and_quit(display, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_dvis_keys_decodes_real_x11_keys(display, tmp_path):
+    env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
+    proc = subprocess.Popen([sys.executable, "-m", "dvis", "keys"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        win = x(env, "xdotool", "search", "--sync", "--onlyvisible", "--name", "dvis keys").split()[0]
+        x(env, "xdotool", "windowfocus", "--sync", win, check=False)
+        time.sleep(0.5)
+        for name in ("Left", "Prior", "Next", "Down", "b", "Escape", "q"):
+            x(env, "xdotool", "key", "--window", win, name)
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    decoded = [line.split("->")[1].strip() for line in out.splitlines() if "->" in line]
+    assert decoded == ["left", "pageup", "pagedown", "down", "b", "esc", "q"], out
+    assert "-> pageup -> prev_image" in out and "-> b -> cycle_back" in out

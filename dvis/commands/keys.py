@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from dvis.toolbox.bindings import key_map
-    from dvis.toolbox.keys import decode
+    from dvis.toolbox.keys import decode, is_modifier
     from dvis.toolbox.main import has_display
     from dvis.toolbox.settings import Settings
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         while cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) >= 1:
             code = cv2.waitKeyEx(50)
             name = decode(code)
-            if name is None and code in (-1, 255):
+            if name is None and (code in (-1, 255) or is_modifier(code)):
                 continue
             print(f"code {code:>9} (0x{code & 0xFFFFFFFF:08x}) -> {name or 'unknown'}"
                   f"{' -> ' + actions[name] if name in actions else ''}", flush=True)

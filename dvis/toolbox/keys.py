@@ -33,6 +33,8 @@ def decode(code: int | None) -> str | None:
     low, high = code & 0xFFFF, code >> 16
     if low == 0:
         return _WIN.get(high)
+    if is_modifier(code):
+        return None
     # GTK puts modifier state in the high bits; the key itself is in the low 16 bits.
     if low in _X11:
         return _X11[low]
@@ -43,6 +45,11 @@ def decode(code: int | None) -> str | None:
     if 32 < low < 127:
         return chr(low)
     return None
+
+
+def is_modifier(code: int) -> bool:
+    """True for a lone modifier press (Shift, Ctrl, Alt, ...), which some backends report as a key."""
+    return 0xFFE1 <= (code & 0xFFFF) <= 0xFFEE or (code & 0xFFFF) in (0xFE03, 0xFF7E)
 
 
 def is_key_name(name: str) -> bool:
