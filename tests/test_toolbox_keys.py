@@ -48,6 +48,12 @@ def test_default_bindings_cover_every_action_and_issue_keys():
     assert {k: keymap[k] for k in expected} == expected
 
 
+def test_every_shifted_binding_has_an_unshifted_alternate():
+    # OpenCV's Qt backend reports Shift+letter as the lowercase letter (QTest::keyToAscii).
+    for action, keys in Settings().key_bindings.items():
+        assert any(not k.isupper() for k in keys), action
+
+
 def test_key_map_rejects_clashes_unknown_actions_and_bad_names():
     with pytest.raises(DvisError, match="bound to both"):
         key_map({"quit": ("q",), "help": ("q",)})

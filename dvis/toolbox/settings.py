@@ -35,15 +35,17 @@ def _default_layout() -> dict[str, Rect]:
 
 def _default_bindings() -> dict[str, tuple[str, ...]]:
     # action -> key names (see dvis.toolbox.keys for the names); the help overlay is generated from this.
+    # Every Shift binding has an unshifted alternate: OpenCV's Qt backend (the pip wheel on Linux)
+    # reports Shift+t as "t".
     return {
         "sel_up": ("up", "i"),
         "sel_down": ("down", "k"),
         "sel_left": ("left", "j"),
         "sel_right": ("right", "l"),
-        "sel_up_fast": ("I",),
-        "sel_down_fast": ("K",),
-        "sel_left_fast": ("J",),
-        "sel_right_fast": ("L",),
+        "sel_up_fast": ("I", "-"),
+        "sel_down_fast": ("K", "="),
+        "sel_left_fast": ("J", "["),
+        "sel_right_fast": ("L", "]"),
         "prev_layer": ("u",),
         "next_layer": ("o",),
         "cycle_back": ("b",),
@@ -54,7 +56,7 @@ def _default_bindings() -> dict[str, tuple[str, ...]]:
         "zoom": ("z",),
         "pattern": ("s",),
         "boost_indiv": ("t",),
-        "boost_gamma": ("T",),
+        "boost_gamma": ("T", "y"),
         "toggle_top5": ("8",),
         "toggle_unit_images": ("9",),
         "next_image": ("e", "pagedown"),
@@ -64,7 +66,7 @@ def _default_bindings() -> dict[str, tuple[str, ...]]:
         "crop": ("0",),
         "occlusion": ("x",),
         "next_checkpoint": ("v",),
-        "prev_checkpoint": ("V",),
+        "prev_checkpoint": ("V", "g"),
         "help": ("h",),
         "reset": ("esc",),
         "quit": ("q",),
