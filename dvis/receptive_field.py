@@ -17,7 +17,6 @@ Results are cached per (net, layer, input size, method).
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
@@ -294,24 +293,31 @@ def _support(net: nn.Module, layer: str, size: tuple[int, int], channels: int, d
 
 
 def _solve_axis(units: list[int], tops: list[int], bottoms: list[int], side: int):
-    """(size, stride, padding) along one axis from probe supports, or None if clipping hides it."""
-    valid_t = sorted({(u, t) for u, t in zip(units, tops) if 0 < t < side})
-    valid_b = sorted({(u, b) for u, b in zip(units, bottoms) if 0 < b < side})
-    stride = None
-    for valid in (valid_t, valid_b):
-        if len(valid) >= 2 and valid[1][0] != valid[0][0]:
-            (u0, v0), (u1, v1) = valid[0], valid[1]
-            stride = (v1 - v0) // (u1 - u0)
-            break
-    if stride is None or not valid_t or not valid_b:
+    """((size, stride, padding), exact) along one axis from probe supports, or None if clipping hides it.
+
+    A measured support is the unit's true box cut by the image and, near the map's ends, by the
+    padding of inner layers, so it can only be smaller: with the stride known, the effective padding
+    is the largest ``u * stride - top`` and the far edge the largest ``bottom - u * stride`` over
+    units not cut by the image. ``exact`` says some probe's whole box lies inside the image, which
+    rules out inner-padding cuts everywhere.
+    """
+    steps = [
+        (v1 - v0) // (u1 - u0)
+        for values in (tops, bottoms)
+        for (u0, v0), (u1, v1) in zip(zip(units, values), zip(units[1:], values[1:]))
+        if u1 != u0 and 0 < v0 < side and 0 < v1 < side
+    ]
+    if not steps:
         return None
-    u, t = valid_t[0]
-    pad = u * stride - t
-    sizes = {b - (ub * stride - pad) for ub, b in valid_b}
-    starts = {ut * stride - pad - tt for ut, tt in valid_t}
-    if len(sizes) != 1 or starts != {0}:
-        warnings.warn("receptive field: units do not all follow one size/stride; the box is approximate")
-    return max(sizes), stride, pad
+    stride = max(set(steps), key=steps.count)
+    starts = [u * stride - t for u, t in zip(units, tops) if 0 < t < side]
+    ends = [b - u * stride for u, b in zip(units, bottoms) if 0 < b < side]
+    if not starts or not ends:
+        return None
+    pad = max(starts)
+    size = pad + max(ends)
+    exact = any(0 < u * stride - pad and u * stride - pad + size < side for u in units)
+    return (size, stride, pad), exact
 
 
 def _map_size(net: nn.Module, layer: str, size: tuple[int, int], channels: int, dtype, device):
@@ -329,20 +335,28 @@ def _gradient(net: nn.Module, layer: str, input_size: tuple[int, int], channels:
         if support is None:
             return _whole(input_size)
         m, axes = support
-        solved = [s if s is not None else _solve_axis(*axes[a], size[a]) for a, s in enumerate(solved)]
+        tentative = [None, None]
+        for a in range(2):
+            if solved[a] is None:
+                found = _solve_axis(*axes[a], size[a])
+                if found is not None and found[1]:
+                    solved[a] = found[0]
+                elif found is not None:
+                    tentative[a] = found[0]
         if None not in solved:
             break
-        # The field is clipped by the image: measure again on a larger input, if the map grows with it.
+        # The field is cut by the image: measure again on a larger input, if the map grows with it.
         bigger = tuple(side * 2 if s is None else side for side, s in zip(size, solved))
         if max(bigger) > MAX_SIDE:
             raise DvisError(f"receptive field of {layer!r} is wider than {MAX_SIDE} px")
         grown = _map_size(net, layer, bigger, channels, dtype, device)
         for a in range(2):
             if solved[a] is None and grown[a] == m[a]:
-                # Adaptive pooling ties the map to the input size: one unit sees the whole input.
-                if m[a] != 1 or size != input_size:
+                # Adaptive pooling ties the map to the input size: keep what this size shows; a
+                # single unit sees the whole input.
+                if size != input_size or (tentative[a] is None and m[a] != 1):
                     raise DvisError(f"receptive field of {layer!r} cannot be measured at input {input_size}")
-                solved[a] = (input_size[a], input_size[a], 0)
+                solved[a] = tentative[a] or (input_size[a], input_size[a], 0)
         if None not in solved:
             break
         size, ends = bigger, False
