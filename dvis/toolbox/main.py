@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="override the model's weights: a state_dict file, a torchvision weights name or none")
     p.add_argument("--device", help="torch device (cpu, cuda, ...)")
     p.add_argument("--images", help="image folder, list file or one image (default input_images/)")
+    p.add_argument("--pattern", metavar="REGEX", help="only image paths matching this regular expression")
+    p.add_argument("--no-recursive", dest="recursive", action="store_false", default=None,
+                   help="do not look in subfolders of --images")
     p.add_argument("--camera", type=int, metavar="ID", help="start on camera ID")
     p.add_argument("--scale", type=float, help="global_scale of the window")
     p.add_argument("--settings", metavar="FILE",
@@ -82,11 +85,14 @@ def run(args: argparse.Namespace, repo_root: Path) -> int:
     local = Path(args.settings) if args.settings else default_settings_file(repo_root)
     if args.settings and not local.is_file():
         raise DvisError(f"--settings {args.settings}: no such file")
-    overrides = {"model": args.model, "weights": args.weights, "device": args.device, "images": args.images, "global_scale": args.scale}
+    overrides = {"model": args.model, "weights": args.weights, "device": args.device, "images": args.images,
+                 "images_pattern": args.pattern, "images_recursive": args.recursive, "global_scale": args.scale}
     if args.camera is not None:
         overrides.update(camera_id=args.camera, start_in_camera=True)
     overrides.update(parse_set(args.set))
     settings = load_settings(local, overrides)
+    if not Path(settings.images).exists() and (repo_root / settings.images).exists():
+        settings.images = str(repo_root / settings.images)  # e.g. the default input_images/ from elsewhere
     keys = parse_keys(args.keys)
     model = load_model(settings.model, settings.device, weights=settings.weights)
     toolbox = Toolbox(model, settings, headless=args.headless)
