@@ -47,6 +47,19 @@ def capture(env, win: str, path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def find_window(env, proc, title: str, timeout: float = 90.0) -> str:
+    """The X window id of ``title``, polling while ``proc`` runs (its stderr on failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = x(env, "xdotool", "search", "--onlyvisible", "--name", title, check=False).split()
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"{title} exited with {proc.returncode} before showing: {proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"no window named {title!r} within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def wait_change(env, win, path, before, region, timeout=60.0) -> np.ndarray:
     """Capture until ``region`` (top, left, h, w) differs from ``before``."""
     t, l, h, w = region
@@ -65,7 +78,7 @@ def test_real_window_keys_and_quit(display, tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "run_toolbox.py"), "--images", str(REPO / "input_images")],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        win = x(env, "xdotool", "search", "--sync", "--onlyvisible", "--name", "dvis toolbox").split()[0]
+        win = find_window(env, proc, "dvis toolbox")
         x(env, "xdotool", "windowfocus", "--sync", win, check=False)
         shot = tmp_path / "shot.png"
         deadline = time.monotonic() + 60
@@ -105,7 +118,7 @@ def test_dvis_keys_decodes_real_x11_keys(display, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "dvis", "keys"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        win = x(env, "xdotool", "search", "--sync", "--onlyvisible", "--name", "dvis keys").split()[0]
+        win = find_window(env, proc, "dvis keys")
         x(env, "xdotool", "windowfocus", "--sync", win, check=False)
         time.sleep(0.5)
         for name in ("Left", "Prior", "Next", "Down", "b", "Escape", "q"):
