@@ -372,7 +372,8 @@ class Toolbox:
         view = "diffs" if st.show_diffs else ("patterns" if st.pattern else "acts")
         ckpt = f" | {self.model.checkpoints[st.checkpoint].stem}" if st.checkpoint >= 0 else ""
         out = self.worker.output
-        net_fps = f", net {1 / out.seconds:.0f}/s" if out is not None and out.seconds > 0 else ""
+        rate = 1 / out.seconds if out is not None and out.seconds > 0 else 0.0
+        net_fps = f", net {rate:.{1 if rate < 10 else 0}f}/s" if rate else ""
         return (f"{source} | {self._names()[st.layer]}:{st.unit} [{shape}]{rf_text} | {back} | {view} "
                 f"| boost {s.boost_indiv_choices[st.boost_indiv]:g}/{s.boost_gamma_choices[st.boost_gamma]:g}"
                 f"{ckpt} | {self.fps():.0f} fps{net_fps} | {self.message}")
