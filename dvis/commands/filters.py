@@ -15,7 +15,8 @@ from dvis.model_loading import load_model
 def register(subparsers) -> None:
     p = subparsers.add_parser("filters", help="filter grid, dead filters, spatial frequencies and aliasing (ZF Sec. 4.1)")
     p.add_argument("--model", nargs="+", default=[None], help="one or more models to compare (default: zf-cifar10)")
-    p.add_argument("--weights", nargs="+", default=[], help="weight files: one per model, or several for a single model (e.g. checkpoints)")
+    p.add_argument("--weights", nargs="+", default=[],
+                   help="weights (files, 'none' for random init): one per model, or several for a single model, e.g. checkpoints")
     p.add_argument("--layer", default=None, help="conv layer (default: the model's first conv)")
     p.add_argument("--dead-threshold", type=float, default=0.05, help="dead if the filter norm is below this share of the largest")
     p.add_argument("--device", default="cpu")
@@ -36,11 +37,7 @@ def _columns(args) -> list[tuple[str | None, str | None]]:
 def run(args) -> int:
     names, grids, stats = [], [], []
     for spec, weights in tqdm(_columns(args), desc="models", leave=False):
-        model = load_model(spec, device=args.device)
-        if weights:
-            if not Path(weights).is_file():
-                raise DvisError(f"weights file not found: {weights}")
-            model.load_weights(weights)
+        model = load_model(spec, device=args.device, weights=weights)
         layer = args.layer or conv_layers(model)[0]
         names.append(model.name + (f" ({Path(weights).stem})" if weights else ""))
         grids.append(filter_grid(conv_weight(model, layer)))
