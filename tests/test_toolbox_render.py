@@ -61,6 +61,10 @@ def test_render_tiles_places_values_with_one_pixel_separators_and_outlines():
     np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w], [STYLE.separator] * 3)  # 1-px separator, tiles 3|4
     np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w - 1], [200] * 3)
     np.testing.assert_array_equal(pane[y + 5, x + lay.tile_w + 1], [250] * 3)
+    lay7 = R.tile_layout(7, (4, 4), (60, 120), sep=1)
+    R.render_tiles(pane7 := np.zeros((60, 120, 3), np.uint8), np.full((7, 4, 4), 255, np.uint8), lay7, STYLE)
+    y, x = lay7.origins(8)[7]  # the cell after the last unit: background
+    np.testing.assert_array_equal(pane7[y + 2, x + 2], STYLE.background)
     ys, xs = origins[5]
     assert (pane[ys - 1, xs:xs + lay.tile_w] == STYLE.selected).all()  # outline on the separator row
     yf, xf = origins[1]

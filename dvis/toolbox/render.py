@@ -172,8 +172,8 @@ def tile_layout(n: int, map_hw: tuple[int, int], pane_hw: tuple[int, int], sep: 
 
 
 @lru_cache(maxsize=64)
-def tile_maps(layout: TileLayout, n: int, map_h: int, map_w: int) -> tuple[np.ndarray, np.ndarray]:
-    """``cv2.remap`` maps drawing the layout's grid from a sep-less source grid of N map_h x map_w tiles
+def tile_maps(layout: TileLayout, map_h: int, map_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps drawing the layout's grid from a sep-less source grid of map_h x map_w tiles
     (same rows/cols): nearest-neighbour scaling and 1-px separators (-1: border colour) in one pass."""
     th, tw, sep = layout.tile_h, layout.tile_w, layout.sep
     gh, gw = layout.rows * (th + sep) - sep, layout.cols * (tw + sep) - sep
@@ -183,10 +183,7 @@ def tile_maps(layout: TileLayout, n: int, map_h: int, map_w: int) -> tuple[np.nd
     map_x = (c * map_w + rx * map_w // tw).astype(np.float32)
     map_y[ry >= th] = -1
     map_x[rx >= tw] = -1
-    mx, my = np.broadcast_to(map_x, (gh, gw)).copy(), np.broadcast_to(map_y[:, None], (gh, gw)).copy()
-    empty = (r[:, None] * layout.cols + c[None, :]) >= n  # cells past the last unit
-    mx[empty] = -1
-    return mx, my
+    return np.broadcast_to(map_x, (gh, gw)).copy(), np.broadcast_to(map_y[:, None], (gh, gw)).copy()
 
 
 def render_tiles(pane: np.ndarray, images: np.ndarray, layout: TileLayout, style: Style,
@@ -197,12 +194,16 @@ def render_tiles(pane: np.ndarray, images: np.ndarray, layout: TileLayout, style
     source = tile(images, layout.rows, layout.cols, sep=0)
     if source.ndim == 2:
         source = cv2.cvtColor(source, cv2.COLOR_GRAY2RGB)  # on the small source, not the big grid
-    mx, my = tile_maps(layout, n, h, w)
+    mx, my = tile_maps(layout, h, w)
     grid = cv2.remap(source, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                      borderValue=(style.separator,) * 3)
     gh, gw = grid.shape[:2]
     pane[layout.top:layout.top + gh, layout.left:layout.left + gw] = grid[:pane.shape[0] - layout.top,
                                                                           :pane.shape[1] - layout.left]
+    if n % layout.cols:  # the unused cells after the last unit get the background, not separator grey
+        y, x = layout.origins(n + 1)[n]
+        cv2.rectangle(pane, (int(x) - layout.sep, int(y) - layout.sep), (layout.left + gw, layout.top + gh),
+                      style.background, -1)
     render_outlines(pane, layout, n, style, selected, frozen)
 
 
