@@ -65,7 +65,7 @@ class ImageSource:
         """Image ``i`` as HxWx3 uint8 RGB; raises DvisError (or OSError) if it cannot be decoded."""
         data = self.read_bytes(i)
         if not data:
-            raise DvisError(f"{self.names[i]}: empty file")
+            raise DvisError("empty file")
         return read_image(data)
 
 

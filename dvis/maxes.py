@@ -152,6 +152,12 @@ def max_hooks(net: nn.Module, layers: list[str]) -> Iterator[dict[str, tuple[tor
             h.remove()
 
 
+def update_from_batch(state: TopKState, found: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor) -> None:
+    """Merge the maxima that :func:`max_hooks` captured in the last forward into ``state``."""
+    for name, (values, pos) in found.items():
+        state.update(name, values, pos, index)
+
+
 def layer_shapes(net: nn.Module, layers: list[str], input_shape: tuple[int, ...], device) -> dict[str, tuple[int, ...]]:
     """Output shape (without batch) of each layer for one input of ``input_shape`` (C, H, W)."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -253,10 +259,20 @@ def state_to_result(state: TopKState, layers, shapes, top, n_images, skipped) ->
 # Running over a dataset
 
 
-def fingerprint(model_name: str, source: ImageSource, layers: list[str], top: int, batch_size: int) -> str:
-    """Identifies a computation: a checkpoint is only resumed by the same command on the same data."""
+def weights_digest(net: nn.Module) -> str:
+    """Hash of the net's parameters and buffers: maxes of other weights must not be reused."""
     h = hashlib.sha1()
-    h.update(json.dumps([model_name, source.spec, layers, top, batch_size]).encode())
+    for name, t in net.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(model, source: ImageSource, layers: list[str], top: int, batch_size: int) -> str:
+    """Identifies a computation (model weights, images, layers, k, batching): a checkpoint or a
+    finished run is only reused by the same command on the same data and weights."""
+    h = hashlib.sha1()
+    h.update(json.dumps([model.name, weights_digest(model.net), source.spec, layers, top, batch_size]).encode())
     h.update("\n".join(source.names).encode())
     return h.hexdigest()
 
@@ -299,7 +315,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
     check_layers(net, layers)
     shapes = layer_shapes(net, layers, (model.channels,) + tuple(model.input_size), model.device)
     batches = shard_batches(len(source), cfg.batch_size, shard)
-    fp = fingerprint(model.name, source, layers, cfg.top, cfg.batch_size)
+    fp = fingerprint(model, source, layers, cfg.top, cfg.batch_size)
 
     state = TopKState({n: s[0] for n, s in shapes.items()}, cfg.top, model.device)
     done, skipped = 0, []
@@ -325,10 +341,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
             x = model.normalize(images.to(model.device, non_blocking=True).float().div_(255))
             net(x)
             skipped += index[~ok].tolist()
-            index = torch.where(ok, index, -1).to(model.device)
-            for n in layers:
-                values, pos = found[n]
-                state.update(n, values, pos, index)
+            update_from_batch(state, found, torch.where(ok, index, -1).to(model.device))
             done += 1
             bar.update(1)
             if ckpt and (time.monotonic() - last_save >= cfg.checkpoint_every or done == len(batches)):

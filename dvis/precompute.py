@@ -12,7 +12,8 @@ from tqdm import tqdm
 from dvis.crops import compute_crops, mosaics, upscale
 from dvis.datasets import open_source
 from dvis.errors import DvisError
-from dvis.maxes import TrackConfig, fingerprint, layer_shapes, load_result, save_result, track_maxes
+from dvis.maxes import (TrackConfig, fingerprint, layer_shapes, load_result, save_result, track_maxes,
+                         weights_digest)
 from dvis.optimize import OptSettings, optimize_units
 from dvis.unit_vis import UnitImages, ensure_manifest, round16, write_layer_json, write_sprite
 
@@ -41,7 +42,7 @@ def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, 
     """Run ``maxes`` unless ``run_dir`` already holds the same computation; returns whether it ran."""
     source = open_source(images)
     layers = list(layers or model.layers)
-    fp = fingerprint(model.name, source, layers, cfg.top, cfg.batch_size)
+    fp = fingerprint(model, source, layers, cfg.top, cfg.batch_size)
     manifest = run_dir / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fp:
         return False
@@ -50,7 +51,8 @@ def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, 
     result = track_maxes(model, source, layers, cfg, checkpoint=ckpt)
     save_result(result, run_dir, dict(model=model_spec, model_name=model.name, input_size=list(model.input_size),
                                       channels=model.channels, source=str(Path(images).resolve()),
-                                      source_kind=source.kind, batch_size=cfg.batch_size, fingerprint=fp), source.names)
+                                      source_kind=source.kind, batch_size=cfg.batch_size,
+                                      weights=weights_digest(model.net), fingerprint=fp), source.names)
     ckpt.unlink(missing_ok=True)
     print(f"maxes: {result.n_images} images ({len(result.skipped)} skipped as unreadable) -> {run_dir}")
     return True
@@ -70,6 +72,8 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
     """Write top-9 and back-projection mosaics plus crops.json for each layer; returns per layer the
     number of re-run activation mismatches (skipped layers are not listed)."""
     result, manifest, names = load_result(run_dir)
+    if manifest.get("weights") not in (None, weights_digest(model.net)):
+        raise DvisError(f"{run_dir} was computed with other weights of {model.name}; rerun `dvis maxes`")
     source = open_source(images or manifest["source"])
     if source.names != names:
         raise DvisError(f"the images of {images or manifest['source']} differ from those {run_dir} was computed on")
@@ -124,7 +128,7 @@ def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, unit
     """Optimize images for ``layer``'s units and write opt/opt_seeds sprites and opt.json; returns a
     summary (None when skipped as complete)."""
     path = root / layer / "opt.json"
-    key = asdict(settings)
+    key = dict(asdict(settings), weights=weights_digest(model.net))  # new weights or settings: recompute
     if not force and units is None and path.is_file() and json.loads(path.read_text()).get("settings") == key:
         return None
     dataset_best = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dvis.commands.maxes import parse_layers
+from dvis.commands.maxes import default_workers, parse_layers
 from dvis.errors import DvisError
 
 
@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--modes", default="deconv", help="comma-separated back-projections: deconv, guided, grad")
     p.add_argument("--layers", help="comma-separated layers (default: all layers of the run)")
     p.add_argument("--batch-size", type=int, default=64, help="patches per forward/backward")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader decoding workers")
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="recompute layers that are already complete")
     p.add_argument("--quiet", action="store_true")

@@ -8,6 +8,12 @@ from pathlib import Path
 from dvis.errors import DvisError
 
 
+def default_workers() -> int:
+    """Decoding workers: two, or fewer when this process may use fewer CPU cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(t) for t in text.split("/"))
@@ -32,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=9)
     p.add_argument("--layers", help="comma-separated layer names (default: the model's layers)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
+    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader decoding workers")
     p.add_argument("--device", default="cpu")
     p.add_argument("--shard", help="i/N: process only shard i of N (merge with `dvis maxes-merge`)")
     p.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds between checkpoints")
@@ -89,7 +95,8 @@ def run_maxes(args) -> int:
     import numpy as np
 
     from dvis.datasets import open_source
-    from dvis.maxes import TrackConfig, atomic_savez, fingerprint, merge_results, save_result, track_maxes
+    from dvis.maxes import (TrackConfig, atomic_savez, fingerprint, merge_results, save_result, track_maxes,
+                            weights_digest)
     from dvis.model_loading import load_model
 
     rank, world, device = _distributed(args.device)
@@ -100,7 +107,7 @@ def run_maxes(args) -> int:
     source = open_source(args.images)
     layers = parse_layers(args.layers) or list(model.layers)
     out = Path(args.out)
-    fp = fingerprint(model.name, source, layers, args.top, args.batch_size)
+    fp = fingerprint(model, source, layers, args.top, args.batch_size)
     sharded = args.shard is not None
     final = out / "shards" / f"{shard[0]}-of-{shard[1]}.npz" if sharded else out / "manifest.json"
     if not args.force and final.is_file() and _same_run(final, fp, sharded):
@@ -117,8 +124,9 @@ def run_maxes(args) -> int:
     result = track_maxes(model, source, layers, cfg, shard=shard, checkpoint=ckpt)
     manifest = dict(model=args.model, model_name=model.name, input_size=list(model.input_size),
                     channels=model.channels, source=str(Path(args.images).resolve()), source_kind=source.kind,
-                    batch_size=args.batch_size, fingerprint=fp)
+                    batch_size=args.batch_size, weights=weights_digest(model.net), fingerprint=fp)
     if sharded:
+        final.parent.mkdir(parents=True, exist_ok=True)
         atomic_savez(final, manifest=np.array(json.dumps(dict(manifest, shard=list(shard), layers=result.layers,
                                                                 shapes={n: list(s) for n, s in result.shapes.items()},
                                                                 top=result.top, n_images=result.n_images))),

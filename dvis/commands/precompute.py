@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dvis.commands.maxes import parse_layers
+from dvis.commands.maxes import default_workers, parse_layers
 from dvis.commands.optimize import add_opt_arguments, settings_from
 
 
@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--layers", help="comma-separated layers (default: the model's layers)")
     p.add_argument("--top", type=int, default=9)
     p.add_argument("--batch-size", type=int, default=64, help="images (maxes) and patches (crops) per batch")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader decoding workers")
     p.add_argument("--modes", default="deconv", help="back-projections for crops")
     p.add_argument("--skip", default="", help="comma-separated steps to skip: maxes, crops, optimize")
     p.add_argument("--device", default="cpu")

@@ -17,10 +17,12 @@ class OptSettings:
 
     preset: int = DEFAULT_PRESET
     seeds: int = 2
-    iters: int = 100
-    lr_policy: str = "progress"
-    lr: float = 0.05
-    max_lr: float = 0.05
+    # 50 steps of lr 1.0 roughly double the best dataset activation on zf-cifar10 and keep all
+    # ~1500 units x 2 seeds within minutes on 2 CPU cores.
+    iters: int = 50
+    lr_policy: str = "constant"
+    lr: float = 1.0
+    max_lr: float = 5.0
     desired_prog: float = 2.0
     start: str = "mean_plus_noise"
     batch_size: int = 256
