@@ -28,6 +28,7 @@ from dvis.unit_vis import round16
 
 MODES = ("deconv", "guided", "grad")
 MIN_PATCH = 48  # display size of the smallest patches (32x32 inputs give 3 px conv1 patches)
+MAX_PATCH = 96  # larger patches (e.g. fc layers of 224 px nets) are shrunk: mosaics stay pane-sized
 MOSAIC_SEP = 2
 
 
@@ -72,6 +73,16 @@ def crop_batch(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> t
     return xp.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # N x ph x pw x C
 
 
+def shrink(patches: torch.Tensor, max_side: int) -> torch.Tensor:
+    """N x h x w x C -> at most ``max_side`` on the longer side (area averaging), batched."""
+    h, w = patches.shape[1:3]
+    if max(h, w) <= max_side:
+        return patches
+    size = (max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w))))
+    out = F.interpolate(patches.permute(0, 3, 1, 2).float(), size=size, mode="area").permute(0, 2, 3, 1)
+    return out.round().to(patches.dtype) if not patches.is_floating_point() else out
+
+
 def backs_to_uint8(g: torch.Tensor) -> torch.Tensor:
     """N x ph x pw x C back-projections -> uint8 RGB with 0 at mid-gray and each patch's largest
     magnitude at 0 or 255 (as the original toolbox's deconv crops)."""
@@ -97,8 +108,12 @@ class _EntryImages(Dataset):
 
 
 def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, modes: tuple[str, ...] = ("deconv",),
-                  batch_size: int = 64, workers: int = 2, rtol: float = 1e-3, progress=None) -> LayerCrops:
-    """Patches, back-projections (``modes``) and re-measured activations of ``layer``'s top images."""
+                  batch_size: int = 64, workers: int = 2, rtol: float = 1e-3, max_patch: int = MAX_PATCH,
+                  progress=None) -> LayerCrops:
+    """Patches, back-projections (``modes``) and re-measured activations of ``layer``'s top images.
+
+    Patches (and back-projections) larger than ``max_patch`` pixels are shrunk as they are cut.
+    """
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise DvisError(f"unknown crop mode {bad[0]!r}; expected {', '.join(MODES)}")
@@ -106,11 +121,12 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     units, k = index.shape
     boxes = layer_boxes(model, layer, result)
     ph, pw = int(boxes[0, 0, 2] - boxes[0, 0, 0]), int(boxes[0, 0, 3] - boxes[0, 0, 1])
+    sh, sw = shrink(torch.zeros(1, ph, pw, 1), max_patch).shape[1:3]
     flat_valid = (index >= 0).reshape(-1)
     entries = np.flatnonzero(flat_valid)
     unit_of = entries // k
-    patches = torch.zeros((units * k, ph, pw, 3), dtype=torch.uint8)
-    backs = {m: torch.zeros((units * k, ph, pw, 3), dtype=torch.uint8) for m in modes}
+    patches = torch.zeros((units * k, sh, sw, 3), dtype=torch.uint8)
+    backs = {m: torch.zeros((units * k, sh, sw, 3), dtype=torch.uint8) for m in modes}
     recheck = torch.full((units * k,), torch.nan)
     conv = result.is_conv(layer)
     module = dict(model.net.named_modules())[layer]
@@ -134,11 +150,12 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
             for mode in modes:
                 captured.clear()
                 g = backproject_batch(model.net, x, layer, u, mode=mode, at=at)
-                backs[mode][sel] = backs_to_uint8(crop_batch(g.detach().float(), b.to(g.device), (ph, pw))).cpu()
+                crop = crop_batch(g.detach().float(), b.to(g.device), (ph, pw))
+                backs[mode][sel] = backs_to_uint8(shrink(crop, max_patch)).cpu()
             out = captured[0]
             r = torch.arange(len(u), device=out.device)
             recheck[sel] = (out[r, u, at[:, 0], at[:, 1]] if conv else out[r, u]).float().cpu()
-            patches[sel] = images_to_uint8(crop_batch(images, b, (ph, pw)))
+            patches[sel] = images_to_uint8(shrink(crop_batch(images, b, (ph, pw)), max_patch))
             if progress is not None:
                 progress(len(images))
     finally:
@@ -146,7 +163,7 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     recorded = torch.from_numpy(result.values[layer].reshape(-1).astype(np.float32))
     ok = torch.isclose(recheck, recorded, rtol=rtol, atol=rtol * float(recorded[flat_valid].abs().max() if flat_valid.any() else 1))
     mismatches = int((~ok & torch.from_numpy(flat_valid)).sum())
-    shape = (units, k, ph, pw, 3)
+    shape = (units, k, sh, sw, 3)
     return LayerCrops(layer, patches.view(shape).numpy(), {m: v.view(shape).numpy() for m, v in backs.items()},
                       boxes, recheck.view(units, k).numpy(), flat_valid.reshape(units, k), mismatches)
 

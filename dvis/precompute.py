@@ -3,6 +3,7 @@ skipped where its output is already complete for the same inputs and settings.""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from dvis.errors import DvisError
 from dvis.maxes import (TrackConfig, fingerprint, layer_shapes, load_result, save_result, track_maxes,
                          weights_digest)
 from dvis.optimize import OptSettings, optimize_units
+from dvis.receptive_field import receptive_field
 from dvis.unit_vis import UnitImages, ensure_manifest, round16, write_layer_json, write_sprite
 
 OPT_MIN_SIDE = 64  # optimized images of small inputs (32x32) are upscaled to this for display
@@ -123,6 +125,17 @@ def opt_tiles(images: np.ndarray) -> np.ndarray:
     return tiles
 
 
+def crop_to_field(model, layer: str, images: np.ndarray) -> np.ndarray:
+    """Conv units are optimized at the layer's centre and only their receptive field can change:
+    crop (units, seeds, H, W, 3) images to that box so the display shows the pattern, not padding."""
+    shape = layer_shapes(model.net, [layer], (model.channels,) + tuple(model.input_size), model.device)[layer]
+    if len(shape) != 3:
+        return images
+    top, left, bottom, right = receptive_field(model.net, layer, input_size=tuple(model.input_size)).box(
+        shape[1] // 2, shape[2] // 2, clip=True)
+    return np.ascontiguousarray(images[:, :, top:bottom, left:right])
+
+
 def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, units=None, run_dir: Path | None = None,
                       force: bool = False, progress: bool = True) -> dict | None:
     """Optimize images for ``layer``'s units and write opt/opt_seeds sprites and opt.json; returns a
@@ -142,6 +155,7 @@ def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, unit
         res = optimize_units(model, layer, unit_list, settings, progress=bar.update)
     best_seed = res.activations.argmax(1)
     n_seeds = settings.seeds
+    res.images = crop_to_field(model, layer, res.images)
     opt = np.zeros((n_total,) + opt_tiles(res.images[:1, 0]).shape[1:], np.uint8)
     seeds_tiles = opt_tiles(res.images.reshape((-1,) + res.images.shape[2:]))
     side = seeds_tiles.shape[1]
@@ -203,3 +217,39 @@ def coverage(root: str | Path, layer_units: dict[str, int], kinds=("top9", "deco
             present[:len(flags)] = flags
             out[layer][kind] = np.flatnonzero(~present).tolist()
     return out
+
+
+def precompute(model, images: str | Path, out: str | Path | None = None, run_dir: str | Path | None = None,
+               layers: list[str] | None = None, track: TrackConfig | None = None, modes=("deconv",),
+               settings: OptSettings | None = None, skip: tuple[str, ...] = (), force: bool = False,
+               model_spec: str | None = None) -> Path:
+    """Run maxes, crops and optimize for ``model`` (a LoadedModel) over ``images`` into its unit_vis
+    folder (or ``out``), skipping steps and layers already complete; returns the folder.
+
+    ``model_spec`` is what the maxes manifest records to reload the model (None: the default model).
+    """
+    root = unit_vis_root(model, out)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(model, root)
+    layers = list(layers or model.layers)
+    track = track or TrackConfig()
+    progress = track.progress
+    t0 = time.monotonic()
+    if "maxes" not in skip:
+        if force:
+            (run_dir / "manifest.json").unlink(missing_ok=True)
+        if not run_maxes_step(model, str(images), run_dir, layers, track, model_spec):
+            print(f"maxes: {run_dir} is already complete")
+        print(f"maxes: {time.monotonic() - t0:.0f} s")
+    t1 = time.monotonic()
+    if "crops" not in skip:
+        mism = run_crops_step(model, run_dir, root, layers, tuple(modes), track.batch_size, track.workers,
+                              str(images), force, progress)
+        print(f"crops: {len(mism)} layer(s) written, {sum(mism.values())} activation mismatch(es), "
+              f"{time.monotonic() - t1:.0f} s")
+    t2 = time.monotonic()
+    if "optimize" not in skip:
+        for layer in layers:
+            summary = run_optimize_step(model, layer, root, settings or OptSettings(), None, run_dir, force, progress)
+            print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+        print(f"optimize: {time.monotonic() - t2:.0f} s")
+    return root

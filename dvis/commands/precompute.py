@@ -1,8 +1,6 @@
 """``dvis precompute``: maxes, crops and optimize in order, skipping what is already complete."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from dvis.commands.maxes import default_workers, parse_layers
 from dvis.commands.optimize import add_opt_arguments, settings_from
 
@@ -31,29 +29,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from dvis.maxes import TrackConfig
     from dvis.model_loading import load_model
-    from dvis.precompute import (default_run_dir, format_opt_summary, run_crops_step, run_maxes_step,
-                                 run_optimize_step, unit_vis_root)
+    from dvis.precompute import precompute
 
     model = load_model(args.model, device=args.device)
-    root = unit_vis_root(model, args.out)
-    run_dir = Path(args.run) if args.run else default_run_dir(model, root)
-    layers = parse_layers(args.layers) or list(model.layers)
-    skip = set(parse_layers(args.skip) or [])
-    progress = not args.quiet
-    if "maxes" not in skip:
-        if args.force:
-            (run_dir / "manifest.json").unlink(missing_ok=True)
-        cfg = TrackConfig(top=args.top, batch_size=args.batch_size, workers=args.workers, progress=progress)
-        if not run_maxes_step(model, args.images, run_dir, layers, cfg, args.model):
-            print(f"maxes: {run_dir} is already complete")
-    if "crops" not in skip:
-        mism = run_crops_step(model, run_dir, root, layers, parse_layers(args.modes) or [], args.batch_size,
-                              args.workers, args.images, args.force, progress)
-        print(f"crops: {len(mism)} layer(s) written, {sum(mism.values())} activation mismatch(es)")
-    if "optimize" not in skip:
-        settings = settings_from(args)
-        for layer in layers:
-            summary = run_optimize_step(model, layer, root, settings, None, run_dir, args.force, progress)
-            print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+    track = TrackConfig(top=args.top, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    root = precompute(model, args.images, args.out, args.run, parse_layers(args.layers), track,
+                      tuple(parse_layers(args.modes) or ()), settings_from(args),
+                      tuple(parse_layers(args.skip) or ()), args.force, args.model)
     print(f"precompute: unit images of {model.name} in {root}; check with `dvis vis-info`")
     return 0
