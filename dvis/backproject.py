@@ -12,8 +12,8 @@ the forward runs, so ``nn.ReLU`` (in-place or not, called once or twice), ``F.re
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -26,8 +26,10 @@ from dvis.layers import as_net, check_input, check_layers, frozen_params
 
 MODES = ("deconv", "guided", "grad")
 
-#: Targets back-projected together in one vmapped backward; bounds memory for big layers.
-DEFAULT_CHUNK = 64
+#: Memory the vmapped backward may use for one chunk of targets, and the most targets per chunk
+#: (beyond about 128 the batched convolutions get no faster).
+CHUNK_MEMORY = 1 << 30
+MAX_CHUNK = 128
 
 
 def _relu_function(guided: bool, inplace: bool) -> type[torch.autograd.Function]:
@@ -154,6 +156,23 @@ def _graph_output(model_or_net, x: torch.Tensor, layer: str) -> torch.Tensor:
     return value
 
 
+@contextmanager
+def _largest_output(net: torch.nn.Module) -> Iterator[list[int]]:
+    """Track the size in bytes of the largest leaf-module output of the forward run inside."""
+    largest = [0]
+
+    def hook(module, args, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if next(m.children(), None) is None]
+    try:
+        yield largest
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def backproject_batch(
     model_or_net,
     x: torch.Tensor,
@@ -162,12 +181,13 @@ def backproject_batch(
     mode: str = "deconv",
     at="max",
     *,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Back-project many targets of ``layer`` at once; returns N x (x's C x H x W).
 
     ``x`` is 1xCxHxW shared by all ``units`` (e.g. every channel of a layer: one forward, then one
-    backward vmapped over the targets, ``chunk_size`` at a time) or NxCxHxW with one unit per image
+    backward vmapped over the targets, ``chunk_size`` at a time, by default as many as fit in
+    :data:`CHUNK_MEMORY` given the net's largest activation) or NxCxHxW with one unit per image
     (one batched forward and backward). ``at``: ``"max"`` seeds 1 at the channel's argmax,
     ``"map"`` seeds the whole channel map with its own values, a (y, x) position or an (N, 2)
     LongTensor of positions seeds 1 there; ignored for fc layers. The forward stops at ``layer``.
@@ -185,10 +205,15 @@ def backproject_batch(
         seeds = _seeds(value.detach(), units, at)
         return torch.autograd.grad(value, xx, seeds)[0]
 
-    with frozen_params(net), relu_mode:
+    with frozen_params(net), relu_mode, _largest_output(net) as largest:
         value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
     pull_back = torch.func.vmap(pull_back)
     n = len(units)
+    if chunk_size is None:
+        # The backward of one target holds about three activation-sized tensors at its widest layer.
+        chunk_size = max(1, min(MAX_CHUNK, CHUNK_MEMORY // max(1, 3 * largest[0])))
+    elif chunk_size < 1:
+        raise DvisError(f"chunk_size must be positive, got {chunk_size}")
     positions = at if isinstance(at, str) or value.dim() == 2 else _positions(at, n, value.dim() - 2, value.shape[2:])
     out = x.new_empty((n,) + x.shape[1:])
     for start in range(0, n, chunk_size):

@@ -161,6 +161,8 @@ def test_model_left_as_it_was_also_after_errors():
         backproject(net, x, "conv9", 0)
     with pytest.raises(DvisError, match="expected Nx3xHxW"):
         backproject(net, torch.randn(1, 4, 10, 10), "conv2", 0)
+    with pytest.raises(DvisError, match="chunk_size"):
+        backproject_batch(net, x, "conv2", [0, 1], chunk_size=0)
     with pytest.raises(DvisError, match="one image per unit"):
         backproject_batch(net, torch.randn(2, 3, 10, 10), "conv2", [0, 1, 2])
     assert_same_state(before, snapshot(net))
