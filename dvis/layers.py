@@ -58,8 +58,8 @@ def default_layers(model_or_net) -> list[str]:
     ``nn.Sequential`` (AlexNet/VGG style; a conv shows its own, pre-ReLU, output and the ReLU the
     rectified one); blocks that are steps of an ``nn.Sequential`` (a ResNet ``layer1.0`` gives the
     block output after its final ReLU) and non-Sequential blocks directly under the root (GoogLeNet
-    ``inception3a``, Inception-v3 ``Mixed_5b``: the concatenated outputs). ReLUs owned by a block (ResNet's ``relu``, called twice) are
-    left out because one name would stand for two different tensors.
+    ``inception3a``, Inception-v3 ``Mixed_5b``: the concatenated outputs). ReLUs owned by a block
+    (ResNet's ``relu``, called twice) are left out because one name would stand for two tensors.
     """
     layers = getattr(model_or_net, "layers", None)
     if not isinstance(model_or_net, nn.Module) and layers is not None:

@@ -180,3 +180,18 @@ def test_float64_net_and_seed_values():
     torch.testing.assert_close(out, expected)
     with pytest.raises(DvisError, match="integer"):
         backproject(net, x, "0", 1.5)
+
+
+def test_overlapping_pool_switches_accumulate():
+    net = small_sequential()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    unit = 2
+    relu = activations(net, x, ["relu1"])["relu1"]
+    pooled, switches = torch.nn.functional.max_pool2d(relu, 3, 2, 1, return_indices=True)
+    idx = switches[0, unit].flatten()
+    assert torch.unique(idx, return_counts=True)[1].max() > 1, "some input wins several overlapping windows"
+    expected = torch.zeros(relu[0, unit].numel()).index_add_(0, idx, pooled[0, unit].flatten())
+    result = forward_and_back(net, x, [], "pool1", unit, "deconv", at="map", diff_layers=["relu1"])
+    signal = result.diffs["relu1"][0]
+    torch.testing.assert_close(signal[unit].flatten(), expected)
+    assert torch.count_nonzero(signal[torch.arange(4) != unit]) == 0

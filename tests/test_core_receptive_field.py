@@ -39,7 +39,8 @@ def test_box_clip_and_arrays():
     assert field.box(0, 0, clip=False) == (-2, -3, 9, 4)
     assert field.box(5, 14) == (18, 25, 20, 30)
     top, left, bottom, right = field.box(np.array([0, 1]), np.array([2, 3]), clip=False)
-    assert top.tolist() == [-2, 2] and left.tolist() == [1, 3] and bottom.tolist() == [9, 13] and right.tolist() == [8, 10]
+    assert (top.tolist(), left.tolist()) == ([-2, 2], [1, 3])
+    assert (bottom.tolist(), right.tolist()) == ([9, 13], [8, 10])
 
 
 def _chain_a():
