@@ -80,7 +80,7 @@ class _SwapReLU(TorchFunctionMode):
             inplace = func in _INPLACE_RELUS or (
                 func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
             )
-            return _FUNCTIONS[self.guided, inplace].apply(args[0])
+            return _FUNCTIONS[self.guided, inplace].apply(args[0] if args else kwargs["input"])
         return func(*args, **kwargs)
 
 
@@ -108,18 +108,22 @@ def _positions(at, n: int, rank: int, sizes: Sequence[int]) -> torch.Tensor:
     pos = pos.long().reshape(-1, rank).expand(n, rank)
     if pos.shape[0] != n:
         raise DvisError(f"at has {pos.shape[0]} positions for {n} targets")
-    limits = torch.tensor(sizes)
+    limits = torch.tensor(sizes, device=pos.device)
     if ((pos < 0) | (pos >= limits)).any():
         raise DvisError(f"position(s) {pos.tolist()} outside the layer's {'x'.join(map(str, sizes))} map")
     return pos
 
 
-def _seeds(value: torch.Tensor, units: torch.Tensor, at) -> torch.Tensor:
-    """Backward seeds for ``n`` targets: ``value`` is (n, C, ...) and target i is channel ``units[i]``."""
-    n, c = value.shape[:2]
+def _check_units(units: torch.Tensor, c: int) -> None:
     bad = units[(units < 0) | (units >= c)]
     if bad.numel():
         raise DvisError(f"unit(s) {bad.tolist()} out of range: the layer has {c} units")
+
+
+def _seeds(value: torch.Tensor, units: torch.Tensor, at) -> torch.Tensor:
+    """Backward seeds for ``n`` targets: ``value`` is (n, C, ...) and target i is channel ``units[i]``."""
+    n, c = value.shape[:2]
+    _check_units(units, c)
     units = units.to(value.device)
     rows = torch.arange(n, device=value.device)
     seeds = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
@@ -209,6 +213,7 @@ def backproject_batch(
         value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
     pull_back = torch.func.vmap(pull_back)
     n = len(units)
+    _check_units(units, value.shape[1])
     if chunk_size is None:
         # The backward of one target holds about three activation-sized tensors at its widest layer.
         chunk_size = max(1, min(MAX_CHUNK, CHUNK_MEMORY // max(1, 3 * largest[0])))
