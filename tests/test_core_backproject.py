@@ -1,6 +1,8 @@
 """backproject, backproject_batch and forward_and_back against answers known by hand or by autograd."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 import torchvision
@@ -195,3 +197,27 @@ def test_overlapping_pool_switches_accumulate():
     signal = result.diffs["relu1"][0]
     torch.testing.assert_close(signal[unit].flatten(), expected)
     assert torch.count_nonzero(signal[torch.arange(4) != unit]) == 0
+
+
+def test_state_restored_when_the_forward_raises_inside():
+    class Fail(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    children = list(small_sequential().named_children())
+    net = torch.nn.Sequential(OrderedDict(children[:4] + [("fail", Fail())] + children[4:]))
+    net.conv1.bias.requires_grad_(False)
+    before = snapshot(net)
+    x = torch.randn(1, 3, 10, 10)
+    for m in MODES:
+        with pytest.raises(DvisError, match="boom"):
+            backproject(net, x, "conv3", 0, m)
+        with pytest.raises(DvisError, match="boom"):
+            backproject_batch(net, x, "conv3", [0, 1], m)
+        with pytest.raises(DvisError, match="boom"):
+            forward_and_back(net, x, ["conv1"], "conv3", 0, m)
+    assert_same_state(before, snapshot(net))
+    assert not torch.overrides._get_current_function_mode_stack(), "the ReLU-swapping mode was left active"
+    y = torch.randn(5, requires_grad=True)
+    torch.relu(y).sum().backward()
+    torch.testing.assert_close(y.grad, (y > 0).float())
