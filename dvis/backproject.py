@@ -204,28 +204,33 @@ def backproject_batch(
     if x.shape[0] != 1 or len(units) == 1:
         _each_unit(x, units)
         xx = x.detach().requires_grad_(True)
-        with frozen_params(net), relu_mode, torch.enable_grad():
-            value = _graph_output(model_or_net, xx, layer)
-        seeds = _seeds(value.detach(), units, at)
-        return torch.autograd.grad(value, xx, seeds)[0]
+        with frozen_params(net):
+            with relu_mode, torch.enable_grad():
+                value = _graph_output(model_or_net, xx, layer)
+            seeds = _seeds(value.detach(), units, at)
+            return torch.autograd.grad(value, xx, seeds)[0]
 
-    with frozen_params(net), relu_mode, _largest_output(net) as largest:
-        value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
-    pull_back = torch.func.vmap(pull_back)
-    n = len(units)
-    _check_units(units, value.shape[1])
-    if chunk_size is None:
-        # The backward of one target holds about three activation-sized tensors at its widest layer.
-        chunk_size = max(1, min(MAX_CHUNK, CHUNK_MEMORY // max(1, 3 * largest[0])))
-    elif chunk_size < 1:
-        raise DvisError(f"chunk_size must be positive, got {chunk_size}")
-    positions = at if isinstance(at, str) or value.dim() == 2 else _positions(at, n, value.dim() - 2, value.shape[2:])
-    out = x.new_empty((n,) + x.shape[1:])
-    for start in range(0, n, chunk_size):
-        part = units[start:start + chunk_size]
-        where = positions if isinstance(positions, str) or value.dim() == 2 else positions[start:start + chunk_size]
-        seeds = _seeds(value.detach().expand((len(part),) + value.shape[1:]), part, where)
-        out[start:start + len(part)] = pull_back(seeds.unsqueeze(1))[0].squeeze(1)
+    # Parameters stay frozen through the backward too: the backward formulas use the weights, and
+    # weights that require grad would make autograd record a double-backward graph.
+    with frozen_params(net):
+        with relu_mode, _largest_output(net) as largest:
+            value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
+        pull_back = torch.func.vmap(pull_back)
+        n = len(units)
+        _check_units(units, value.shape[1])
+        if chunk_size is None:
+            # The backward of one target holds about three activation-sized tensors at its widest layer.
+            chunk_size = max(1, min(MAX_CHUNK, CHUNK_MEMORY // max(1, 3 * largest[0])))
+        elif chunk_size < 1:
+            raise DvisError(f"chunk_size must be positive, got {chunk_size}")
+        spatial = value.dim() > 2 and not isinstance(at, str)
+        positions = _positions(at, n, value.dim() - 2, value.shape[2:]) if spatial else at
+        out = x.new_empty((n,) + x.shape[1:])
+        for start in range(0, n, chunk_size):
+            part = units[start:start + chunk_size]
+            where = positions[start:start + chunk_size] if spatial else positions
+            seeds = _seeds(value.detach().expand((len(part),) + value.shape[1:]), part, where)
+            out[start:start + len(part)] = pull_back(seeds.unsqueeze(1))[0].squeeze(1)
     return out
 
 
@@ -281,16 +286,17 @@ def forward_and_back(
         raise DvisError(f"unit must be an integer, got {unit!r}") from err
     relu_mode = _relu_mode(mode)
     xx = x.detach().requires_grad_(True)
-    with frozen_params(as_net(model_or_net)), relu_mode, torch.enable_grad():
-        values, graph = capture(
-            model_or_net, xx, detached=layers, attached=[back_layer, *diff_layers], required=False
-        )
-    value = graph[back_layer]
-    if not value.requires_grad:
-        raise DvisError(f"layer {back_layer!r} does not depend on the input")
-    seeds = _seeds(value.detach(), units, at)
-    wrt = [xx] + [graph[name] for name in diff_layers]
-    grads = torch.autograd.grad(value, wrt, seeds, allow_unused=True, materialize_grads=True)
+    with frozen_params(as_net(model_or_net)):
+        with relu_mode, torch.enable_grad():
+            values, graph = capture(
+                model_or_net, xx, detached=layers, attached=[back_layer, *diff_layers], required=False
+            )
+        value = graph[back_layer]
+        if not value.requires_grad:
+            raise DvisError(f"layer {back_layer!r} does not depend on the input")
+        seeds = _seeds(value.detach(), units, at)
+        wrt = [xx] + [graph[name] for name in diff_layers]
+        grads = torch.autograd.grad(value, wrt, seeds, allow_unused=True, materialize_grads=True)
     return VisResult(
         {name: values[name] for name in layers if name in values},
         grads[0],

@@ -109,16 +109,18 @@ def test_batched_equals_per_unit(mode):
     for at in ("max", "map", torch.tensor([[0, 0], [1, 2], [5, 5], [3, 1]])):
         shared = backproject_batch(net, x, "right", units, mode, at, chunk_size=3)
         torch.testing.assert_close(shared, _per_unit(net, x, "right", units, mode, at))
+        assert not shared.requires_grad, "no autograd graph may leak out of the vmapped backward"
     crops = torch.randn(4, 3, 24, 24)
     each = backproject_batch(net, crops, "left", [1, 0, 2, 1], mode)
     torch.testing.assert_close(each, _per_unit(net, crops, "left", [1, 0, 2, 1], mode, "max"))
 
 
 def test_batched_torchvision_dag_models():
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 96, 96)
     resnet = torchvision.models.resnet18(weights=None).eval()
     googlenet = torchvision.models.googlenet(weights=None, init_weights=False, aux_logits=False).eval()
-    for net, layer in ((resnet, "layer2.0"), (googlenet, "inception3a")):
+    inception = torchvision.models.inception_v3(weights=None, init_weights=False, aux_logits=False).eval()
+    for net, layer in ((resnet, "layer2.0"), (googlenet, "inception3a"), (inception, "Mixed_5b")):
         batched = backproject_batch(net, x, layer, [3, 7, 120], "deconv")
         torch.testing.assert_close(batched, _per_unit(net, x, layer, [3, 7, 120], "deconv", "max"))
         assert batched.abs().sum() > 0

@@ -115,6 +115,13 @@ def test_torchvision_resnet18():
     assert receptive_field(net, "avgpool", 64).box(0, 0) == (0, 0, 64, 64)
 
 
+def test_torchvision_inception_v3_functional_relus_and_concat():
+    net = torchvision.models.inception_v3(weights=None, init_weights=False, aux_logits=False).eval()
+    # Stem 3/2, 3, 3 p1, pool 3/2, 1x1, 3, pool 3/2, then the 5x5 and double-3x3 branches.
+    field = receptive_field(net, "Mixed_5b", (150, 150))
+    assert (field.size, field.stride, field.padding) == ((63, 63), (8, 8), (18, 18))
+
+
 def test_loaded_model_input_size_and_bad_arguments():
     net = seeded(_chain_b())
     model = fake_loaded(net, ["5"], size=(33, 47))
