@@ -8,6 +8,7 @@ steps, zero pixels of small norm and of small contribution (percentiles).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +20,7 @@ from dvis.errors import DvisError
 from dvis.optvis.objectives import unit_activations
 from dvis.optvis.param import clamp_pixels, start_images, to_display, to_input
 from dvis.optvis.presets import preset
+from dvis.optvis.redirect import RedirectedReLUs
 from dvis.optvis.settings import OptSettings
 from dvis.optvis.transforms import clip_small_contribution, clip_small_norm, gaussian_blur
 
@@ -54,7 +56,8 @@ def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettin
     best_act = torch.full((len(c),), -torch.inf, device=c.device)
     for it in range(s.iters):
         c = clamp_pixels(c, mean).detach().requires_grad_(True)
-        with torch.enable_grad():
+        redirect = RedirectedReLUs() if it < s.redirect_iters else nullcontext()
+        with torch.enable_grad(), redirect:
             act = unit_activations(forward_to(model.net, to_input(c, std), layer), units)
             (grad,) = torch.autograd.grad(act.sum(), c)
         c, act = c.detach(), act.detach()

@@ -184,7 +184,7 @@ def test_cli_shards_merge_and_torchrun_equal_one_process(setup, tmp_path):
         assert r.returncode == 0, r.stderr
     r = _cli(["maxes-merge", str(tmp_path / "sharded")], env)
     assert r.returncode == 0, r.stderr
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "dvis")
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dvis")
     r = _cli(["maxes", *common, "--out", str(tmp_path / "dist")], env, timeout=180, prefix=torchrun)
     assert r.returncode == 0, r.stderr[-2000:]
     one = load_result(tmp_path / "one")[0]

@@ -50,10 +50,11 @@ def test_regularizers():
     assert ((kept != 0).any(1).flatten(1).sum(1) <= 15).all()
     score = (x * grad).sum(1).abs().flatten(1)
     kept_px = (kept != 0).any(1).flatten(1)
-    assert (score[kept_px].min() >= score[~kept_px].max()) or kept_px.sum() == 0
+    for b in range(2):  # per image: every kept pixel contributes more than every zeroed one
+        assert score[b][kept_px[b]].min() > score[b][~kept_px[b]].max()
 
 
-@pytest.mark.parametrize("layer", ["conv1", "conv2", "fc"])
+@pytest.mark.parametrize("layer", ["conv1", "pool1", "conv2", "fc"])
 def test_optimized_images_beat_the_best_dataset_image(tiny, layer):
     model, result = tiny
     res = optimize_units(model, layer, None, OptSettings(iters=40, seeds=2))
@@ -67,12 +68,15 @@ def test_optimized_images_beat_the_best_dataset_image(tiny, layer):
 
 def test_batching_does_not_change_results(tiny):
     model, _ = tiny
-    s = OptSettings(iters=8, seeds=2, preset=1)
+    # Each image's run is independent of its batch mates (percentiles, step sizes and blur are per
+    # image); only float rounding of differently sized convolutions may differ.
+    s = OptSettings(iters=8, seeds=2, preset=3)
     whole = optimize_units(model, "conv2", [0, 2], s)
     s.batch_size = 1
     single = optimize_units(model, "conv2", [0, 2], s)
-    np.testing.assert_allclose(whole.activations, single.activations, rtol=1e-4)
-    assert np.abs(whole.images.astype(int) - single.images.astype(int)).max() <= 1
+    np.testing.assert_allclose(whole.activations, single.activations, rtol=1e-3)
+    assert np.abs(whole.images.astype(int) - single.images.astype(int)).max() <= 2
+    assert not np.allclose(whole.activations[:, 0], whole.activations[:, 1])  # seeds differ
 
 
 def test_bad_settings_are_one_line_errors(tiny):

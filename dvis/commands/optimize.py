@@ -34,13 +34,15 @@ def add_opt_arguments(p) -> None:
     p.add_argument("--desired-prog", type=float, default=DEFAULTS.desired_prog,
                    help="predicted activation gain per step for the progress policy")
     p.add_argument("--start", choices=STARTS, default=DEFAULTS.start)
+    p.add_argument("--redirect-iters", type=int, default=DEFAULTS.redirect_iters,
+                   help="first steps with redirected ReLU gradients (0 = true gradient throughout)")
     p.add_argument("--opt-batch-size", type=int, default=DEFAULTS.batch_size, help="images per forward/backward")
 
 
 def settings_from(args) -> OptSettings:
     return OptSettings(preset=args.preset, seeds=args.seeds, iters=args.iters, lr_policy=args.lr_policy, lr=args.lr,
                        max_lr=args.max_lr, desired_prog=args.desired_prog, start=args.start,
-                       batch_size=args.opt_batch_size)
+                       redirect_iters=args.redirect_iters, batch_size=args.opt_batch_size)
 
 
 def register(sub) -> None:

@@ -25,6 +25,8 @@ class OptSettings:
     max_lr: float = 5.0
     desired_prog: float = 2.0
     start: str = "mean_plus_noise"
+    # First steps with redirected ReLU gradients, so units behind closed ReLUs (pool layers) start moving.
+    redirect_iters: int = 10
     batch_size: int = 256
 
     def validate(self) -> None:

@@ -1,0 +1,35 @@
+"""Redirected ReLU gradients (as Lucid's ``redirected_relu_grad``): early in an optimization, a
+ReLU whose input is negative still passes gradient that would raise it, so units behind dead
+ReLUs (pooling layers after a rectified conv, started from near-mean images) can get going."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        # True gradient where the ReLU is open; where closed, only the part that pushes its input up.
+        return torch.where(x > 0, grad, grad.clamp(min=0))
+
+
+_RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+
+class RedirectedReLUs(TorchFunctionMode):
+    """Within this context every ReLU call (module, functional or method; in-place ones computed
+    out of place) uses the redirected gradient."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELUS:
+            return _RedirectedReLU.apply(args[0] if args else kwargs["input"])
+        return func(*args, **kwargs)
