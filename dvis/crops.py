@@ -11,7 +11,7 @@ recorded by ``maxes``; a mismatch reveals nondeterminism or preprocessing drift.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,7 +45,6 @@ class LayerCrops:
     recheck: np.ndarray
     valid: np.ndarray
     mismatches: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def layer_boxes(model, layer: str, result: MaxResult) -> np.ndarray:

@@ -110,7 +110,7 @@ def open_source(spec: str | Path) -> ImageSource:
         source = ImageSource(spec, "folder", [os.path.relpath(os.path.abspath(p), root) for p in paths], root=root)
     else:
         paths = list_images(spec)
-        kind = "list" if not spec.lower().endswith(tuple(IMAGE_EXTENSIONS)) else "folder"
+        kind = "file" if spec.lower().endswith(tuple(IMAGE_EXTENSIONS)) else "list"
         source = ImageSource(spec, kind, [str(p) for p in paths])
     if not source.names:
         raise DvisError(f"no images found in {spec}")
