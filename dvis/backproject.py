@@ -5,7 +5,8 @@ back (``grad``: where its forward input was positive; ``guided``: there and only
 ``deconv`` (Zeiler & Fergus): positive signal anywhere, ignoring the forward). Max-pools use
 autograd's own backward, which routes through the switches recorded in the forward (exact also
 for overlapping pools), and convolutions use the transposed filters, which is autograd's
-backward too. ReLUs are swapped for custom autograd Functions by a ``TorchFunctionMode`` while
+backward too (computed as a forward convolution over the stride phases, which is faster on CPU).
+ReLUs and convolutions are swapped for custom autograd Functions by a ``TorchFunctionMode`` while
 the forward runs, so ``nn.ReLU`` (in-place or not, called once or twice), ``F.relu``,
 ``torch.relu`` and ``Tensor.relu_`` are all caught and the user's modules are never touched.
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from dvis.activations import activations, capture
@@ -67,27 +69,91 @@ _INPLACE_RELUS = {F.relu_, torch.relu_, torch.Tensor.relu_}
 _RELUS = _INPLACE_RELUS | {F.relu, torch.relu, torch.Tensor.relu}
 
 
-class _SwapReLU(TorchFunctionMode):
-    """Route every ReLU call in the forward through the deconv or guided ReLU Function."""
+def _conv2d_input_grad(grad, weight, size, stride, padding):
+    """Gradient of ``conv2d(x, weight, stride, padding)`` w.r.t. x (HxW ``size``) as one forward conv.
 
-    def __init__(self, guided: bool):
+    The transposed convolution is split into its ``stride`` output phases: phase (a, b) of the
+    input gradient is a plain correlation of ``grad`` with the kernel taps ``a::stride, b::stride``
+    (flipped). All phases run as one conv2d with ``stride_h * stride_w`` times the channels and are
+    interleaved back, which is faster on CPU than the backward-data kernel (2.5x for AlexNet's
+    stride-4 conv1, 1.1x-1.5x for its stride-1 convs).
+    """
+    c_out, c_in, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (h, w) = stride, padding, size
+    mh, mw = -(-kh // sh), -(-kw // sw)  # taps per phase
+    taps = F.pad(weight, (0, sw * mw - kw, 0, sh * mh - kh)).view(c_out, c_in, mh, sh, mw, sw).flip(2, 4)
+    taps = taps.permute(3, 5, 1, 0, 2, 4).reshape(sh * sw * c_in, c_out, mh, mw)
+    # Only the phase rows q0..q1 that land inside the input are computed (negative pads crop).
+    q0h, q0w = ph // sh, pw // sw
+    q1h, q1w = (h + ph - 1) // sh, (w + pw - 1) // sw
+    gh, gw = grad.shape[-2:]
+    pads = (mw - 1 - q0w, q1w - gw + 1, mh - 1 - q0h, q1h - gh + 1)
+    if pads[0] == pads[1] >= 0 and pads[2] == pads[3] >= 0:  # the usual case: let the conv pad
+        phases = F.conv2d(grad, taps, padding=(pads[2], pads[0]))
+    else:
+        phases = F.conv2d(F.pad(grad, pads), taps)
+    n, _, qh, qw = phases.shape
+    full = phases.view(n, sh, sw, c_in, qh, qw).permute(0, 3, 4, 1, 5, 2).reshape(n, c_in, qh * sh, qw * sw)
+    top, left = ph - q0h * sh, pw - q0w * sw
+    return full[:, :, top:top + h, left:left + w]
+
+
+class _Conv2d(torch.autograd.Function):
+    """conv2d whose input gradient is computed by :func:`_conv2d_input_grad` (weights frozen)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, stride, padding):
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, ctx.stride, ctx.padding = inputs
+        ctx.size = tuple(x.shape[-2:])
+        ctx.save_for_backward(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return _conv2d_input_grad(grad, weight, ctx.size, ctx.stride, ctx.padding), None, None, None, None
+
+
+def _fast_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d through :class:`_Conv2d` where it applies (plain 2-D conv, only the input needs grad)."""
+    padding = (0, 0) if padding == "valid" else padding
+    plain = (
+        input.dim() == 4 and groups == 1 and _pair(dilation) == (1, 1) and not isinstance(padding, str)
+        and input.requires_grad and not weight.requires_grad and (bias is None or not bias.requires_grad)
+    )
+    if not plain:
+        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return _Conv2d.apply(input, weight, bias, _pair(stride), _pair(padding))
+
+
+class _BackMode(TorchFunctionMode):
+    """While the forward runs: ReLUs through the deconv/guided Functions, conv2d through :class:`_Conv2d`."""
+
+    def __init__(self, mode: str):
         super().__init__()
-        self.guided = guided
+        self.mode = mode
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _RELUS:
+        if func is F.conv2d:
+            return _fast_conv2d(*args, **kwargs)
+        if func in _RELUS and self.mode != "grad":
             inplace = func in _INPLACE_RELUS or (
                 func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
             )
-            return _FUNCTIONS[self.guided, inplace].apply(args[0] if args else kwargs["input"])
+            return _FUNCTIONS[self.mode == "guided", inplace].apply(args[0] if args else kwargs["input"])
         return func(*args, **kwargs)
 
 
-def _relu_mode(mode: str):
+def _back_mode(mode: str) -> _BackMode:
     if mode not in MODES:
         raise DvisError(f"unknown back-projection mode {mode!r}; use one of {', '.join(MODES)}")
-    return nullcontext() if mode == "grad" else _SwapReLU(mode == "guided")
+    return _BackMode(mode)
 
 
 def _units(units) -> torch.Tensor:
@@ -199,13 +265,13 @@ def backproject_batch(
     check_layers(model_or_net, [layer])
     x = check_input(model_or_net, x)
     units = _units(units)
-    relu_mode = _relu_mode(mode)
+    back_mode = _back_mode(mode)
     net = as_net(model_or_net)
     if x.shape[0] != 1 or len(units) == 1:
         _each_unit(x, units)
         xx = x.detach().requires_grad_(True)
         with frozen_params(net):
-            with relu_mode, torch.enable_grad():
+            with back_mode, torch.enable_grad():
                 value = _graph_output(model_or_net, xx, layer)
             seeds = _seeds(value.detach(), units, at)
             return torch.autograd.grad(value, xx, seeds)[0]
@@ -213,7 +279,7 @@ def backproject_batch(
     # Parameters stay frozen through the backward too: the backward formulas use the weights, and
     # weights that require grad would make autograd record a double-backward graph.
     with frozen_params(net):
-        with relu_mode, _largest_output(net) as largest:
+        with back_mode, _largest_output(net) as largest:
             value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
         pull_back = torch.func.vmap(pull_back)
         n = len(units)
@@ -284,10 +350,10 @@ def forward_and_back(
         units = _units([operator.index(unit)] * x.shape[0])
     except TypeError as err:
         raise DvisError(f"unit must be an integer, got {unit!r}") from err
-    relu_mode = _relu_mode(mode)
+    back_mode = _back_mode(mode)
     xx = x.detach().requires_grad_(True)
     with frozen_params(as_net(model_or_net)):
-        with relu_mode, torch.enable_grad():
+        with back_mode, torch.enable_grad():
             values, graph = capture(
                 model_or_net, xx, detached=layers, attached=[back_layer, *diff_layers], required=False
             )

@@ -12,7 +12,7 @@ from core_helpers import (
     small_sequential, snapshot, twin,
 )
 from dvis.activations import activations, forward_to
-from dvis.backproject import backproject, backproject_batch, forward_and_back
+from dvis.backproject import _conv2d_input_grad, backproject, backproject_batch, forward_and_back
 from dvis.errors import DvisError
 
 MODES = ("deconv", "guided", "grad")
@@ -53,8 +53,8 @@ def test_guided_and_deconv_differ_exactly_where_they_should():
 
 
 def test_grad_mode_equals_autograd_of_the_unit():
-    net = small_sequential()
-    x = torch.randn(1, 3, 10, 10, requires_grad=True)
+    net = small_sequential().double()  # float64: the engine's conv backward sums in another order
+    x = torch.randn(1, 3, 10, 10, dtype=torch.float64, requires_grad=True)
     out = forward_to(net, x, "conv3")
     expected = torch.autograd.grad(out[0, 4, 1, 2], x)[0]
     torch.testing.assert_close(backproject(net, x, "conv3", 4, "grad", at=(1, 2)), expected)
@@ -223,3 +223,19 @@ def test_state_restored_when_the_forward_raises_inside():
     y = torch.randn(5, requires_grad=True)
     torch.relu(y).sum().backward()
     torch.testing.assert_close(y.grad, (y > 0).float())
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "size"), [
+    ((3, 3), (1, 1), (1, 1), (13, 13)),
+    ((11, 11), (4, 4), (2, 2), (67, 67)),  # AlexNet conv1's geometry
+    ((5, 3), (2, 3), (2, 1), (17, 23)),
+    ((3, 3), (2, 2), (0, 0), (10, 11)),  # rows/columns no output window reaches
+    ((3, 3), (5, 5), (1, 1), (11, 11)),  # stride wider than the kernel
+    ((2, 5), (1, 2), (0, 2), (6, 9)),
+])
+def test_conv_input_gradient_by_stride_phases(kernel, stride, padding, size):
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    weight = torch.randn(4, 3, *kernel, dtype=torch.float64)
+    grad = torch.randn_like(torch.nn.functional.conv2d(x, weight, None, stride, padding))
+    expected = torch.nn.grad.conv2d_input(x.shape, weight, grad, stride, padding)
+    torch.testing.assert_close(_conv2d_input_grad(grad, weight, size, stride, padding), expected)
