@@ -1,6 +1,7 @@
 """backproject, backproject_batch and forward_and_back against answers known by hand or by autograd."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import pytest
@@ -239,3 +240,38 @@ def test_conv_input_gradient_by_stride_phases(kernel, stride, padding, size):
     grad = torch.randn_like(torch.nn.functional.conv2d(x, weight, None, stride, padding))
     expected = torch.nn.grad.conv2d_input(x.shape, weight, grad, stride, padding)
     torch.testing.assert_close(_conv2d_input_grad(grad, weight, size, stride, padding), expected)
+
+
+def test_concurrent_calls_from_two_threads():
+    net = small_sequential()
+    net.conv2.bias.requires_grad_(False)
+    before = snapshot(net)
+    x = torch.randn(1, 3, 10, 10)
+    expected_back = backproject_batch(net, x, "conv3", [0, 1, 2, 3], "deconv")
+    expected_acts = activations(net, x)
+    results, errors = {}, []
+
+    def work(name, fn):
+        try:
+            results[name] = [fn() for _ in range(5)]
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    def back():
+        return backproject_batch(net, x, "conv3", [0, 1, 2, 3], "deconv")
+
+    threads = [
+        threading.Thread(target=work, args=("back", back)),
+        threading.Thread(target=work, args=("acts", lambda: activations(net, x))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got in results["back"]:
+        torch.testing.assert_close(got, expected_back)
+    for got in results["acts"]:
+        assert got.keys() == expected_acts.keys()
+        assert all(torch.equal(got[k], expected_acts[k]) for k in got)
+    assert_same_state(before, snapshot(net))
