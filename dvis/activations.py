@@ -42,6 +42,8 @@ def capture(
     net = as_net(model_or_net)
     detached, attached = set(detached), set(attached)
     wanted = detached | attached
+    if not wanted:
+        return {}, {}
     modules = dict(net.named_modules())
     owner = threading.get_ident()
     seen: set[str] = set()

@@ -45,6 +45,7 @@ def test_loaded_model_uses_its_layers_and_net():
     assert default_layers(model) == ["conv2", "conv1"]
     acts = activations(model, torch.randn(1, 3, 16, 16))
     assert list(acts) == ["conv2", "conv1"]
+    assert activations(model, torch.randn(1, 3, 16, 16), []) == {}
 
 
 def test_any_rank_fc_and_1d():
