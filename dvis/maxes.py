@@ -139,7 +139,8 @@ def max_hooks(net: nn.Module, layers: list[str]) -> Iterator[dict[str, tuple[tor
                 w = out.shape[3]
                 found[name] = (v, torch.stack([flat // w, flat % w], dim=2))
             elif out.dim() == 2:
-                found[name] = (out, torch.zeros(out.shape + (2,), dtype=torch.int64, device=out.device))
+                # Copy: an in-place ReLU after the layer would otherwise rectify the stored values.
+                found[name] = (out.clone(), torch.zeros(out.shape + (2,), dtype=torch.int64, device=out.device))
             else:
                 raise DvisError(f"layer {name} has {out.dim()}-d output; only conv (NxCxHxW) and fc (NxC) layers are tracked")
         return hook
