@@ -120,10 +120,14 @@ class _Conv2d(torch.autograd.Function):
 
 
 def _fast_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """conv2d through :class:`_Conv2d` where it applies (plain 2-D conv, only the input needs grad)."""
+    """conv2d through :class:`_Conv2d` where it applies (plain 2-D conv on CPU, only the input needs grad).
+
+    Other devices keep the native backward: the gain measured is against the CPU kernel.
+    """
     padding = (0, 0) if padding == "valid" else padding
     plain = (
-        input.dim() == 4 and groups == 1 and _pair(dilation) == (1, 1) and not isinstance(padding, str)
+        input.device.type == "cpu" and input.dim() == 4 and groups == 1 and _pair(dilation) == (1, 1)
+        and not isinstance(padding, str)
         and input.requires_grad and not weight.requires_grad and (bias is None or not bias.requires_grad)
     )
     if not plain:
