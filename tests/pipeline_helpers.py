@@ -18,7 +18,7 @@ NET_CODE = textwrap.dedent('''
 
     def build():
         """conv1 unit 0 sums the 3x3 neighbourhood of all channels (a bright-blob detector), unit 1
-        is its negative; conv2 and fc read those maps with fixed weights."""
+        is its negative; conv2 and fc read those maps with fixed weights (fc unit 3 negated)."""
         net = nn.Sequential()
         net.add_module("conv1", nn.Conv2d(3, 2, 3, padding=1))
         net.add_module("relu1", nn.ReLU())
@@ -27,6 +27,7 @@ NET_CODE = textwrap.dedent('''
         net.add_module("relu2", nn.ReLU())
         net.add_module("flatten", nn.Flatten())
         net.add_module("fc", nn.Linear(3 * 8 * 8, 4))
+        net.add_module("relu3", nn.ReLU(inplace=True))  # must not rectify the recorded fc values
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             net.conv1.weight.zero_()
@@ -37,6 +38,7 @@ NET_CODE = textwrap.dedent('''
             net.conv2.bias.zero_()
             net.fc.weight.copy_(torch.rand(net.fc.weight.shape, generator=g))
             net.fc.bias.zero_()
+            net.fc.weight[3] *= -1  # fc unit 3 is negative on every image
         return net
 ''')
 

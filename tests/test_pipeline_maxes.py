@@ -64,6 +64,8 @@ def test_known_top_k_positions_and_skipped_files(setup):
         assert result.values["conv1"][0, slot] == pytest.approx(conv.max(), rel=1e-5)
     assert result.shapes == {"conv1": (2, SIZE, SIZE), "pool1": (2, 8, 8), "conv2": (3, 8, 8), "fc": (4,)}
     assert (result.index["fc"] >= 0).all() and not set(result.index["fc"].ravel()) & set(result.skipped)
+    # fc values are recorded before the in-place ReLU that follows the layer.
+    assert (result.values["fc"][3] < 0).all() and (result.values["fc"][:3] > 0).all()
 
 
 def test_ties_break_by_lower_image_index():
