@@ -26,7 +26,7 @@ from torch import nn
 from dvis.backproject import backproject_batch
 from dvis.crops import compute_crops
 from dvis.datasets import ImageSource, open_source
-from dvis.maxes import MaxResult, TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes, update_from_batch
+from dvis.maxes import MaxResult, TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
 from dvis.model_loading import load_model
 
 
@@ -47,10 +47,10 @@ def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 3) -> tuple
 
     def tracked():
         state = TopKState({k: s[0] for k, s in shapes.items()}, 9, model.device)
-        with max_hooks(net, layers) as found, torch.inference_mode():
+        with max_hooks(net, state, layers) as current, torch.inference_mode():
             for i in range(0, n, batch):
+                current["index"] = torch.arange(i, min(i + batch, n), device=model.device)
                 net(model.normalize(x[i:i + batch]))
-                update_from_batch(state, found, torch.arange(i, min(i + batch, n), device=model.device))
 
     best = {plain: 0.0, tracked: 0.0}
     plain(), tracked()  # warm-up
@@ -108,7 +108,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     warnings.simplefilter("ignore")
-    model = load_model("alexnet", device=args.device)
+    model = load_model("alexnet", device=args.device, weights="none")  # random init: no download
     print(f"device {model.device}, torch threads {torch.get_num_threads()}, AlexNet (random init) 224x224, "
           f"{len(tracked_layers(model.net))} tracked layers")
 

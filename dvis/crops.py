@@ -30,6 +30,7 @@ MODES = ("deconv", "guided", "grad")
 MIN_PATCH = 48  # display size of the smallest patches (32x32 inputs give 3 px conv1 patches)
 MAX_PATCH = 96  # larger patches (e.g. fc layers of 224 px nets) are shrunk: mosaics stay pane-sized
 MOSAIC_SEP = 2
+WINDOW_MAX_AREA = 0.5  # use receptive-field windows for fields under this fraction of the image
 
 
 @dataclass
@@ -45,18 +46,31 @@ class LayerCrops:
     recheck: np.ndarray
     valid: np.ndarray
     mismatches: int = 0
+    fallbacks: int = 0  # pairs whose window result differed and were recomputed on the whole image
 
 
-def layer_boxes(model, layer: str, result: MaxResult) -> np.ndarray:
-    """(units, k, 4) receptive-field boxes (unclipped) around each recorded position."""
+def layer_boxes(model, layer: str, result: MaxResult) -> tuple[np.ndarray, tuple[int, int]]:
+    """(units, k, 4) receptive-field boxes (unclipped) around each recorded position, and the
+    layer's stride in input pixels."""
     h, w = model.input_size
     units, k = result.index[layer].shape
     if not result.is_conv(layer):
-        return np.broadcast_to(np.array([0, 0, h, w]), (units, k, 4)).copy()
+        return np.broadcast_to(np.array([0, 0, h, w]), (units, k, 4)).copy(), (h, w)
     rf = receptive_field(model.net, layer, input_size=(h, w))
     pos = result.pos[layer].reshape(-1, 2)
     boxes = np.stack(rf.box(pos[:, 0], pos[:, 1], clip=False), axis=1)
-    return boxes.reshape(units, k, 4).astype(np.int64)
+    return boxes.reshape(units, k, 4).astype(np.int64), tuple(int(v) for v in rf.stride)
+
+
+def window_boxes(boxes: np.ndarray, stride: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """The input window a conv unit needs: its receptive field clipped to the image, with the start
+    moved back to a multiple of the layer's stride so every feature map of the window lines up
+    with the full image's. The unit's value and back-projection computed on that window equal the
+    full image's (the re-run check verifies it, falling back to the full image)."""
+    sy, sx = stride
+    top = np.maximum(boxes[:, 0], 0) // sy * sy
+    left = np.maximum(boxes[:, 1], 0) // sx * sx
+    return np.stack([top, left, np.minimum(boxes[:, 2], input_size[0]), np.minimum(boxes[:, 3], input_size[1])], 1)
 
 
 def crop_batch(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -106,11 +120,29 @@ class _EntryImages(Dataset):
         return torch.from_numpy(fit_image(self.source.load(int(self.indices[j])), self.size, self.channels))
 
 
+def _back_and_value(model, layer: str, x: torch.Tensor, units: torch.Tensor, at, rel_boxes: torch.Tensor,
+                    size: tuple[int, int], modes, conv: bool, captured: list) -> tuple[dict, torch.Tensor]:
+    """Back-projections of ``units`` at ``at`` for the batch ``x`` (one unit per image), cropped to
+    ``rel_boxes``, and the activations the forward measured."""
+    crops = {}
+    for mode in modes:
+        captured.clear()
+        g = backproject_batch(model.net, x, layer, units, mode=mode, at=at)
+        crops[mode] = crop_batch(g.detach().float(), rel_boxes.to(g.device), size)
+    out = captured[0]
+    r = torch.arange(len(units), device=out.device)
+    return crops, (out[r, units, at[:, 0], at[:, 1]] if conv else out[r, units]).float().cpu()
+
+
 def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, modes: tuple[str, ...] = ("deconv",),
                   batch_size: int = 64, workers: int = 2, rtol: float = 1e-3, max_patch: int = MAX_PATCH,
-                  progress=None) -> LayerCrops:
+                  windows: bool = True, progress=None) -> LayerCrops:
     """Patches, back-projections (``modes``) and re-measured activations of ``layer``'s top images.
 
+    With ``windows`` conv units whose receptive field covers less than ``WINDOW_MAX_AREA`` of the
+    image are computed on the input window that field needs
+    (:func:`window_boxes`), grouped by window size, instead of the whole image; any pair whose
+    re-measured value then differs from the recorded one is recomputed on the whole image.
     Patches (and back-projections) larger than ``max_patch`` pixels are shrunk as they are cut.
     """
     bad = [m for m in modes if m not in MODES]
@@ -118,18 +150,23 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
         raise DvisError(f"unknown crop mode {bad[0]!r}; expected {', '.join(MODES)}")
     index, pos = result.index[layer], result.pos[layer]
     units, k = index.shape
-    boxes = layer_boxes(model, layer, result)
+    boxes, stride = layer_boxes(model, layer, result)
     ph, pw = int(boxes[0, 0, 2] - boxes[0, 0, 0]), int(boxes[0, 0, 3] - boxes[0, 0, 1])
     sh, sw = shrink(torch.zeros(1, ph, pw, 1), max_patch).shape[1:3]
     flat_valid = (index >= 0).reshape(-1)
     entries = np.flatnonzero(flat_valid)
     unit_of = entries // k
+    recorded = torch.from_numpy(result.values[layer].reshape(-1).astype(np.float32))
+    atol = rtol * float(recorded[flat_valid].abs().max() if flat_valid.any() else 1)
     patches = torch.zeros((units * k, sh, sw, 3), dtype=torch.uint8)
     backs = {m: torch.zeros((units * k, sh, sw, 3), dtype=torch.uint8) for m in modes}
     recheck = torch.full((units * k,), torch.nan)
     conv = result.is_conv(layer)
+    # Windows pay off when fields are small; near whole-image fields only split the batch by size.
+    use_windows = windows and conv and ph * pw < WINDOW_MAX_AREA * model.input_size[0] * model.input_size[1]
     module = dict(model.net.named_modules())[layer]
     captured: list[torch.Tensor] = []
+    fallbacks = 0
 
     def hook(_m, _i, out):
         captured.append(out.detach())
@@ -140,31 +177,50 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     try:
         start = 0
         for images in loader:
-            sel = torch.from_numpy(entries[start:start + len(images)])
+            sel = entries[start:start + len(images)]
             start += len(images)
-            u = torch.from_numpy(unit_of[sel.numpy()]).to(model.device)
+            u = torch.from_numpy(unit_of[start - len(images):start]).to(model.device)
             x = model.normalize(images.to(model.device).float().div_(255))
-            b = torch.from_numpy(boxes.reshape(-1, 4)[sel.numpy()])
-            at = torch.from_numpy(pos.reshape(-1, 2)[sel.numpy()].astype(np.int64)).to(model.device) if conv else "max"
-            for mode in modes:
-                captured.clear()
-                g = backproject_batch(model.net, x, layer, u, mode=mode, at=at)
-                crop = crop_batch(g.detach().float(), b.to(g.device), (ph, pw))
-                backs[mode][sel] = backs_to_uint8(shrink(crop, max_patch)).cpu()
-            out = captured[0]
-            r = torch.arange(len(u), device=out.device)
-            recheck[sel] = (out[r, u, at[:, 0], at[:, 1]] if conv else out[r, u]).float().cpu()
-            patches[sel] = images_to_uint8(shrink(crop_batch(images, b, (ph, pw)), max_patch))
+            b = torch.from_numpy(boxes.reshape(-1, 4)[sel]).to(model.device)
+            at = torch.from_numpy(pos.reshape(-1, 2)[sel].astype(np.int64)).to(model.device) if conv else "max"
+            crops = {m: torch.zeros((len(sel), ph, pw, x.shape[1]), device=model.device) for m in modes}
+            values = torch.full((len(sel),), torch.nan)
+            todo = torch.ones(len(sel), dtype=torch.bool)
+            if use_windows:
+                win = torch.from_numpy(window_boxes(boxes.reshape(-1, 4)[sel], stride, model.input_size)).to(model.device)
+                hw = win[:, 2:] - win[:, :2]
+                for shape in torch.unique(hw, dim=0):
+                    idx = (hw == shape).all(1).nonzero().squeeze(1)
+                    size = (int(shape[0]), int(shape[1]))
+                    xw = crop_batch(x[idx], win[idx], size).permute(0, 3, 1, 2).contiguous()
+                    at_w = at[idx] - win[idx, :2] // torch.tensor(stride, device=model.device)
+                    rel = b[idx] - win[idx][:, [0, 1, 0, 1]]
+                    part, v = _back_and_value(model, layer, xw, u[idx], at_w, rel, (ph, pw), modes, conv, captured)
+                    for m in modes:
+                        crops[m][idx] = part[m]
+                    values[idx.cpu()] = v
+                todo = ~torch.isclose(values, recorded[sel], rtol=rtol, atol=atol)
+                fallbacks += int(todo.sum())
+            if todo.any():
+                idx = todo.nonzero().squeeze(1).to(model.device)
+                part, v = _back_and_value(model, layer, x[idx], u[idx], at[idx] if conv else at, b[idx], (ph, pw),
+                                          modes, conv, captured)
+                for m in modes:
+                    crops[m][idx] = part[m]
+                values[idx.cpu()] = v
+            for m in modes:
+                backs[m][sel] = backs_to_uint8(shrink(crops[m], max_patch)).cpu()
+            recheck[sel] = values
+            patches[sel] = images_to_uint8(shrink(crop_batch(images, b.cpu(), (ph, pw)), max_patch))
             if progress is not None:
                 progress(len(images))
     finally:
         handle.remove()
-    recorded = torch.from_numpy(result.values[layer].reshape(-1).astype(np.float32))
-    ok = torch.isclose(recheck, recorded, rtol=rtol, atol=rtol * float(recorded[flat_valid].abs().max() if flat_valid.any() else 1))
+    ok = torch.isclose(recheck, recorded, rtol=rtol, atol=atol)
     mismatches = int((~ok & torch.from_numpy(flat_valid)).sum())
     shape = (units, k, sh, sw, 3)
     return LayerCrops(layer, patches.view(shape).numpy(), {m: v.view(shape).numpy() for m, v in backs.items()},
-                      boxes, recheck.view(units, k).numpy(), flat_valid.reshape(units, k), mismatches)
+                      boxes, recheck.view(units, k).numpy(), flat_valid.reshape(units, k), mismatches, fallbacks)
 
 
 def display_size(patch: int, min_patch: int = MIN_PATCH, sep: int = MOSAIC_SEP, n: int = 3) -> int:

@@ -81,15 +81,31 @@ class TopKState:
         self.index = {n: torch.full((u, k), -1, dtype=torch.int64, device=device) for n, u in units.items()}
         self.pos = {n: torch.zeros((u, k, 2), dtype=torch.int32, device=device) for n, u in units.items()}
 
-    def update(self, layer: str, values: torch.Tensor, pos: torch.Tensor, index: torch.Tensor) -> None:
-        """Merge a batch: ``values`` (B x units), ``pos`` (B x units x 2), ``index`` (B,) image indices
-        (``-1`` marks images to ignore)."""
-        v = torch.nan_to_num(values.float(), nan=-torch.inf).t()
-        v = torch.where(index[None, :] >= 0, v, -torch.inf)
-        idx = index[None, :].expand_as(v)
-        self.values[layer], self.index[layer], self.pos[layer] = merge_topk(
-            torch.cat([self.values[layer], v], 1), torch.cat([self.index[layer], idx], 1),
-            torch.cat([self.pos[layer], pos.to(torch.int32).transpose(0, 1)], 1), self.k)
+    def update(self, layer: str, values: torch.Tensor, index: torch.Tensor, maps: torch.Tensor | None = None) -> None:
+        """Merge a batch: ``values`` (B x units) per-image scores, ``index`` (B,) image indices (``-1``
+        marks images to ignore), ``maps`` the conv layer's B x units x H x W output (positions).
+
+        Only units with a candidate at least as good as their current k-th entry are merged, and
+        max positions are computed only for them: after the first batches few units change, so
+        tracking costs little beyond the forward. Skipped units could not change, so the result
+        equals a full merge.
+        """
+        v = torch.nan_to_num(values.float(), nan=-torch.inf)
+        v = torch.where(index[:, None] >= 0, v, -torch.inf)
+        rows = (v >= self.values[layer][:, -1]).any(0).nonzero().squeeze(1)
+        if not len(rows):
+            return
+        v = v[:, rows].t()
+        if maps is not None:
+            flat = maps[:, rows].flatten(2).argmax(2).t()  # first maximum, as the recorded value
+            pos = torch.stack([flat // maps.shape[3], flat % maps.shape[3]], dim=2).to(torch.int32)
+        else:
+            pos = torch.zeros(v.shape + (2,), dtype=torch.int32, device=v.device)
+        merged = merge_topk(torch.cat([self.values[layer][rows], v], 1),
+                            torch.cat([self.index[layer][rows], index[None, :].expand_as(v)], 1),
+                            torch.cat([self.pos[layer][rows], pos], 1), self.k)
+        for store, new in zip((self.values, self.index, self.pos), merged):
+            store[layer][rows] = new
 
     def merge(self, other: "TopKState") -> None:
         for n in self.values:
@@ -121,13 +137,11 @@ class TopKState:
 
 
 @contextmanager
-def max_hooks(net: nn.Module, layers: list[str]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """Forward hooks that reduce each layer's output to per-unit (max, (y, x)) at capture time.
-
-    Reducing inside the hook avoids keeping or cloning whole feature maps, so tracking costs
-    little more than the forward itself. Yields a dict refilled at every forward.
-    """
-    found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+def max_hooks(net: nn.Module, state: TopKState, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks merging each layer's output into ``state`` at capture time (before any
+    in-place ReLU that follows), so no feature map is kept or cloned. Yields a dict whose
+    ``"index"`` (B image indices, ``-1`` to ignore) the caller sets before each forward."""
+    batch: dict[str, torch.Tensor] = {}
     modules = dict(net.named_modules())
 
     def make(name: str):
@@ -135,28 +149,19 @@ def max_hooks(net: nn.Module, layers: list[str]) -> Iterator[dict[str, tuple[tor
             if isinstance(out, (tuple, list)):
                 out = out[0]
             if out.dim() == 4:
-                v, flat = out.flatten(2).max(dim=2)
-                w = out.shape[3]
-                found[name] = (v, torch.stack([flat // w, flat % w], dim=2))
+                state.update(name, out.flatten(2).amax(2), batch["index"], maps=out)
             elif out.dim() == 2:
-                # Copy: an in-place ReLU after the layer would otherwise rectify the stored values.
-                found[name] = (out.clone(), torch.zeros(out.shape + (2,), dtype=torch.int64, device=out.device))
+                state.update(name, out, batch["index"])
             else:
                 raise DvisError(f"layer {name} has {out.dim()}-d output; only conv (NxCxHxW) and fc (NxC) layers are tracked")
         return hook
 
     handles = [modules[n].register_forward_hook(make(n)) for n in layers]
     try:
-        yield found
+        yield batch
     finally:
         for h in handles:
             h.remove()
-
-
-def update_from_batch(state: TopKState, found: dict[str, tuple[torch.Tensor, torch.Tensor]], index: torch.Tensor) -> None:
-    """Merge the maxima that :func:`max_hooks` captured in the last forward into ``state``."""
-    for name, (values, pos) in found.items():
-        state.update(name, values, pos, index)
 
 
 def layer_shapes(net: nn.Module, layers: list[str], input_shape: tuple[int, ...], device) -> dict[str, tuple[int, ...]]:
@@ -337,12 +342,12 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                         pin_memory=model.device.type == "cuda", persistent_workers=False)
     last_save = time.monotonic()
     bar = tqdm(total=len(batches), initial=done, unit="batch", desc="maxes", disable=not cfg.progress)
-    with max_hooks(net, layers) as found, torch.inference_mode():
+    with max_hooks(net, state, layers) as batch, torch.inference_mode():
         for images, ok, index in loader:
             x = model.normalize(images.to(model.device, non_blocking=True).float().div_(255))
-            net(x)
             skipped += index[~ok].tolist()
-            update_from_batch(state, found, torch.where(ok, index, -1).to(model.device))
+            batch["index"] = torch.where(ok, index, -1).to(model.device)
+            net(x)
             done += 1
             bar.update(1)
             if ckpt and (time.monotonic() - last_save >= cfg.checkpoint_every or done == len(batches)):

@@ -106,8 +106,12 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
                 "recheck": [_r(v) for v in lc.recheck[u][ok]],
             })
         write_layer_json(root, layer, "crops", {"maxes_fingerprint": manifest["fingerprint"], "modes": list(modes),
-                                                "mismatches": lc.mismatches, "units": units})
+                                                "mismatches": lc.mismatches, "window_fallbacks": lc.fallbacks,
+                                                "units": units})
         mismatches[layer] = lc.mismatches
+        if lc.fallbacks:
+            print(f"crops {layer}: {lc.fallbacks} receptive-field windows differed from the whole image; "
+                  "those pairs were recomputed on the whole image")
         if lc.mismatches:
             print(f"crops {layer}: {lc.mismatches} re-run activations differ from the recorded maxes "
                   "(nondeterminism or preprocessing drift)")

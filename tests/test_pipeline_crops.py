@@ -62,6 +62,18 @@ def test_conv1_boxes_patches_and_deconvs_are_known(tiny):
         assert (lc.backs["deconv"][0, slot][~inside] == 128).all()
 
 
+@pytest.mark.parametrize("layer", ["conv1", "pool1", "conv2"])
+def test_receptive_field_windows_equal_whole_images(tiny, layer):
+    _, model, source, result, _ = tiny
+    win = compute_crops(model, result, source, layer, ("deconv", "guided"), batch_size=7, workers=0)
+    full = compute_crops(model, result, source, layer, ("deconv", "guided"), batch_size=7, workers=0, windows=False)
+    assert win.fallbacks == 0 and win.mismatches == 0 and full.mismatches == 0
+    np.testing.assert_allclose(win.recheck, full.recheck, rtol=1e-5)
+    assert np.array_equal(win.patches, full.patches)
+    for mode in ("deconv", "guided"):
+        assert np.abs(win.backs[mode].astype(int) - full.backs[mode].astype(int)).max() <= 1
+
+
 def test_mosaics_tile_every_unit_in_one_call():
     patches = np.random.default_rng(0).integers(0, 255, (5, 9, 7, 7, 3), dtype=np.uint8)
     m = mosaics(patches, min_patch=20)
