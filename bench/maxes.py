@@ -4,10 +4,11 @@
    224x224) against a plain batched ``inference_mode`` forward of the same net over the same
    in-memory images (goal: ratio >= 0.95 on CPU).
 2. End to end: images/s of ``track_maxes`` from a folder of JPEGs, decoding in DataLoader workers.
-3. Crops: seconds per unit (9 patches, deconv) for conv1 and conv5, batched vs the naive way
-   (one full-image forward+backward per patch).
+3. Crops: seconds per unit (its top 9 patches, deconv) for conv1 and conv5, batched (on
+   receptive-field windows where fields are small) vs the naive way (one full-image
+   forward+backward per patch).
 
-Usage: python bench/maxes.py [--images 256] [--batch-size 32] [--workers 2] [--device cpu]
+Usage: python bench/maxes.py [--tracker-images 2048] [--images 256] [--batch-size 32] [--workers 2] [--device cpu]
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from dvis.backproject import backproject_batch
 from dvis.crops import compute_crops
-from dvis.datasets import ImageSource, open_source
+from dvis.datasets import ImageSource, fit_image, open_source
 from dvis.maxes import MaxResult, TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
 from dvis.model_loading import load_model
 
@@ -34,26 +35,31 @@ def tracked_layers(net: nn.Module) -> list[str]:
     return [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 3) -> tuple[float, float]:
-    """Best-of-``repeats`` images/s of (tracking, plain forward), alternated so load drifts hit both."""
+def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 2) -> tuple[float, float]:
+    """Images/s of (tracking, plain forward) over uint8 images ``x`` (N x 3 x H x W), best of
+    ``repeats``, alternated so load drifts hit both. Tracking merges only units whose top-k can
+    change, so its cost per batch falls as more images are seen: use a few thousand images."""
     net, layers = model.net, tracked_layers(model.net)
     shapes = layer_shapes(net, layers, tuple(x.shape[1:]), model.device)
     n = len(x)
 
+    def batches():
+        for i in range(0, n, batch):
+            yield i, model.normalize(x[i:i + batch].to(model.device).float().div_(255))
+
     def plain():
         with torch.inference_mode():
-            for i in range(0, n, batch):
-                net(model.normalize(x[i:i + batch]))
+            for _, xb in batches():
+                net(xb)
 
     def tracked():
         state = TopKState({k: s[0] for k, s in shapes.items()}, 9, model.device)
         with max_hooks(net, state, layers) as current, torch.inference_mode():
-            for i in range(0, n, batch):
-                current["index"] = torch.arange(i, min(i + batch, n), device=model.device)
-                net(model.normalize(x[i:i + batch]))
+            for i, xb in batches():
+                current["index"] = torch.arange(i, i + len(xb), device=model.device)
+                net(xb)
 
     best = {plain: 0.0, tracked: 0.0}
-    plain(), tracked()  # warm-up
     for _ in range(repeats):
         for fn in (plain, tracked):
             t = time.perf_counter()
@@ -72,27 +78,26 @@ def write_jpegs(folder: Path, n: int, size: int = 256) -> None:
         Image.fromarray(img).save(folder / f"img{i:05d}.jpg", quality=90)
 
 
-def fake_result(model, layer: str, units: int, n_images: int) -> MaxResult:
-    """Top-9 of ``units`` units on random images at random positions (for timing crops)."""
-    shape = layer_shapes(model.net, [layer], (3,) + tuple(model.input_size), model.device)[layer]
-    rng = np.random.default_rng(0)
-    index = rng.integers(0, n_images, (units, 9))
-    pos = np.stack([rng.integers(0, shape[1], (units, 9)), rng.integers(0, shape[2], (units, 9))], -1).astype(np.int32)
-    values = np.zeros((units, 9), np.float32)
-    return MaxResult([layer], {layer: (units,) + shape[1:]}, 9, {layer: values}, {layer: index}, {layer: pos}, n_images)
+def first_units(result: MaxResult, layer: str, units: int) -> MaxResult:
+    """The top-9 of a layer's first ``units`` units (for timing crops on a few units)."""
+    return MaxResult([layer], {layer: (units,) + result.shapes[layer][1:]}, result.top,
+                     {layer: result.values[layer][:units]}, {layer: result.index[layer][:units]},
+                     {layer: result.pos[layer][:units]}, result.n_images)
 
 
-def bench_crops(model, source: ImageSource, layer: str, units: int, batch: int) -> tuple[float, float]:
-    """(batched, naive) seconds per unit of deconv crops of 9 patches."""
-    result = fake_result(model, layer, units, len(source))
+def bench_crops(model, full: MaxResult, source: ImageSource, layer: str, units: int, batch: int) -> tuple[float, float]:
+    """(batched, naive) seconds per unit of deconv crops of its top 9 patches."""
+    result = first_units(full, layer, units)
     t = time.perf_counter()
-    compute_crops(model, result, source, layer, ("deconv",), batch_size=batch, workers=0)
+    lc = compute_crops(model, result, source, layer, ("deconv",), batch_size=batch, workers=0)
     batched = (time.perf_counter() - t) / units
+    if lc.mismatches:
+        print(f"  warning: {lc.mismatches} re-run mismatches in {layer}")
     t = time.perf_counter()
     for u in range(units):
         for j in range(9):
-            img = torch.from_numpy(source.load(int(result.index[layer][u, j]))).permute(2, 0, 1)[None]
-            x = model.normalize(torch.nn.functional.interpolate(img.float(), size=model.input_size) / 255)
+            img = fit_image(source.load(int(result.index[layer][u, j])), model.input_size, model.channels)
+            x = model.normalize(torch.from_numpy(img)[None].float() / 255)
             at = torch.from_numpy(result.pos[layer][u, j:j + 1].astype(np.int64))
             backproject_batch(model.net, x.to(model.device), layer, [u], mode="deconv", at=at.to(model.device))
     naive = (time.perf_counter() - t) / units
@@ -101,7 +106,8 @@ def bench_crops(model, source: ImageSource, layer: str, units: int, batch: int) 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--tracker-images", type=int, default=2048, help="in-memory images for tracker vs forward")
+    p.add_argument("--images", type=int, default=256, help="JPEGs for the end-to-end and crops figures")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--crop-units", type=int, default=4)
@@ -112,20 +118,21 @@ def main() -> int:
     print(f"device {model.device}, torch threads {torch.get_num_threads()}, AlexNet (random init) 224x224, "
           f"{len(tracked_layers(model.net))} tracked layers")
 
-    x = torch.rand((args.images, 3, 224, 224), generator=torch.Generator().manual_seed(0)).to(model.device)
+    x = torch.randint(0, 256, (args.tracker_images, 3, 224, 224), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
     tracked, plain = bench_tracker(model, x, args.batch_size)
-    print(f"tracker: {tracked:.1f} img/s   plain forward: {plain:.1f} img/s   ratio {tracked / plain:.3f}")
+    print(f"{len(x)} images: tracker {tracked:.1f} img/s   plain forward {plain:.1f} img/s   ratio {tracked / plain:.3f}")
 
     with tempfile.TemporaryDirectory() as tmp:
         write_jpegs(Path(tmp), args.images)
         source = open_source(tmp)
         cfg = TrackConfig(top=9, batch_size=args.batch_size, workers=args.workers, progress=False)
         t = time.perf_counter()
-        track_maxes(model, source, tracked_layers(model.net), cfg)
+        full = track_maxes(model, source, tracked_layers(model.net), cfg)
         print(f"dvis maxes end to end (256x256 JPEGs, {args.workers} workers): "
               f"{len(source) / (time.perf_counter() - t):.1f} img/s")
         for layer in ("features.0", "features.10"):
-            batched, naive = bench_crops(model, source, layer, args.crop_units, args.batch_size)
+            batched, naive = bench_crops(model, full, source, layer, args.crop_units, args.batch_size)
             print(f"crops {layer} ({'conv1' if layer == 'features.0' else 'conv5'}): {batched:.3f} s/unit batched, "
                   f"{naive:.3f} s/unit naive (per-patch forward+backward), speed-up {naive / batched:.1f}x")
     return 0

@@ -90,9 +90,14 @@ class TopKState:
         tracking costs little beyond the forward. Skipped units could not change, so the result
         equals a full merge.
         """
-        v = torch.nan_to_num(values.float(), nan=-torch.inf)
-        v = torch.where(index[:, None] >= 0, v, -torch.inf)
-        rows = (v >= self.values[layer][:, -1]).any(0).nonzero().squeeze(1)
+        valid = index >= 0
+        if not valid.any():
+            return
+        v = torch.where(valid[:, None], torch.nan_to_num(values.float(), nan=-torch.inf), -torch.inf)
+        kth = self.values[layer][:, -1]
+        # A tie with the k-th entry only wins for a lower image index; batches in index order never have one.
+        later = bool(index[valid].min() > self.index[layer].max())
+        rows = ((v > kth) if later else (v >= kth)).any(0).nonzero().squeeze(1)
         if not len(rows):
             return
         v = v[:, rows].t()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dvis.datasets import open_source
-from dvis.maxes import TrackConfig, load_result, merge_results, merge_topk, save_result, track_maxes
+from dvis.maxes import TopKState, TrackConfig, load_result, merge_results, merge_topk, save_result, track_maxes
 from dvis.model_loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -78,6 +78,13 @@ def test_ties_break_by_lower_image_index():
     # Images 4 and 5 of the blob set tie exactly: the merge must keep 4 before 5 whatever the batching.
     v, i, _ = merge_topk(torch.tensor([[5.0, 5.0]]), torch.tensor([[5, 4]]), torch.zeros(1, 2, 2, dtype=torch.int32), 2)
     assert i.tolist() == [[4, 5]]
+    # The running state: a tie with the k-th entry enters only with a lower image index.
+    state = TopKState({"l": 1}, 2)
+    state.update("l", torch.tensor([[3.0], [2.0]]), torch.tensor([10, 11]))
+    state.update("l", torch.tensor([[2.0]]), torch.tensor([12]))  # later tie: loses
+    assert state.index["l"].tolist() == [[10, 11]]
+    state.update("l", torch.tensor([[2.0], [2.0]]), torch.tensor([-1, 7]))  # earlier tie (a shard merge): wins
+    assert state.index["l"].tolist() == [[10, 7]]
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
