@@ -42,6 +42,7 @@ def test_occluding_the_only_informative_region_drops_to_chance():
     # The square centred at (8, 8) covers rows/cols 6..9: the whole region, so all logits tie.
     assert maps.target_prob[8, 8].item() == pytest.approx(0.25, abs=1e-6)
     assert maps.target_prob.min().item() == pytest.approx(0.25, abs=1e-6)
+    assert maps.min_position() == (8, 8)
     # Far from the region the occluder covers only zeros: nothing changes.
     assert maps.target_prob[0, 0].item() == pytest.approx(maps.base_probs[0].item(), abs=1e-6)
     assert maps.top_class[0, 0] == 0

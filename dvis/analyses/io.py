@@ -91,8 +91,11 @@ def write_json(path: Path, data) -> Path:
 
 def _plain(value):
     if isinstance(value, torch.Tensor):
-        return value.tolist()
+        value = value.detach().cpu().numpy()
     if isinstance(value, (np.ndarray, np.generic)):
+        if np.issubdtype(value.dtype, np.floating):
+            # 6 significant digits: enough for every figure, and the files stay small.
+            return np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[object])(value).tolist()
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

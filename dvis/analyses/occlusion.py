@@ -35,6 +35,11 @@ class OcclusionMaps:
     unit_activation: torch.Tensor | None = None   # ny x nx, total rectified activation of the unit's map
     base_activation: float | None = None
 
+    def min_position(self) -> tuple[int, int]:
+        """(y, x) centre of the occluder that lowers the target probability most."""
+        iy, ix = divmod(int(self.target_prob.argmin()), len(self.centers_x))
+        return int(self.centers_y[iy]), int(self.centers_x[ix])
+
     def summary(self, labels: Sequence[str] = ()) -> dict:
         """JSON-ready numbers."""
         name = lambda k: labels[k] if k < len(labels) else str(k)  # noqa: E731
@@ -44,6 +49,7 @@ class OcclusionMaps:
             "target": self.target, "target_label": name(self.target),
             "base_target_prob": float(self.base_probs[self.target]),
             "min_target_prob": float(self.target_prob.min()),
+            "min_target_at": self.min_position(),
             "target_prob": self.target_prob,
             "top_class": self.top_class, "top_prob": self.top_prob,
             "top_class_labels": sorted({name(int(k)) for k in self.top_class.unique()}),
