@@ -38,6 +38,7 @@ def test_feature_evolution_across_checkpoints(tmp_path):
     folder = tiny_model_folder(tmp_path, checkpoints=3)
     model = load_model(folder)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    source = model.weights_source
     ckpts = sorted((folder / "checkpoints").glob("*.pt"))
     units = [("conv1", 0), ("conv3", 5), ("fc6", 2)]
     evo = feature_evolution(model, ckpts, probe(), units, batch_size=4)
@@ -55,6 +56,7 @@ def test_feature_evolution_across_checkpoints(tmp_path):
     y, x = evo.positions[-1, 1].tolist()
     assert acts[n, 5, y, x].item() == pytest.approx(acts[:, 5].max().item(), rel=1e-5)
     # The model's own weights come back afterwards.
+    assert model.weights_source == source
     model2 = load_model(folder)
     assert all(torch.equal(v, model2.net.state_dict()[k]) for k, v in before.items())
     summary = evo.summary()

@@ -79,16 +79,18 @@ def _cell(img: np.ndarray) -> np.ndarray:
 
 
 def _top_units(maxima: dict, units: Sequence[tuple[str, int]], spatial_w: dict[str, int]) -> tuple[torch.Tensor, ...]:
-    """Value, probe index and (y, x) of each unit's strongest response."""
-    values, images, positions = [], [], []
-    for layer, unit in units:
+    """Value, probe index and (y, x) of each unit's strongest response, one batched lookup per layer."""
+    values = torch.empty(len(units))
+    images = torch.empty(len(units), dtype=torch.long)
+    positions = torch.empty(len(units), 2, dtype=torch.long)
+    for layer in dict.fromkeys(k for k, _ in units):
+        sel = torch.tensor([i for i, (k, _) in enumerate(units) if k == layer])
+        channels = torch.tensor([units[i][1] for i in sel])
         vals, where = maxima[layer]
-        n = int(vals[:, unit].argmax())
-        flat = int(where[n, unit])
-        values.append(float(vals[n, unit]))
-        images.append(n)
-        positions.append(divmod(flat, spatial_w[layer]))
-    return torch.tensor(values), torch.tensor(images), torch.tensor(positions)
+        values[sel], images[sel] = vals[:, channels].max(0)
+        flat = where[images[sel], channels]
+        positions[sel] = torch.stack([flat // spatial_w[layer], flat % spatial_w[layer]], 1)
+    return values, images, positions
 
 
 def feature_evolution(
@@ -109,6 +111,7 @@ def feature_evolution(
         raise DvisError("no checkpoints given (and the model lists none)")
     layers = check_layers(model, list(dict.fromkeys(k for k, _ in units)))
     original = {k: v.clone() for k, v in model.net.state_dict().items()}
+    source = model.weights_source
     shapes = {k: v.shape for k, v in logits_and_features(model, x[:1], layers)[1].items()}
     for layer, unit in units:
         if not 0 <= unit < shapes[layer][1]:
@@ -135,6 +138,7 @@ def feature_evolution(
             rows.append((values, images, positions, patches, projs, {k: maxima[k][0] for k in layers}))
     finally:
         model.net.load_state_dict(original)
+        model.weights_source = source
     final = rows[-1][5]
     return Evolution(
         checkpoints=[Path(c).stem for c in checkpoints],
