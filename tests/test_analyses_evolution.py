@@ -42,6 +42,7 @@ def test_feature_evolution_across_checkpoints(tmp_path):
     ckpts = sorted((folder / "checkpoints").glob("*.pt"))
     units = [("conv1", 0), ("conv3", 5), ("fc6", 2)]
     evo = feature_evolution(model, ckpts, probe(), units, batch_size=4)
+    assert model.weights_source == source
     assert evo.checkpoints == ["epoch-001", "epoch-002", "epoch-003"]
     assert evo.values.shape == (3, 3) and evo.images.shape == (3, 3) and evo.positions.shape == (3, 3, 2)
     assert evo.patches.shape == (3, 3, CELL, CELL, 3) and evo.projections.shape == evo.patches.shape
@@ -56,7 +57,6 @@ def test_feature_evolution_across_checkpoints(tmp_path):
     y, x = evo.positions[-1, 1].tolist()
     assert acts[n, 5, y, x].item() == pytest.approx(acts[:, 5].max().item(), rel=1e-5)
     # The model's own weights come back afterwards.
-    assert model.weights_source == source
     model2 = load_model(folder)
     assert all(torch.equal(v, model2.net.state_dict()[k]) for k, v in before.items())
     summary = evo.summary()
