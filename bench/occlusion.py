@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Occlusion-map throughput (the toolbox's live overlay calls dvis.analyses.occlusion.occlusion_maps).
 
-    python bench/bench_occlusion.py [--model zf-cifar10] [--device cpu] [--repeats 3]
+    python bench/occlusion.py [--model zf-cifar10] [--device cpu] [--repeats 3]
 
 Prints, per (occluder size, stride, batch size), the occluded copies evaluated per second and
 the time for one full map of one image.
