@@ -96,7 +96,39 @@ def occlusion_map(model, x: torch.Tensor, patch: float, steps: int) -> np.ndarra
     return upsample_map(maps.target_prob, maps.centers_y, maps.centers_x, h, w)
 
 
-class ComputeWorker:
+class _ThreadWorker:
+    """A daemon thread running ``self._run``, sharing a condition variable with the window thread."""
+
+    wait_timeout = 60.0
+
+    def __init__(self, name: str):
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _idle(self) -> bool:
+        """True when no work is queued or running (called with the lock held)."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker is idle (headless mode); False on timeout."""
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        with self._cond:
+            while not self._idle():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+
+
+class ComputeWorker(_ThreadWorker):
     """Runs :func:`compute` in a thread on the latest submitted job only.
 
     After :meth:`note_key` it waits ``pause_s`` before starting, so a burst of key presses costs
@@ -104,18 +136,16 @@ class ComputeWorker:
     """
 
     def __init__(self, model, settings, compute_fn: Callable = compute):
+        super().__init__("dvis-compute")
         self.model, self.settings, self._compute = model, settings, compute_fn
-        self._cond = threading.Condition()
         self._pending: Job | None = None
         self._submitted_key: tuple | None = None
         self._running = False
         self._last_key = 0.0
-        self._stop = False
         self._weights = copy.deepcopy(model.net.state_dict())  # to return from checkpoints
         self._checkpoint = -1
         self.output: Output | None = None
         self.passes = 0
-        self._thread = threading.Thread(target=self._run, name="dvis-compute", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
@@ -137,22 +167,8 @@ class ComputeWorker:
         with self._cond:
             return self._pending is not None or self._running
 
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Block until every submitted job is done (headless mode); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None or self._running:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+    def _idle(self) -> bool:
+        return self._pending is None and not self._running
 
     def _run(self) -> None:
         while True:
@@ -227,20 +243,20 @@ def _nbytes(value) -> int:
     return value.nbytes if isinstance(value, np.ndarray) else 0
 
 
-class ImageLoader:
+class ImageLoader(_ThreadWorker):
     """Loads keys with ``load_fn(key) -> ndarray | None`` in a thread into a :class:`ByteCache`.
 
     :meth:`want` replaces the wanted keys (the latest selection only); :meth:`get` returns the
     cached value or :data:`MISSING` while it loads.
     """
 
+    wait_timeout = 30.0
+
     def __init__(self, load_fn: Callable[[Hashable], np.ndarray | None], max_bytes: int):
+        super().__init__("dvis-unit-images")
         self._load = load_fn
         self._cache = ByteCache(max_bytes)
-        self._cond = threading.Condition()
         self._wanted: list[Hashable] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="dvis-unit-images", daemon=True)
         self._thread.start()
 
     def want(self, keys: list[Hashable]) -> None:
@@ -254,21 +270,8 @@ class ImageLoader:
         with self._cond:
             return self._cache.get(key)
 
-    def wait(self, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._wanted:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+    def _idle(self) -> bool:
+        return not self._wanted
 
     def _run(self) -> None:
         while True:
