@@ -8,7 +8,7 @@
    receptive-field windows where fields are small) vs the naive way (one full-image
    forward+backward per patch).
 
-Usage: python bench/maxes.py [--tracker-images 2048] [--images 256] [--batch-size 32] [--workers 2] [--device cpu]
+Usage: python bench/maxes.py [--tracker-images 2048] [--images 256] [--batch-size 64] [--workers 2] [--device cpu]
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tracker-images", type=int, default=2048, help="in-memory images for tracker vs forward")
     p.add_argument("--images", type=int, default=256, help="JPEGs for the end-to-end and crops figures")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: dvis maxes' default)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--crop-units", type=int, default=4)
     p.add_argument("--device", default="cpu")

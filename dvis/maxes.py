@@ -59,16 +59,24 @@ class MaxResult:
 # Pure top-k bookkeeping
 
 
+def topk_order(values: torch.Tensor, index: torch.Tensor, k: int, index_ordered: bool = False) -> torch.Tensor:
+    """Columns of the k best of (units x n) candidates: value descending, then image index ascending.
+
+    Two stable sorts (index, then value) give the deterministic tie order in one batched op; with
+    ``index_ordered`` the columns already list tied values in ascending index order (a stored
+    top-k followed by later images in order), so the value sort alone gives the same result.
+    """
+    if index_ordered:
+        return torch.argsort(values, dim=1, descending=True, stable=True)[:, :k]
+    order = torch.argsort(index, dim=1, stable=True)
+    by_value = torch.argsort(values.gather(1, order), dim=1, descending=True, stable=True)[:, :k]
+    return order.gather(1, by_value)
+
+
 def merge_topk(values: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, k: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep the k best of (units x n) candidates: value descending, then image index ascending.
-
-    Two stable sorts (index, then value) give the deterministic tie order in one batched op.
-    """
-    order = torch.argsort(index, dim=1, stable=True)
-    values, index = values.gather(1, order), index.gather(1, order)
-    pos = pos.gather(1, order[..., None].expand(-1, -1, 2))
-    order = torch.argsort(values, dim=1, descending=True, stable=True)[:, :k]
+    """Keep the k best of (units x n) candidates (see :func:`topk_order`)."""
+    order = topk_order(values, index, k)
     return values.gather(1, order), index.gather(1, order), pos.gather(1, order[..., None].expand(-1, -1, 2))
 
 
@@ -86,9 +94,9 @@ class TopKState:
         marks images to ignore), ``maps`` the conv layer's B x units x H x W output (positions).
 
         Only units with a candidate at least as good as their current k-th entry are merged, and
-        max positions are computed only for them: after the first batches few units change, so
-        tracking costs little beyond the forward. Skipped units could not change, so the result
-        equals a full merge.
+        max positions are computed only for entries that enter a top-k: after the first batches
+        few units change, so tracking costs little beyond the forward. Skipped units could not
+        change, so the result equals a full merge.
         """
         valid = index >= 0
         if not valid.any():
@@ -100,17 +108,23 @@ class TopKState:
         rows = ((v > kth) if later else (v >= kth)).any(0).nonzero().squeeze(1)
         if not len(rows):
             return
-        v = v[:, rows].t()
+        k = self.k
+        values = torch.cat([self.values[layer][rows], v[:, rows].t()], 1)
+        images = torch.cat([self.index[layer][rows], index[None, :].expand(len(rows), -1)], 1)
+        in_order = later and bool(valid.all()) and bool((index[1:] > index[:-1]).all())
+        order = topk_order(values, images, k, index_ordered=in_order)
+        pos = self.pos[layer][rows].gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, 2))
+        # Positions only for the batch entries that made it into the top-k: a fraction of the
+        # (units x batch) maps, which is most of the tracking cost while the top-k still change.
+        r, j = (order >= k).nonzero(as_tuple=True)
         if maps is not None:
-            flat = maps[:, rows].flatten(2).argmax(2).t()  # first maximum, as the recorded value
-            pos = torch.stack([flat // maps.shape[3], flat % maps.shape[3]], dim=2).to(torch.int32)
+            flat = maps[order[r, j] - k, rows[r]].flatten(1).argmax(1)  # first maximum, as the recorded value
+            pos[r, j] = torch.stack([flat // maps.shape[3], flat % maps.shape[3]], dim=1).to(torch.int32)
         else:
-            pos = torch.zeros(v.shape + (2,), dtype=torch.int32, device=v.device)
-        merged = merge_topk(torch.cat([self.values[layer][rows], v], 1),
-                            torch.cat([self.index[layer][rows], index[None, :].expand_as(v)], 1),
-                            torch.cat([self.pos[layer][rows], pos], 1), self.k)
-        for store, new in zip((self.values, self.index, self.pos), merged):
-            store[layer][rows] = new
+            pos[r, j] = 0
+        self.values[layer][rows] = values.gather(1, order)
+        self.index[layer][rows] = images.gather(1, order)
+        self.pos[layer][rows] = pos
 
     def merge(self, other: "TopKState") -> None:
         for n in self.values:
