@@ -1,21 +1,20 @@
 """Decode a small-image classification dataset (folder or tar of ``split/<class>/*.jpg``) into arrays."""
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from dvis.images import is_image_path, read_image
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    img = read_image(data)
+    if img.shape[:2] != (size, size):
+        img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    return img
 
 
 def iter_split(source: str | Path, split: str):
@@ -23,12 +22,12 @@ def iter_split(source: str | Path, split: str):
     source = Path(source)
     if source.is_dir():
         for p in sorted((source / split).rglob("*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
+            if is_image_path(p):
                 yield p.relative_to(source).as_posix(), p.read_bytes()
         return
     with tarfile.open(source) as tf:
         for m in tf:
-            if not m.isfile() or Path(m.name).suffix.lower() not in IMAGE_SUFFIXES:
+            if not m.isfile() or not is_image_path(m.name):
                 continue
             parts = Path(m.name).parts
             if split in parts:
