@@ -30,11 +30,10 @@ from torch import nn
 from dvis.errors import DvisError, LayerNotFoundError
 from dvis.images import to_rgb
 from dvis.layers import check_layers, default_layers
+from dvis.paths import model_search_path, unit_vis_read_dirs
 
 #: The model :func:`load_model` loads when given no spec.
 DEFAULT_MODEL = "zf-cifar10"
-#: The repository's own model folders, searched after ``$DVIS_MODELS`` and ``./models``.
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 #: Keys a ``model.yaml`` may have.
 MODEL_KEYS = (
     "name", "description", "architecture", "args", "weights", "input_size", "channels",
@@ -187,16 +186,6 @@ def torchvision_architectures() -> list[str]:
     return tvm.list_models(module=tvm)
 
 
-def model_search_path() -> list[Path]:
-    """Folders searched for model folders: ``$DVIS_MODELS`` entries, ``./models``, the repository's ``models/``."""
-    env = [Path(p) for p in os.environ.get("DVIS_MODELS", "").split(os.pathsep) if p]
-    dirs: list[Path] = []
-    for d in env + [Path.cwd() / "models", REPO_MODELS]:
-        if d.resolve() not in dirs:
-            dirs.append(d.resolve())
-    return dirs
-
-
 def find_model_yaml(spec: str) -> Path | None:
     """The ``model.yaml`` a spec names, or None when it is a bare torchvision architecture name.
 
@@ -215,7 +204,7 @@ def find_model_yaml(spec: str) -> Path | None:
     for d in model_search_path():
         if (d / spec).is_dir():
             return d / spec / "model.yaml"
-    if spec in torchvision_architectures():
+    if spec in torchvision_architectures() or spec.startswith("timm:"):
         return None
     known = sorted({p.name for d in model_search_path() if d.is_dir() for p in d.iterdir() if p.is_dir()})
     raise DvisError(
@@ -451,6 +440,10 @@ class LoadedModel:
     checkpoints: list[Path]
     device: torch.device
     weights_source: str = _NO_WEIGHTS
+    #: Unit image folders in order of preference (computed before shipped); unit_vis_dir is the first.
+    unit_vis_dirs: list[Path] = field(default_factory=list)
+    #: The model folder's own unit images (what a model folder ships).
+    shipped_unit_vis_dir: Path | None = None
     _mean_t: torch.Tensor = field(init=False)
     _std_t: torch.Tensor = field(init=False)
 
@@ -530,10 +523,17 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
             raise DvisError(f"{yaml_path.parent}: model folder has no model.yaml")
         model_spec = parse_model_yaml(yaml_path)
     if weights is not None:
-        model_spec.weights = weights if _WEIGHTS_ENUM.match(weights) or weights.lower() == "none" else str(Path(weights).resolve())
-    model_spec = _with_defaults(model_spec)
-    labels = _read_labels(model_spec)
-    net, source = build_net(model_spec, model_spec.weights)
+        keep = _WEIGHTS_ENUM.match(weights) or weights.lower() in ("none", "pretrained")
+        model_spec.weights = weights if keep else str(Path(weights).resolve())
+    if model_spec.architecture.startswith("timm:"):  # timm nets: dvis/timm_models.py
+        from dvis import timm_models
+
+        net, source = timm_models.build(model_spec)
+        labels = _read_labels(model_spec) or timm_models.labels(net)
+    else:
+        model_spec = _with_defaults(model_spec)
+        labels = _read_labels(model_spec)
+        net, source = build_net(model_spec, model_spec.weights)
     if model_spec.layers is None:
         layers, display = default_layers(net), {}
     else:
@@ -548,6 +548,8 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
     if missing:
         warnings.warn(f"model {model_spec.name}: skipping {len(missing)} missing checkpoint(s), first: {missing[0]}", stacklevel=2)
     net.eval().requires_grad_(False).to(dev)  # visualizations need input gradients only
+    shipped = folder / model_spec.unit_vis if folder else None
+    read_dirs = unit_vis_read_dirs(model_spec.name, folder, shipped)
     return LoadedModel(
         name=model_spec.name,
         net=net,
@@ -559,7 +561,9 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
         std=model_spec.std,
         labels=labels,
         folder=folder,
-        unit_vis_dir=folder / model_spec.unit_vis if folder else None,
+        unit_vis_dir=(read_dirs or [shipped])[0],
+        unit_vis_dirs=read_dirs,
+        shipped_unit_vis_dir=shipped,
         checkpoints=[c for c in checkpoints if c.is_file()],
         device=dev,
         weights_source=source,
