@@ -27,7 +27,8 @@ from torch import nn
 from dvis.backproject import backproject_batch
 from dvis.crops import compute_crops
 from dvis.datasets import ImageSource, fit_image, open_source
-from dvis.maxes import MaxResult, TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
+from dvis.maxes import TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
+from dvis.maxes_run import MaxResult
 from dvis.model_loading import load_model
 
 

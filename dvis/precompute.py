@@ -1,8 +1,13 @@
-"""The precompute pipeline: maxes -> crops -> optimize into a model's unit_vis folder, each step
-skipped where its output is already complete for the same inputs and settings."""
+"""The precompute pipeline: maxes -> crops -> optimize into a model's unit_vis folder.
+
+This module only sequences the steps: each step is skipped where its output is already
+complete for the same inputs and settings, and refuses (without ``force``) to replace complete
+unit images made from another run or other settings. The computations live in
+:mod:`dvis.maxes`, :mod:`dvis.crops` and :mod:`dvis.optimize`; the files in
+:mod:`dvis.maxes_run` and :mod:`dvis.unit_vis`.
+"""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -10,33 +15,42 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dvis.crops import compute_crops, mosaics, upscale
+from dvis import maxes_run, unit_vis
+from dvis.crops import compute_crops
 from dvis.datasets import open_source
 from dvis.errors import DvisError
-from dvis.maxes import (TrackConfig, fingerprint, layer_shapes, load_result, save_result, track_maxes,
-                         weights_digest)
+from dvis.maxes import TrackConfig, layer_shapes, track_maxes
 from dvis.optimize import OptSettings, optimize_units
+from dvis.paths import unit_vis_write_dir
 from dvis.receptive_field import receptive_field
-from dvis.unit_vis import UnitImages, ensure_manifest, round16, write_layer_json, write_sprite
-
-OPT_MIN_SIDE = 64  # optimized images of small inputs (32x32) are upscaled to this for display
-
-
-def _r(v: float) -> float | None:
-    return None if not np.isfinite(v) else float(f"{v:.6g}")
 
 
 def unit_vis_root(model, out: str | Path | None) -> Path:
+    """Where the pipeline writes ``model``'s unit images: ``out``, else :func:`dvis.paths.unit_vis_write_dir`."""
     if out:
         return Path(out)
-    if model.unit_vis_dir is None:
+    root = unit_vis_write_dir(model)
+    if root is None:
         raise DvisError(f"model {model.name} has no model folder; give --out for the unit images")
-    return Path(model.unit_vis_dir)
+    return root
 
 
-def default_run_dir(model, root: Path) -> Path:
+def default_run_dir(root: Path) -> Path:
     """Where precompute keeps the maxes run: inside the unit_vis folder, so crops can be redone."""
     return root / "maxes"
+
+
+def refuse_replace(root: Path, what: list[tuple[str, dict | None]], new: str) -> None:
+    """Raise unless ``what`` ((layer, provenance) of images about to be replaced) holds no complete images.
+
+    The message names what exists (source, image count, date) and what would replace it."""
+    complete = [(layer, info) for layer, info in what if info and info.get("complete")]
+    if not complete:
+        return
+    layers = ", ".join(layer for layer, _ in complete)
+    raise DvisError(f"{root} already holds complete unit images for {len(complete)} layer(s) ({layers}): "
+                    f"{unit_vis.describe(complete[0][1])}; they would be replaced by {new}. "
+                    "Give --force to replace them, or --out for another folder")
 
 
 def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, cfg: TrackConfig,
@@ -44,28 +58,17 @@ def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, 
     """Run ``maxes`` unless ``run_dir`` already holds the same computation; returns whether it ran."""
     source = open_source(images)
     layers = list(layers or model.layers)
-    fp = fingerprint(model, source, layers, cfg.top, cfg.batch_size)
-    manifest = run_dir / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fp:
+    fp = maxes_run.fingerprint(model, source, layers, cfg.top, cfg.batch_size)
+    if maxes_run.is_complete(run_dir, fp):
         return False
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / "checkpoint.npz"
+    ckpt = maxes_run.checkpoint_path(run_dir)
     result = track_maxes(model, source, layers, cfg, checkpoint=ckpt)
-    save_result(result, run_dir, dict(model=model_spec, model_name=model.name, input_size=list(model.input_size),
-                                      channels=model.channels, source=str(Path(images).resolve()),
-                                      source_kind=source.kind, batch_size=cfg.batch_size,
-                                      weights=weights_digest(model.net), fingerprint=fp), source.names)
+    maxes_run.save_result(result, run_dir, maxes_run.build_manifest(model, model_spec, source, cfg.batch_size, fp),
+                          source.names)
     ckpt.unlink(missing_ok=True)
     print(f"maxes: {result.n_images} images ({len(result.skipped)} skipped as unreadable) -> {run_dir}")
     return True
-
-
-def _crops_done(root: Path, layer: str, modes, fp: str) -> bool:
-    path = root / layer / "crops.json"
-    if not path.is_file():
-        return False
-    layout = UnitImages(root).layout(layer)
-    return json.loads(path.read_text()).get("maxes_fingerprint") == fp and all(k in layout for k in ("top9",) + tuple(modes))
 
 
 def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = None, modes=("deconv",),
@@ -73,8 +76,8 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
                    progress: bool = True) -> dict[str, int]:
     """Write top-9 and back-projection mosaics plus crops.json for each layer; returns per layer the
     number of re-run activation mismatches (skipped layers are not listed)."""
-    result, manifest, names = load_result(run_dir)
-    if manifest.get("weights") not in (None, weights_digest(model.net)):
+    result, manifest, names = maxes_run.load_result(run_dir)
+    if manifest.get("weights") not in (None, maxes_run.weights_digest(model.net)):
         raise DvisError(f"{run_dir} was computed with other weights of {model.name}; rerun `dvis maxes`")
     source = open_source(images or manifest["source"])
     if source.names != names:
@@ -83,31 +86,18 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
     missing = [n for n in layers if n not in result.layers]
     if missing:
         raise DvisError(f"{run_dir} has no maxes for layer(s) {', '.join(missing)}; it has {', '.join(result.layers)}")
+    fp = manifest["fingerprint"]
+    todo = [n for n in layers if force or not unit_vis.crops_complete(root, n, modes, fp)]
+    meta = {"maxes_fingerprint": fp, "source": manifest["source"], "n_images": manifest["n_images"]}
+    if not force:
+        refuse_replace(root, [(n, unit_vis.provenance(root, n, "crops")) for n in todo],
+                       unit_vis.describe(dict(meta, date=unit_vis.now())))
     mismatches = {}
-    for layer in layers:
-        if not force and _crops_done(root, layer, modes, manifest["fingerprint"]):
-            continue
+    for layer in todo:
         n = int((result.index[layer] >= 0).sum())
         with tqdm(total=n, unit="patch", desc=f"crops {layer}", disable=not progress) as bar:
             lc = compute_crops(model, result, source, layer, tuple(modes), batch_size, workers, progress=bar.update)
-        present = lc.valid.any(1)
-        ensure_manifest(root, model.name, layer)
-        write_sprite(root, layer, "top9", mosaics(lc.patches), present)
-        for mode, backs in lc.backs.items():
-            write_sprite(root, layer, mode, mosaics(backs), present)
-        units = []
-        for u in range(len(present)):  # JSON assembly only; the computation above is batched
-            ok = lc.valid[u]
-            units.append({
-                "values": [_r(v) for v in result.values[layer][u][ok]],
-                "images": [names[i] for i in result.index[layer][u][ok]],
-                "boxes": lc.boxes[u][ok].tolist(),
-                "positions": result.pos[layer][u][ok].tolist() if result.is_conv(layer) else [],
-                "recheck": [_r(v) for v in lc.recheck[u][ok]],
-            })
-        write_layer_json(root, layer, "crops", {"maxes_fingerprint": manifest["fingerprint"], "modes": list(modes),
-                                                "mismatches": lc.mismatches, "window_fallbacks": lc.fallbacks,
-                                                "units": units})
+        unit_vis.write_crops_layer(root, model.name, layer, lc, result, names, meta)
         mismatches[layer] = lc.mismatches
         if lc.fallbacks:
             print(f"crops {layer}: {lc.fallbacks} receptive-field windows differed from the whole image; "
@@ -116,17 +106,6 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
             print(f"crops {layer}: {lc.mismatches} re-run activations differ from the recorded maxes "
                   "(nondeterminism or preprocessing drift)")
     return mismatches
-
-
-def opt_tiles(images: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) optimized images -> display tiles with sides multiples of 16 (>= OPT_MIN_SIDE)."""
-    n, h, w, _ = images.shape
-    side = round16(max(OPT_MIN_SIDE, h, w))
-    big = upscale(images, side)
-    tiles = np.zeros((n, side, side, 3), np.uint8)
-    bh, bw = big.shape[1:3]
-    tiles[:, (side - bh) // 2:(side - bh) // 2 + bh, (side - bw) // 2:(side - bw) // 2 + bw] = big
-    return tiles
 
 
 def crop_to_field(model, layer: str, images: np.ndarray) -> np.ndarray:
@@ -140,64 +119,55 @@ def crop_to_field(model, layer: str, images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images[:, :, top:bottom, left:right])
 
 
+def opt_key(model, settings: OptSettings) -> dict:
+    """What identifies optimized images: the settings and the weights (new weights or settings: recompute)."""
+    return dict(asdict(settings), weights=maxes_run.weights_digest(model.net))
+
+
 def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, units=None, run_dir: Path | None = None,
                       force: bool = False, progress: bool = True) -> dict | None:
     """Optimize images for ``layer``'s units and write opt/opt_seeds sprites and opt.json; returns a
     summary (None when skipped as complete)."""
-    path = root / layer / "opt.json"
-    key = dict(asdict(settings), weights=weights_digest(model.net))  # new weights or settings: recompute
-    if not force and units is None and path.is_file() and json.loads(path.read_text()).get("settings") == key:
+    key = opt_key(model, settings)
+    if not force and units is None and unit_vis.opt_complete(root, layer, key):
         return None
+    if not force:
+        old = unit_vis.provenance(root, layer, "opt")
+        if old and old.get("settings") != key:
+            refuse_replace(root, [(layer, old)], unit_vis.describe({"settings": key, "date": unit_vis.now()}))
     dataset_best = None
-    if run_dir is not None and (run_dir / "manifest.json").is_file():
-        result, _, _ = load_result(run_dir)
+    if run_dir is not None and (run_dir / maxes_run.MANIFEST).is_file():
+        result, _, _ = maxes_run.load_result(run_dir)
         if layer in result.layers:
             dataset_best = result.values[layer][:, 0]
     n_total = layer_shapes(model.net, [layer], (model.channels,) + tuple(model.input_size), model.device)[layer][0]
     unit_list = np.arange(n_total) if units is None else np.asarray(units)
     with tqdm(total=len(unit_list) * settings.seeds, unit="image", desc=f"optimize {layer}", disable=not progress) as bar:
         res = optimize_units(model, layer, unit_list, settings, progress=bar.update)
-    best_seed = res.activations.argmax(1)
-    n_seeds = settings.seeds
-    res.images = crop_to_field(model, layer, res.images)
-    opt = np.zeros((n_total,) + opt_tiles(res.images[:1, 0]).shape[1:], np.uint8)
-    seeds_tiles = opt_tiles(res.images.reshape((-1,) + res.images.shape[2:]))
-    side = seeds_tiles.shape[1]
-    montage = np.zeros((n_total, side, side * n_seeds, 3), np.uint8)
-    present = np.zeros(n_total, bool)
-    old = UnitImages(root)
-    old_json = json.loads(path.read_text()) if path.is_file() and units is not None else None
-    if old_json and old_json.get("settings") == key:  # a subset run adds to earlier results
-        prev_opt, prev_montage = old.sprite(layer, "opt"), old.sprite(layer, "opt_seeds")
-        prev_present = np.array(old.layout(layer).get("opt", {}).get("present", []), bool)
-        if prev_opt is not None and prev_montage is not None and len(prev_present) == n_total:
-            opt[:], montage[:], present[:] = prev_opt, prev_montage, prev_present
-        entries = old_json["units"]
-    else:
-        entries = [None] * n_total
-    opt[unit_list] = opt_tiles(res.images[np.arange(len(unit_list)), best_seed])
-    montage[unit_list] = seeds_tiles.reshape(len(unit_list), n_seeds, side, side, 3).transpose(0, 2, 1, 3, 4).reshape(
-        len(unit_list), side, side * n_seeds, 3)
-    present[unit_list] = True
-    ensure_manifest(root, model.name, layer)
-    write_sprite(root, layer, "opt", opt, present)
-    write_sprite(root, layer, "opt_seeds", montage, present)
-    ratios = []
-    for i, u in enumerate(unit_list):  # JSON assembly only
-        best = float(res.activations[i].max())
-        ds = float(dataset_best[u]) if dataset_best is not None and np.isfinite(dataset_best[u]) else None
-        ratio = best / ds if ds not in (None, 0.0) and ds > 0 else None
-        if ratio is not None:
-            ratios.append(ratio)
-        entries[int(u)] = {"opt_activations": [_r(v) for v in res.activations[i]], "opt_best_seed": int(best_seed[i]),
-                           "dataset_best": _r(ds) if ds is not None else None,
-                           "opt_vs_dataset": _r(ratio) if ratio is not None else None}
-    write_layer_json(root, layer, "opt", {"settings": key, "units": entries})
+    ratios = unit_vis.write_opt_layer(root, model.name, layer, n_total, unit_list, crop_to_field(model, layer, res.images),
+                                      res.activations, key, dataset_best)
     summary = {"layer": layer, "units": len(unit_list), "mean_activation": float(res.activations.max(1).mean())}
     if ratios:
         r = np.array(ratios)
         summary.update(median_ratio=float(np.median(r)), above_dataset=float((r > 1).mean()))
     return summary
+
+
+def check_replace(model, root: Path, images: str, layers: list[str], track: TrackConfig, modes, settings: OptSettings,
+                  skip: tuple[str, ...] = ()) -> None:
+    """Refuse (see :func:`refuse_replace`) before anything runs if precompute would replace complete
+    crops made from other maxes or optimized images made with other settings."""
+    if "crops" not in skip:
+        source = open_source(images)
+        fp = maxes_run.fingerprint(model, source, layers, track.top, track.batch_size)
+        new = {"source": str(Path(images).resolve()), "n_images": len(source), "date": unit_vis.now()}
+        refuse_replace(root, [(n, unit_vis.provenance(root, n, "crops")) for n in layers
+                              if not unit_vis.crops_complete(root, n, modes, fp)], unit_vis.describe(new))
+    if "optimize" not in skip:
+        key = opt_key(model, settings)
+        old = [(n, unit_vis.provenance(root, n, "opt")) for n in layers]
+        refuse_replace(root, [(n, info) for n, info in old if info and info.get("settings") != key],
+                       unit_vis.describe({"settings": key, "date": unit_vis.now()}))
 
 
 def format_opt_summary(s: dict) -> str:
@@ -206,21 +176,6 @@ def format_opt_summary(s: dict) -> str:
         text += (f"; vs best dataset image: median ratio {s['median_ratio']:.2f}, "
                  f"{100 * s['above_dataset']:.0f}% of units above")
     return text
-
-
-def coverage(root: str | Path, layer_units: dict[str, int], kinds=("top9", "deconv", "opt")) -> dict[str, dict[str, list[int]]]:
-    """Per layer and kind, the units that have no image (all units when the kind is absent)."""
-    vis = UnitImages(root)
-    out = {}
-    for layer, n in layer_units.items():
-        layout = vis.layout(layer)
-        out[layer] = {}
-        for kind in kinds:
-            present = np.zeros(n, bool)
-            flags = np.array(layout.get(kind, {}).get("present", []), bool)[:n]
-            present[:len(flags)] = flags
-            out[layer][kind] = np.flatnonzero(~present).tolist()
-    return out
 
 
 def precompute(model, images: str | Path, out: str | Path | None = None, run_dir: str | Path | None = None,
@@ -233,14 +188,17 @@ def precompute(model, images: str | Path, out: str | Path | None = None, run_dir
     ``model_spec`` is what the maxes manifest records to reload the model (None: the default model).
     """
     root = unit_vis_root(model, out)
-    run_dir = Path(run_dir) if run_dir else default_run_dir(model, root)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(root)
     layers = list(layers or model.layers)
     track = track or TrackConfig()
+    settings = settings or OptSettings()
     progress = track.progress
+    if not force:  # before the maxes step replaces the run the existing crops came from
+        check_replace(model, root, str(images), layers, track, tuple(modes), settings, skip)
     t0 = time.monotonic()
     if "maxes" not in skip:
         if force:
-            (run_dir / "manifest.json").unlink(missing_ok=True)
+            (run_dir / maxes_run.MANIFEST).unlink(missing_ok=True)
         if not run_maxes_step(model, str(images), run_dir, layers, track, model_spec):
             print(f"maxes: {run_dir} is already complete")
         print(f"maxes: {time.monotonic() - t0:.0f} s")
@@ -253,7 +211,7 @@ def precompute(model, images: str | Path, out: str | Path | None = None, run_dir
     t2 = time.monotonic()
     if "optimize" not in skip:
         for layer in layers:
-            summary = run_optimize_step(model, layer, root, settings or OptSettings(), None, run_dir, force, progress)
+            summary = run_optimize_step(model, layer, root, settings, None, run_dir, force, progress)
             print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
         print(f"optimize: {time.monotonic() - t2:.0f} s")
     return root

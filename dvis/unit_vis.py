@@ -10,8 +10,10 @@ Layout (format ``dvis-unit-vis`` version 1) under a model's unit_vis folder::
         deconv.jpg             sprite: the same patches' deconvnet projections (also guided.jpg, grad.jpg)
         opt.jpg                sprite: per unit its optimized image with the highest activation
         opt_seeds.jpg          sprite: per unit a 1 x S montage of the best image of each seed
-        crops.json             per unit: values, image names, boxes, positions, recheck
-        opt.json               per unit: activation per seed, best dataset activation, settings
+        crops.json             provenance (maxes fingerprint, source, image count, date, modes) and
+                               per unit: values, image names, boxes, positions, recheck
+        opt.json               provenance (settings with the weights digest, date) and per unit:
+                               activation per seed, best dataset activation
 
 Every sprite holds unit ``u`` in the tile at row ``u // cols``, column ``u % cols``, with no gap
 between tiles; tile sides are multiples of 16 so JPEG blocks never straddle two units. Patches
@@ -19,35 +21,107 @@ from small inputs are upscaled for display (each patch to at least 48 px, biline
 patches under 8 px so single pixels stay crisp) and padded to the layer's receptive-field size,
 so every tile of a layer has the same geometry. A unit whose ``present`` flag is 0 has no image
 of that kind (its tile is black). Per-layer sprites keep the file count and size small.
+
+This module is the one owner of that layout: its JSON files, the sprite and mosaic geometry,
+the completeness check (:func:`coverage`, :func:`crops_complete`, :func:`opt_complete`) and
+the provenance a refusal to overwrite names (:func:`provenance`). Every file is written
+atomically, the sprite before its layout entry, so a kill at any moment leaves every unit of
+a previous complete layer readable.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from dvis.atomic import atomic_write_bytes as _atomic_write
+from dvis.constants import UNIT_IMAGE_KINDS as KINDS
 from dvis.errors import DvisError
+from dvis.maxes_run import load_manifest
 from dvis.tiling import tile
 
 FORMAT = "dvis-unit-vis"
 VERSION = 1
-KINDS = ("top9", "deconv", "guided", "grad", "opt", "opt_seeds")
 JPEG_QUALITY = 85
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+MIN_PATCH = 48  # display size of the smallest patches (32x32 inputs give 3 px conv1 patches)
+MOSAIC_SEP = 2
+OPT_MIN_SIDE = 64  # optimized images of small inputs (32x32) are upscaled to this for display
 
 
 def round16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile geometry
+
+
+def display_size(patch: int, min_patch: int = MIN_PATCH, sep: int = MOSAIC_SEP, n: int = 3) -> int:
+    """Patch side (>= ``patch`` and ``min_patch``) making an n x n mosaic a multiple of 16 pixels wide."""
+    p = max(patch, min_patch)
+    while (n * p + (n - 1) * sep) % 16:
+        p += 1
+    return p
+
+
+def upscale(patches: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w, 3) uint8 -> (N, size*, size*, 3), the longer side scaled to ``size``; nearest for
+    tiny patches so single pixels stay crisp, bilinear otherwise."""
+    n, h, w, _ = patches.shape
+    scale = size / max(h, w)
+    if scale == 1 or n == 0:
+        return patches
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float()
+    mode = "nearest" if max(h, w) < 8 else "bilinear"
+    kw = {} if mode == "nearest" else {"align_corners": False}
+    out = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode=mode, **kw)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def mosaics(patches: np.ndarray, min_patch: int = MIN_PATCH) -> np.ndarray:
+    """(units, k, h, w, 3) patches -> (units, S, S, 3) square mosaics (S a multiple of 16), all units
+    tiled in one call by folding the units into the channel axis."""
+    units, k, h, w, _ = patches.shape
+    n = math.ceil(math.sqrt(k))
+    p = display_size(max(h, w), min_patch, MOSAIC_SEP, n)
+    big = upscale(patches.reshape(units * k, h, w, 3), p)
+    bh, bw = big.shape[1:3]
+    cells = np.zeros((units, k, p, p, 3), np.uint8)
+    oy, ox = (p - bh) // 2, (p - bw) // 2
+    cells[:, :, oy:oy + bh, ox:ox + bw] = big.reshape(units, k, bh, bw, 3)
+    stacked = cells.transpose(1, 2, 3, 0, 4).reshape(k, p, p, units * 3)
+    canvas = tile(stacked, rows=n, cols=n, sep=MOSAIC_SEP, sep_value=0)
+    side = canvas.shape[0]
+    out = canvas.reshape(side, side, units, 3).transpose(2, 0, 1, 3)
+    s16 = round16(side)
+    if s16 != side:
+        out = np.pad(out, ((0, 0), (0, s16 - side), (0, s16 - side), (0, 0)))
+    return np.ascontiguousarray(out)
+
+
+def opt_tiles(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) optimized images -> display tiles with sides multiples of 16 (>= OPT_MIN_SIDE)."""
+    n, h, w, _ = images.shape
+    side = round16(max(OPT_MIN_SIDE, h, w))
+    big = upscale(images, side)
+    tiles = np.zeros((n, side, side, 3), np.uint8)
+    bh, bw = big.shape[1:3]
+    tiles[:, (side - bh) // 2:(side - bh) // 2 + bh, (side - bw) // 2:(side - bw) // 2 + bw] = big
+    return tiles
+
+
+def seed_montages(tiles: np.ndarray, n_seeds: int) -> np.ndarray:
+    """(units * seeds, s, s, 3) tiles (unit-major) -> (units, s, s * seeds, 3) one-row montages."""
+    side = tiles.shape[1]
+    units = len(tiles) // n_seeds
+    return tiles.reshape(units, n_seeds, side, side, 3).transpose(0, 2, 1, 3, 4).reshape(units, side, side * n_seeds, 3)
 
 
 def sprite_cols(n: int, tile_hw: tuple[int, int], max_side: int = 16384) -> int:
@@ -92,9 +166,95 @@ def write_sprite(root: str | Path, layer: str, kind: str, tiles: np.ndarray, pre
 
 
 def write_layer_json(root: str | Path, layer: str, name: str, data: dict) -> None:
+    """Write ``<layer>/<name>.json`` (``crops`` or ``opt``)."""
     folder = Path(root) / layer
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write(folder / f"{name}.json", json.dumps(data).encode())
+
+
+def read_layer_json(root: str | Path, layer: str, name: str) -> dict | None:
+    """``<layer>/<name>.json``, or None when absent or unreadable."""
+    path = Path(root) / layer / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def layout(root: str | Path, layer: str) -> dict:
+    """Per kind of ``layer``: file, tile, cols, units, present (empty dict when there are no images)."""
+    path = Path(root) / layer / "layout.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, OSError):
+        return {}
+
+
+def present_units(root: str | Path, layer: str, kind: str, n: int) -> np.ndarray:
+    """(n,) bool: which units of ``layer`` have an image of ``kind``."""
+    present = np.zeros(n, bool)
+    flags = np.array(layout(root, layer).get(kind, {}).get("present", []), bool)[:n]
+    present[:len(flags)] = flags
+    return present
+
+
+def coverage(root: str | Path, layer_units: dict[str, int], kinds=("top9", "deconv", "opt")) -> dict[str, dict[str, list[int]]]:
+    """Per layer and kind, the units that have no image (all units when the kind is absent)."""
+    return {layer: {kind: np.flatnonzero(~present_units(root, layer, kind, n)).tolist() for kind in kinds}
+            for layer, n in layer_units.items()}
+
+
+def crops_complete(root: str | Path, layer: str, modes, maxes_fingerprint: str) -> bool:
+    """Whether ``layer``'s top-9 and ``modes`` mosaics were made from the maxes run ``maxes_fingerprint``."""
+    meta = read_layer_json(root, layer, "crops")
+    have = layout(root, layer)
+    return bool(meta) and meta.get("maxes_fingerprint") == maxes_fingerprint and all(
+        k in have for k in ("top9",) + tuple(modes))
+
+
+def opt_complete(root: str | Path, layer: str, settings: dict) -> bool:
+    """Whether ``layer``'s optimized images were made with ``settings`` (which include the weights)."""
+    meta = read_layer_json(root, layer, "opt")
+    return bool(meta) and meta.get("settings") == settings and "opt" in layout(root, layer)
+
+
+def provenance(root: str | Path, layer: str, name: str) -> dict | None:
+    """What made ``layer``'s ``crops`` or ``opt`` images: the JSON's fields other than ``units``
+    (for crops: maxes fingerprint, source, image count; for opt: settings), ``date`` and whether
+    every unit has them (``complete``); None when there are none. Crops written before sources
+    were recorded take them from the maxes run kept beside them (``<root>/maxes``)."""
+    meta = read_layer_json(root, layer, name)
+    if not meta:
+        return None
+    kinds = ("top9",) + tuple(meta.get("modes", ())) if name == "crops" else ("opt",)
+    entries = [layout(root, layer).get(k) for k in kinds]
+    info = {k: v for k, v in meta.items() if k != "units"}
+    info["complete"] = all(e and e.get("present") and all(e["present"]) for e in entries)
+    if "date" not in info:
+        info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((Path(root) / layer / f"{name}.json").stat().st_mtime))
+    if name == "crops" and "source" not in info:
+        try:
+            run = load_manifest(Path(root) / "maxes")
+        except DvisError:
+            run = {}
+        if run.get("fingerprint") == info.get("maxes_fingerprint"):
+            info.update(source=run.get("source"), n_images=run.get("n_images"))
+    return info
+
+
+def describe(info: dict | None) -> str:
+    """One phrase for a provenance: 'crops of 10000 images from /data/test (2026-01-02 10:00 UTC)'."""
+    if not info:
+        return "nothing"
+    if "settings" in info:
+        s = info["settings"]
+        what = "optimized images (" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "weights") + ")"
+    else:
+        what = f"crops of {info.get('n_images', '?')} images from {info.get('source') or 'an unknown source'}"
+    return f"{what}, {info.get('date', 'date unknown')}"
 
 
 @lru_cache(maxsize=64)
@@ -120,8 +280,7 @@ class UnitImages:
 
     def layout(self, layer: str) -> dict:
         """Per kind: file, tile, cols, units, present (empty dict when the layer has no images)."""
-        path = self.root / layer / "layout.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return layout(self.root, layer)
 
     def _sprite_image(self, layer: str, kind: str) -> tuple[np.ndarray, dict] | None:
         entry = self.layout(layer).get(kind)
@@ -171,3 +330,85 @@ class UnitImages:
 @lru_cache(maxsize=64)
 def _read_json(path: str, mtime: float) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a layer's images (the pipeline's crops and optimize steps)
+
+
+def _r(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(f"{v:.6g}")
+
+
+def now() -> str:
+    """The date a provenance records (UTC, minutes)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def write_crops_layer(root: str | Path, model_name: str, layer: str, crops, result, names: list[str],
+                      meta: dict) -> None:
+    """Write ``layer``'s top-9 and back-projection mosaics and ``crops.json`` from ``crops`` (a
+    :class:`dvis.crops.LayerCrops`) of the maxes ``result``; ``meta`` is the provenance
+    (maxes fingerprint, source, image count) recorded with them."""
+    present = crops.valid.any(1)
+    ensure_manifest(root, model_name, layer)
+    write_sprite(root, layer, "top9", mosaics(crops.patches), present)
+    for mode, backs in crops.backs.items():
+        write_sprite(root, layer, mode, mosaics(backs), present)
+    units = []
+    for u in range(len(present)):  # JSON assembly only; the images above are batched
+        ok = crops.valid[u]
+        units.append({
+            "values": [_r(v) for v in result.values[layer][u][ok]],
+            "images": [names[i] for i in result.index[layer][u][ok]],
+            "boxes": crops.boxes[u][ok].tolist(),
+            "positions": result.pos[layer][u][ok].tolist() if result.is_conv(layer) else [],
+            "recheck": [_r(v) for v in crops.recheck[u][ok]],
+        })
+    write_layer_json(root, layer, "crops", dict(meta, date=now(), modes=list(crops.backs),
+                                                mismatches=crops.mismatches, window_fallbacks=crops.fallbacks,
+                                                units=units))
+
+
+def write_opt_layer(root: str | Path, model_name: str, layer: str, n_total: int, units: np.ndarray,
+                    images: np.ndarray, activations: np.ndarray, settings: dict,
+                    dataset_best: np.ndarray | None = None) -> list[float]:
+    """Write ``layer``'s ``opt``/``opt_seeds`` sprites and ``opt.json`` for ``units`` ((units, seeds,
+    H, W, 3) display ``images``, (units, seeds) ``activations``) of its ``n_total``. A subset run
+    with the same ``settings`` adds to the images already there. Returns each unit's best
+    activation over its best dataset activation (where that is positive)."""
+    units = np.asarray(units)
+    n_seeds = images.shape[1]
+    best_seed = activations.argmax(1)
+    seeds_tiles = opt_tiles(images.reshape((-1,) + images.shape[2:]))
+    side = seeds_tiles.shape[1]
+    opt = np.zeros((n_total, side, side, 3), np.uint8)
+    montage = np.zeros((n_total, side, side * n_seeds, 3), np.uint8)
+    present = np.zeros(n_total, bool)
+    entries: list = [None] * n_total
+    old = read_layer_json(root, layer, "opt")
+    if len(units) < n_total and old and old.get("settings") == settings:
+        reader = UnitImages(root)
+        prev_opt, prev_montage = reader.sprite(layer, "opt"), reader.sprite(layer, "opt_seeds")
+        prev_present = present_units(root, layer, "opt", n_total)
+        if prev_opt is not None and prev_montage is not None and prev_opt.shape == opt.shape \
+                and prev_montage.shape == montage.shape and len(old["units"]) == n_total:
+            opt[:], montage[:], present[:], entries = prev_opt, prev_montage, prev_present, old["units"]
+    opt[units] = seeds_tiles.reshape(len(units), n_seeds, side, side, 3)[np.arange(len(units)), best_seed]
+    montage[units] = seed_montages(seeds_tiles, n_seeds)
+    present[units] = True
+    ensure_manifest(root, model_name, layer)
+    write_sprite(root, layer, "opt", opt, present)
+    write_sprite(root, layer, "opt_seeds", montage, present)
+    ratios = []
+    for i, u in enumerate(units):  # JSON assembly only
+        best = float(activations[i].max())
+        ds = float(dataset_best[u]) if dataset_best is not None and np.isfinite(dataset_best[u]) else None
+        ratio = best / ds if ds is not None and ds > 0 else None
+        if ratio is not None:
+            ratios.append(ratio)
+        entries[int(u)] = {"opt_activations": [_r(v) for v in activations[i]], "opt_best_seed": int(best_seed[i]),
+                           "dataset_best": _r(ds) if ds is not None else None,
+                           "opt_vs_dataset": _r(ratio) if ratio is not None else None}
+    write_layer_json(root, layer, "opt", {"settings": settings, "date": now(), "units": entries})
+    return ratios

@@ -8,7 +8,7 @@ import torch
 from dvis.images import list_images, read_image
 from dvis.maxes import layer_shapes
 from dvis.model_loading import load_model
-from dvis.precompute import coverage
+from dvis.unit_vis import coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "models" / "zf-cifar10"

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from dvis.datasets import open_source
-from dvis.maxes import TopKState, TrackConfig, load_result, merge_results, merge_topk, save_result, track_maxes
+from dvis.maxes import TopKState, TrackConfig, merge_topk, track_maxes
+from dvis.maxes_run import load_result, merge_results, save_result
 from dvis.model_loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dvis.maxes import load_manifest
+    from dvis.maxes_run import load_manifest
     from dvis.model_loading import load_model
     from dvis.precompute import run_crops_step, unit_vis_root
 

@@ -1,7 +1,6 @@
 """``dvis maxes`` (top-k images per unit over a dataset) and ``dvis maxes-merge`` (join shard results)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -44,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds between checkpoints")
     p.add_argument("--force", action="store_true", help="recompute even if the run folder is complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--bottom-k", type=int, default=0, help="also keep each unit's K least-activating images")
+    p.add_argument("--labels", help="labels file (lines '<image name> <class>'); default: class folders")
+    p.add_argument("--no-stats", action="store_true", help="skip the unit statistics (stats.npz, see docs/atlas.md)")
     p.set_defaults(func=run_maxes)
 
     m = sub.add_parser("maxes-merge", help="merge `dvis maxes --shard` results into one run",
@@ -74,7 +76,7 @@ def _gather(result, world: int, device) -> list:
     import torch
     import torch.distributed as dist
 
-    from dvis.maxes import MaxResult
+    from dvis.maxes_run import MaxResult
 
     parts = [MaxResult(result.layers, result.shapes, result.top, {}, {}, {}, result.n_images) for _ in range(world)]
     for n in result.layers:
@@ -88,16 +90,28 @@ def _gather(result, world: int, device) -> list:
     dist.all_gather_object(skipped, result.skipped)
     for part, s in zip(parts, skipped):
         part.skipped = s
+    if result.stats is not None:  # unit statistics: same keys and shapes on every rank
+        from dvis.unit_stats import StatsArrays
+
+        gathered = [{} for _ in range(world)]
+        for k in sorted(result.stats.arrays):
+            t = torch.from_numpy(result.stats.arrays[k]).to(device)
+            out = [torch.empty_like(t) for _ in range(world)]
+            dist.all_gather(out, t)
+            for g, o in zip(gathered, out):
+                g[k] = o.cpu().numpy()
+        for part, g in zip(parts, gathered):
+            part.stats = StatsArrays(g, result.stats.classes, result.stats.labels, result.stats.bottom_k)
     return parts
 
 
 def run_maxes(args) -> int:
-    import numpy as np
-
     from dvis.datasets import open_source
-    from dvis.maxes import (TrackConfig, atomic_savez, fingerprint, merge_results, save_result, track_maxes,
-                            weights_digest)
+    from dvis.maxes import TrackConfig, track_maxes
+    from dvis.maxes_run import (build_manifest, checkpoint_path, fingerprint, is_complete, merge_results,
+                                save_result, save_shard, shard_complete, shard_path)
     from dvis.model_loading import load_model
+    from dvis.unit_stats import source_labels, stats_complete
 
     rank, world, device = _distributed(args.device)
     shard = (rank, world) if world > 1 else (parse_shard(args.shard) if args.shard else (0, 1))
@@ -109,30 +123,23 @@ def run_maxes(args) -> int:
     out = Path(args.out)
     fp = fingerprint(model, source, layers, args.top, args.batch_size)
     sharded = args.shard is not None
-    final = out / "shards" / f"{shard[0]}-of-{shard[1]}.npz" if sharded else out / "manifest.json"
-    if not args.force and final.is_file() and _same_run(final, fp, sharded):
+    labels = None if args.no_stats else source_labels(source, args.labels, model.labels)
+    stats_done = args.no_stats or sharded or stats_complete(out, fp, labels[0], args.bottom_k)
+    if not args.force and (shard_complete(out, shard, fp) if sharded else is_complete(out, fp) and stats_done):
         if rank == 0:
-            print(f"maxes: {final} is already complete (use --force to recompute)")
+            print(f"maxes: {shard_path(out, shard) if sharded else out} is already complete (use --force to recompute)")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    tag = f".{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""
-    ckpt = out / f"checkpoint{tag}.npz"
-    if args.force and ckpt.exists():
-        ckpt.unlink()
+    ckpt = checkpoint_path(out, shard)
+    if args.force:
+        ckpt.unlink(missing_ok=True)
     cfg = TrackConfig(top=args.top, batch_size=args.batch_size, workers=args.workers,
-                      checkpoint_every=args.checkpoint_every, progress=not args.quiet and rank == 0)
-    result = track_maxes(model, source, layers, cfg, shard=shard, checkpoint=ckpt)
-    manifest = dict(model=args.model, model_name=model.name, input_size=list(model.input_size),
-                    channels=model.channels, source=str(Path(args.images).resolve()), source_kind=source.kind,
-                    batch_size=args.batch_size, weights=weights_digest(model.net), fingerprint=fp)
+                      checkpoint_every=args.checkpoint_every, progress=not args.quiet and rank == 0,
+                      stats=not args.no_stats, bottom_k=args.bottom_k)
+    result = track_maxes(model, source, layers, cfg, shard=shard, checkpoint=ckpt, labels=labels)
+    manifest = build_manifest(model, args.model, source, args.batch_size, fp)
     if sharded:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        atomic_savez(final, manifest=np.array(json.dumps(dict(manifest, shard=list(shard), layers=result.layers,
-                                                                shapes={n: list(s) for n, s in result.shapes.items()},
-                                                                top=result.top, n_images=result.n_images))),
-                     skipped=np.array(result.skipped, dtype=np.int64),
-                     **{f"{n}:{a}": getattr(result, a)[n] for n in result.layers for a in ("values", "index", "pos")})
-        (out / "images.txt").write_text("".join(f"{s}\n" for s in source.names))
+        final = save_shard(out, result, manifest, source.names, shard)
         print(f"maxes: shard {shard[0]}/{shard[1]} done -> {final}; run `dvis maxes-merge {out}` when all are done")
     else:
         if world > 1:
@@ -145,61 +152,20 @@ def run_maxes(args) -> int:
         else:
             save_result(result, out, manifest, source.names)
         if rank == 0:
-            _summary(result, out)
+            summary(result, out)
     ckpt.unlink(missing_ok=True)
     return 0
 
 
-def _same_run(final: Path, fp: str, sharded: bool) -> bool:
-    import numpy as np
-
-    from dvis.maxes import load_manifest
-
-    if sharded:
-        with np.load(final, allow_pickle=False) as z:
-            return json.loads(str(z["manifest"])).get("fingerprint") == fp
-    try:
-        return load_manifest(final.parent).get("fingerprint") == fp
-    except DvisError:
-        return False
-
-
-def _summary(result, out: Path) -> None:
+def summary(result, out: Path) -> None:
+    """The closing line of a maxes run (images, skipped as unreadable, layers, units)."""
     units = sum(result.shapes[n][0] for n in result.layers)
     print(f"maxes: {result.n_images} images ({len(result.skipped)} skipped as unreadable), "
           f"{len(result.layers)} layers, {units} units, top {result.top} -> {out}")
 
 
 def run_merge(args) -> int:
-    import numpy as np
+    from dvis.maxes_run import merge_shards
 
-    from dvis.maxes import MaxResult, merge_results, save_result
-
-    out = Path(args.run)
-    files = sorted((out / "shards").glob("*-of-*.npz")) + [Path(s) for s in args.shards]
-    if not files:
-        raise DvisError(f"no shard files in {out / 'shards'}")
-    results, manifests = [], []
-    for f in files:
-        with np.load(f, allow_pickle=False) as z:
-            m = json.loads(str(z["manifest"]))
-            layers, shapes = m["layers"], {n: tuple(s) for n, s in m["shapes"].items()}
-            results.append(MaxResult(layers, shapes, m["top"], {n: z[f"{n}:values"] for n in layers},
-                                     {n: z[f"{n}:index"] for n in layers}, {n: z[f"{n}:pos"] for n in layers},
-                                     m["n_images"], z["skipped"].tolist()))
-            manifests.append(m)
-    fps = {m["fingerprint"] for m in manifests}
-    if len(fps) != 1:
-        raise DvisError("shards come from different commands (model, images, layers, top or batch size differ)")
-    n = manifests[0]["shard"][1]
-    have = sorted(m["shard"][0] for m in manifests)
-    if len(set(have)) != len(have) or any(m["shard"][1] != n for m in manifests):
-        raise DvisError(f"shard files overlap or disagree on N: {[str(f) for f in files]}")
-    if have != list(range(n)):
-        raise DvisError(f"missing shards: {sorted(set(range(n)) - set(have))} of {n}")
-    result = merge_results(results)
-    manifest = {k: v for k, v in manifests[0].items() if k not in ("shard", "layers", "shapes", "top", "n_images")}
-    names = (out / "images.txt").read_text().splitlines()
-    save_result(result, out, manifest, names)
-    _summary(result, out)
+    summary(merge_shards(args.run, args.shards), Path(args.run))
     return 0

@@ -68,7 +68,7 @@ def run(args) -> int:
     root = unit_vis_root(model, args.out)
     layers = list(model.layers) if args.layer == "all" else parse_layers(args.layer)
     units = parse_units(args.units)
-    run_dir = Path(args.maxes) if args.maxes else default_run_dir(model, root)
+    run_dir = Path(args.maxes) if args.maxes else default_run_dir(root)
     settings = settings_from(args)
     for layer in layers:
         summary = run_optimize_step(model, layer, root, settings, units, run_dir, args.force, not args.quiet)

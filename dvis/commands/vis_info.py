@@ -1,7 +1,11 @@
 """``dvis vis-info``: which per-unit images a model has, per layer, and what is missing."""
 from __future__ import annotations
 
-KINDS = ("top9", "deconv", "opt")
+from pathlib import Path
+
+from dvis.errors import DvisError
+
+from dvis.constants import COMPLETE_KINDS as KINDS
 
 
 def register(sub) -> None:
@@ -26,13 +30,16 @@ def _ranges(units: list[int]) -> str:
 def run(args) -> int:
     from dvis.maxes import layer_shapes
     from dvis.model_loading import load_model
-    from dvis.precompute import coverage, unit_vis_root
+    from dvis.paths import unit_vis_origin
+    from dvis.unit_vis import coverage
 
     model = load_model(args.model)
-    root = unit_vis_root(model, args.out)
+    root = Path(args.out) if args.out else model.unit_vis_dir
+    if root is None:
+        raise DvisError(f"model {model.name} has no model folder; give --out for its unit images")
     shapes = layer_shapes(model.net, model.layers, (model.channels,) + tuple(model.input_size), model.device)
     missing = coverage(root, {n: shapes[n][0] for n in model.layers}, KINDS)
-    print(f"{model.name}: unit images in {root}")
+    print(f"{model.name}: unit images in {root}" + ("" if args.out else f" ({unit_vis_origin(model).split(' ')[0]})"))
     print(f"{'layer':<16}{'units':>7}" + "".join(f"{k:>9}" for k in KINDS) + "  missing")
     complete = True
     for layer in model.layers:

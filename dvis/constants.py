@@ -1,0 +1,14 @@
+"""Names shared by the engine, the pipeline, the toolbox and the CLI, defined once.
+
+Every module that checks, cycles or offers one of these imports it from here.
+"""
+from __future__ import annotations
+
+#: Back-projection methods (Zeiler & Fergus deconvnet, guided backprop, plain gradient).
+BACK_MODES = ("deconv", "guided", "grad")
+#: How a back-projection is rendered for display (the original toolbox's back filters).
+BACK_FILTERS = ("raw", "gray", "norm", "normblur")
+#: Kinds of per-unit image in a unit_vis folder: top-9 patches, their back-projections, optimized images.
+UNIT_IMAGE_KINDS = ("top9",) + BACK_MODES + ("opt", "opt_seeds")
+#: The kinds a complete default model ships for every unit (what ``dvis vis-info`` checks).
+COMPLETE_KINDS = ("top9", "deconv", "opt")
