@@ -1,0 +1,482 @@
+"""Unit statistics: the one reader, writer, completeness check and merge of what the maxes pass
+gathers about every unit besides its top-k images.
+
+Gathered per unit over all readable images, from each image's *score* (the spatial max of a
+map unit, the value of a vector unit; the same number the top-k ranks by):
+
+- count, sum and sum of squares of the score (mean, std), its min and max;
+- images where the unit is positive anywhere, positions where it is positive (maps), and the sum
+  of per-image spatial means (mean over positions);
+- a histogram of the score on a fixed grid shared by every layer and model (:data:`EDGES`):
+  8 bins per decade of ``|score|`` from 1e-4 to 1e4 on each side of an exact-zero bin, plus a
+  bin below 1e-4 and one at or above 1e4 on each side (133 bins). The grid does not depend on
+  the data, so shard histograms add up exactly;
+- with class labels: per class the sum of the rectified score ``max(score, 0)`` and the image
+  count (class means, Morcos et al. 2018 selectivity), and at the end the class counts of the
+  unit's top-k images;
+- sums of products of the scores of the layer's units (Pearson correlations across images):
+  all units up to :data:`CORR_MAX_UNITS`, else the fixed subsample :func:`corr_units`;
+- optionally the bottom-k (least-activating) images, kept by the tracker.
+
+Everything but bottom-k and min/max is a sum, accumulated in float64 on the tensor side, so
+shards, torchrun ranks and resumed runs merge to the one-process result up to float rounding.
+
+On disk, next to the maxes of a run folder (format ``dvis-unit-stats`` version 1, no pickle):
+
+- ``stats.npz``: the accumulators under ``<layer>:<name>`` keys (:data:`SUMS`, ``min``, ``max``,
+  ``topk_classes`` (units x classes), ``corr_units``, and ``bottom_values``/``bottom_index``/
+  ``bottom_pos`` (ascending) with bottom-k), plus ``@labels`` (one class index per image, ``-1``
+  unknown) when classes are known;
+- ``stats.json``: format, version, the maxes fingerprint, layers, shapes, classes, bottom k, the
+  histogram grid, the rare threshold. Written last: a readable stats.json means complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dvis.atomic import atomic_write_text
+from dvis.errors import DvisError
+
+FORMAT = "dvis-unit-stats"
+VERSION = 1
+ARRAYS = "stats.npz"
+META = "stats.json"
+
+#: Positive bin edges of the histogram grid: 10 ** (j / 8) for j in -32..32 (1e-4 .. 1e4).
+EDGES = 10.0 ** (np.arange(-32, 33) / 8.0)
+CENTER = len(EDGES) + 1  # the exact-zero bin
+N_BINS = 2 * CENTER + 1
+#: A unit positive on fewer than this fraction of images (and not dead) is rare.
+RARE_FRACTION = 1e-3
+#: Layers with more units get correlations on an evenly spaced subsample of this many.
+CORR_MAX_UNITS = 1024
+#: Accumulators merged by addition (the rest: ``min``, ``max`` elementwise).
+SUMS = ("n", "sum", "sumsq", "pos_images", "pos_positions", "map_sum", "hist", "class_sum", "class_n", "corr_sum")
+#: Command that computes statistics, for messages where they are missing.
+HOW_TO = "`dvis maxes` (or `dvis precompute`) computes unit statistics"
+
+
+def bin_edges() -> np.ndarray:
+    """The N_BINS + 1 histogram edges on the real line, -inf and +inf at the ends; the zero bin is
+    [0, 0] (an exact zero), its neighbours (-1e-4, 0) and (0, 1e-4)."""
+    return np.concatenate([[-np.inf], -EDGES[::-1], [0.0, 0.0], EDGES, [np.inf]])
+
+
+def bin_centers() -> np.ndarray:
+    """A representative value per bin (geometric centre; +-1e-4/2 and +-1e4*1.33 at the open ends)."""
+    mid = np.sqrt(EDGES[:-1] * EDGES[1:])
+    pos = np.concatenate([[EDGES[0] / 2], mid, [EDGES[-1] * 10 ** (1 / 16)]])
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+def corr_units(n_units: int) -> np.ndarray:
+    """Units whose correlations are kept: all, or CORR_MAX_UNITS evenly spaced ones (first and last
+    included), the same for every run of a layer of this size."""
+    if n_units <= CORR_MAX_UNITS:
+        return np.arange(n_units)
+    return np.unique(np.linspace(0, n_units - 1, CORR_MAX_UNITS).round().astype(np.int64))
+
+
+def score_bins(scores: torch.Tensor) -> torch.Tensor:
+    """Histogram bin (0..N_BINS-1) of each score (same shape, int64)."""
+    edges = torch.as_tensor(EDGES, dtype=scores.dtype, device=scores.device)
+    mag = torch.bucketize(scores.abs(), edges, right=True)
+    return CENTER + torch.sign(scores).long() * (1 + mag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accumulating
+
+
+class StatsState:
+    """Running statistics of several layers (torch tensors on the tracking device).
+
+    ``shapes``: per layer ``(C,)`` or ``(C, H, W)``; ``n_classes``: 0 without labels."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], n_classes: int = 0, device: torch.device | str = "cpu"):
+        self.shapes = {n: tuple(s) for n, s in shapes.items()}
+        self.n_classes = n_classes
+        self.acc: dict[str, torch.Tensor] = {}
+        f64, i64 = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
+        self.corr_index: dict[str, torch.Tensor | None] = {}
+        for n, s in self.shapes.items():
+            u, cu = s[0], corr_units(s[0])
+            self.corr_index[n] = None if len(cu) == u else torch.as_tensor(cu, device=device)
+            self.acc.update({
+                f"{n}:n": torch.zeros(1, **i64), f"{n}:sum": torch.zeros(u, **f64), f"{n}:sumsq": torch.zeros(u, **f64),
+                f"{n}:min": torch.full((u,), torch.inf, **f64), f"{n}:max": torch.full((u,), -torch.inf, **f64),
+                f"{n}:pos_images": torch.zeros(u, **i64), f"{n}:pos_positions": torch.zeros(u, **i64),
+                f"{n}:map_sum": torch.zeros(u, **f64), f"{n}:hist": torch.zeros(u, N_BINS, **i64),
+                f"{n}:class_sum": torch.zeros(n_classes, u, **f64), f"{n}:class_n": torch.zeros(n_classes, **i64),
+                f"{n}:corr_sum": torch.zeros(len(cu), len(cu), **f64)})
+
+    def update(self, layer: str, scores: torch.Tensor, valid: torch.Tensor, maps: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> None:
+        """Add a batch: ``scores`` B x units, ``valid`` (B,) bool (images to count), ``maps`` the
+        B x units x H x W output of a map layer, ``labels`` (B,) class indices (``-1`` unknown)."""
+        if not bool(valid.all()):
+            scores, maps = scores[valid], (maps[valid] if maps is not None else None)
+            labels = labels[valid] if labels is not None else None
+        if not len(scores):
+            return
+        a, p = self.acc, layer + ":"
+        s = torch.nan_to_num(scores.float(), nan=0.0)
+        d = s.double()
+        u = d.shape[1]
+        a[p + "n"] += len(d)
+        a[p + "sum"] += d.sum(0)
+        a[p + "sumsq"] += (d * d).sum(0)
+        torch.minimum(a[p + "min"], d.amin(0), out=a[p + "min"])
+        torch.maximum(a[p + "max"], d.amax(0), out=a[p + "max"])
+        positive = s > 0
+        a[p + "pos_images"] += positive.sum(0)
+        if maps is not None:
+            a[p + "pos_positions"] += (maps > 0).sum((0, 2, 3))
+            a[p + "map_sum"] += maps.mean((2, 3), dtype=torch.float64).sum(0)
+        else:
+            a[p + "pos_positions"] += positive.sum(0)
+            a[p + "map_sum"] += d.sum(0)
+        flat = (score_bins(s) + N_BINS * torch.arange(u, device=s.device)).view(-1)
+        a[p + "hist"] += torch.bincount(flat, minlength=u * N_BINS).view(u, N_BINS)
+        if self.n_classes and labels is not None:
+            known = labels >= 0
+            lab = labels[known]
+            a[p + "class_sum"].index_add_(0, lab, d[known].clamp_(min=0))
+            a[p + "class_n"] += torch.bincount(lab, minlength=self.n_classes)
+        ci = self.corr_index[layer]
+        sub = d if ci is None else d[:, ci]
+        a[p + "corr_sum"].addmm_(sub.t(), sub)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.cpu().numpy() for k, v in self.acc.items()}
+
+    def load_arrays(self, arrays) -> None:
+        """Restore accumulators saved by :meth:`to_arrays` (a checkpoint)."""
+        for k in self.acc:
+            self.acc[k] = torch.from_numpy(np.array(arrays[k])).to(self.acc[k].device)
+
+
+def merge_arrays(parts: list[dict[str, np.ndarray]], layers: list[str]) -> dict[str, np.ndarray]:
+    """Accumulators of several shares of the images -> those of all of them (order-free up to rounding)."""
+    out = {}
+    for n in layers:
+        for name in SUMS:
+            out[f"{n}:{name}"] = np.sum([p[f"{n}:{name}"] for p in parts], axis=0)
+        out[f"{n}:min"] = np.min([p[f"{n}:min"] for p in parts], axis=0)
+        out[f"{n}:max"] = np.max([p[f"{n}:max"] for p in parts], axis=0)
+    return out
+
+
+def merge_bottom(parts: list[dict[str, np.ndarray]], layers: list[str], k: int) -> dict[str, np.ndarray]:
+    """Bottom-k of several shares: value ascending, then image index ascending (as the tracker)."""
+    out = {}
+    for n in layers:
+        v = np.concatenate([p[f"{n}:bottom_values"] for p in parts], 1)
+        i = np.concatenate([p[f"{n}:bottom_index"] for p in parts], 1)
+        pos = np.concatenate([p[f"{n}:bottom_pos"] for p in parts], 1)
+        empty = i < 0
+        order = np.lexsort((np.where(empty, np.iinfo(np.int64).max, i), np.where(empty, np.inf, v)), axis=1)[:, :k]
+        out[f"{n}:bottom_values"] = np.take_along_axis(v, order, 1)
+        out[f"{n}:bottom_index"] = np.take_along_axis(i, order, 1)
+        out[f"{n}:bottom_pos"] = np.take_along_axis(pos, order[..., None], 1)
+    return out
+
+
+@dataclass
+class StatsArrays:
+    """What a run (or a share of it) gathered besides the top-k: accumulators (and bottom-k) under
+    ``<layer>:<name>`` keys, the class names and one class index per image (``-1`` unknown)."""
+
+    arrays: dict[str, np.ndarray]
+    classes: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None
+    bottom_k: int = 0
+
+    PREFIX = "stats/"
+
+    def to_npz(self) -> dict[str, np.ndarray]:
+        """Arrays for embedding in a checkpoint or shard .npz (keys prefixed ``stats/``)."""
+        meta = json.dumps({"classes": self.classes, "bottom_k": self.bottom_k})
+        out = {self.PREFIX + k: v for k, v in self.arrays.items()}
+        out[self.PREFIX + "@meta"] = np.array(meta)
+        if self.labels is not None:
+            out[self.PREFIX + "@labels"] = self.labels
+        return out
+
+    @classmethod
+    def from_npz(cls, arrays) -> "StatsArrays | None":
+        """Inverse of :meth:`to_npz`; None when the .npz has no statistics."""
+        keys = [k for k in arrays.keys() if k.startswith(cls.PREFIX)] if hasattr(arrays, "keys") else []
+        if cls.PREFIX + "@meta" not in keys:
+            return None
+        meta = json.loads(str(arrays[cls.PREFIX + "@meta"]))
+        labels = np.asarray(arrays[cls.PREFIX + "@labels"]) if cls.PREFIX + "@labels" in keys else None
+        body = {k[len(cls.PREFIX):]: np.asarray(arrays[k]) for k in keys if not k[len(cls.PREFIX):].startswith("@")}
+        return cls(body, meta["classes"], labels, meta["bottom_k"])
+
+
+def merge_stats(parts: list[StatsArrays | None], layers: list[str]) -> StatsArrays | None:
+    """The statistics of all shares (None if any share has none)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    first = parts[0]
+    if any(p.classes != first.classes or p.bottom_k != first.bottom_k for p in parts):
+        raise DvisError("cannot merge unit statistics gathered with different classes or bottom k")
+    arrays = merge_arrays([p.arrays for p in parts], layers)
+    if first.bottom_k:
+        arrays.update(merge_bottom([p.arrays for p in parts], layers, first.bottom_k))
+    return StatsArrays(arrays, list(first.classes), first.labels, first.bottom_k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Class labels of images
+
+
+def image_labels(class_names: list[str | None] | None, known: list[str] = ()) -> tuple[list[str], np.ndarray | None]:
+    """(classes, per-image class index) from per-image class names (None: unknown).
+
+    Classes follow ``known`` (a model's labels, so that class i is output unit i) when every name
+    is one of them, else natural order of the names. ``([], None)`` without labels."""
+    from dvis.images import natural_key
+
+    if not class_names:
+        return [], None
+    names = sorted({c for c in class_names if c is not None}, key=natural_key)
+    if not names:
+        return [], None
+    classes = list(known) if known and set(names) <= set(known) else names
+    lookup = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([lookup[c] if c is not None else -1 for c in class_names], dtype=np.int16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def save_stats(run_dir: str | Path, stats: StatsArrays, index: dict[str, np.ndarray], layers: list[str],
+               shapes: dict[str, tuple[int, ...]], n_images: int, maxes_fingerprint: str | None) -> None:
+    """Write ``stats.npz`` and then ``stats.json``; ``index`` is each layer's top-k image indices
+    (units x k, ``-1`` empty), whose class counts are stored with the statistics."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / META).unlink(missing_ok=True)
+    arrays = dict(stats.arrays)
+    for n in layers:
+        arrays[f"{n}:corr_units"] = corr_units(shapes[n][0])
+        if stats.labels is not None:
+            arrays[f"{n}:topk_classes"] = topk_class_counts(index[n], stats.labels, len(stats.classes))
+    if stats.labels is not None:
+        arrays["@labels"] = stats.labels
+    tmp = run / f".{ARRAYS}.tmp{os.getpid()}"
+    try:  # compressed (histograms are mostly zeros), written atomically like dvis.atomic.atomic_savez
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run / ARRAYS)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = dict(format=FORMAT, version=VERSION, maxes_fingerprint=maxes_fingerprint, layers=list(layers),
+                shapes={n: list(shapes[n]) for n in layers}, n_images=n_images, classes=stats.classes,
+                bottom_k=stats.bottom_k, rare_fraction=RARE_FRACTION, corr_max_units=CORR_MAX_UNITS,
+                histogram={"grid": "symmetric log: 0, +-10**(j/8) for j in -32..32, open ends", "bins": N_BINS,
+                           "of": "per-image score (spatial max for maps)"})
+    atomic_write_text(run / META, json.dumps(meta, indent=1))
+
+
+def topk_class_counts(index: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per unit, how many of its top-k images are of each class (units x classes int64)."""
+    lab = np.where(index >= 0, labels[np.clip(index, 0, None)], -1).astype(np.int64)
+    units = np.repeat(np.arange(len(index)), index.shape[1])
+    counts = np.zeros((len(index), n_classes), np.int64)
+    ok = lab.ravel() >= 0
+    np.add.at(counts, (units[ok], lab.ravel()[ok]), 1)
+    return counts
+
+
+def stats_complete(run_dir: str | Path, maxes_fingerprint: str, classes: list[str] | None = None,
+                   bottom_k: int | None = None) -> bool:
+    """Whether ``run_dir`` holds statistics of the maxes computation ``maxes_fingerprint`` (with
+    these classes and bottom k, when given)."""
+    try:
+        meta = _read_meta(Path(run_dir))
+    except DvisError:
+        return False
+    return (meta.get("maxes_fingerprint") == maxes_fingerprint and (classes is None or meta["classes"] == classes)
+            and (bottom_k is None or meta["bottom_k"] == bottom_k) and (Path(run_dir) / ARRAYS).is_file())
+
+
+def _read_meta(run: Path) -> dict:
+    path = run / META
+    if not path.is_file():
+        raise DvisError(f"{run} has no unit statistics ({META}); {HOW_TO}")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise DvisError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DvisError(f"{path}: not a {FORMAT} v{VERSION} file")
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: derived statistics
+
+
+@dataclass
+class LayerStats:
+    """One layer's derived statistics (numpy, one entry per unit unless noted)."""
+
+    n: int
+    mean: np.ndarray
+    std: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    frac_images: np.ndarray       # fraction of images where the unit is positive somewhere
+    frac_positions: np.ndarray    # fraction of (image, position) pairs where it is positive
+    mean_map: np.ndarray          # mean over images and positions
+    dead: np.ndarray              # bool: never positive
+    rare: np.ndarray              # bool: positive on fewer than RARE_FRACTION of images, not dead
+    hist: np.ndarray              # units x N_BINS counts of the per-image score
+    class_mean: np.ndarray | None  # units x classes mean rectified score
+    selectivity: np.ndarray | None  # Morcos class-selectivity index in [0, 1] (NaN: never positive)
+    topk_classes: np.ndarray | None  # units x classes counts among the top-k images
+    corr_units: np.ndarray        # units the correlation matrix covers
+    corr: np.ndarray              # len(corr_units) x len(corr_units) Pearson correlation (NaN: constant unit)
+    bottom_values: np.ndarray | None = None
+    bottom_index: np.ndarray | None = None
+    bottom_pos: np.ndarray | None = None
+
+    def most_correlated(self, unit: int, k: int = 8) -> list[tuple[int, float]]:
+        """The ``k`` other units most correlated with ``unit`` (highest correlation first); [] when
+        ``unit`` is outside the correlation subsample."""
+        where = np.nonzero(self.corr_units == unit)[0]
+        if not len(where):
+            return []
+        row = self.corr[where[0]].copy()
+        row[where[0]] = np.nan
+        order = [j for j in np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable") if np.isfinite(row[j])][:k]
+        return [(int(self.corr_units[j]), float(row[j])) for j in order]
+
+    def corr_with(self, unit: int) -> np.ndarray | None:
+        """Correlation of every unit of the layer with ``unit`` (NaN outside the subsample), or None."""
+        where = np.nonzero(self.corr_units == unit)[0]
+        if not len(where):
+            return None
+        out = np.full(len(self.mean), np.nan)
+        out[self.corr_units] = self.corr[where[0]]
+        return out
+
+    def top_classes(self, unit: int, k: int = 3) -> list[tuple[int, float]]:
+        """(class index, share of the unit's top-k images) for its ``k`` most frequent classes."""
+        if self.topk_classes is None:
+            return []
+        counts = self.topk_classes[unit]
+        total = counts.sum()
+        order = np.argsort(-counts, kind="stable")[:k]
+        return [(int(c), float(counts[c] / total)) for c in order if counts[c] > 0]
+
+
+def selectivity_index(class_mean: np.ndarray) -> np.ndarray:
+    """Morcos et al. (2018): (mu_max - mu_rest) / (mu_max + mu_rest) per row of units x classes
+    non-negative class means; NaN where both are 0."""
+    best = class_mean.max(1)
+    rest = (class_mean.sum(1) - best) / max(class_mean.shape[1] - 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(best + rest > 0, (best - rest) / (best + rest), np.nan)
+
+
+def derive(arrays, layer: str, shape: tuple[int, ...], has_classes: bool) -> LayerStats:
+    """Derived statistics of ``layer`` from its accumulators (a stats.npz or merged arrays)."""
+    g = lambda name: np.asarray(arrays[f"{layer}:{name}"])  # noqa: E731
+    n = int(g("n")[0])
+    positions = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = g("sum") / n
+        std = np.sqrt(np.maximum(g("sumsq") / n - mean ** 2, 0))
+        cu = corr_units(shape[0])
+        cmean = mean[cu]
+        cov = g("corr_sum") / n - np.outer(cmean, cmean)
+        sd = np.sqrt(np.maximum(np.diag(cov), 0))
+        corr = np.clip(cov / np.outer(sd, sd), -1, 1)
+        corr[:, sd == 0] = np.nan
+        corr[sd == 0, :] = np.nan
+        class_mean = selectivity = None
+        if has_classes:
+            class_mean = (g("class_sum") / np.maximum(g("class_n"), 1)[:, None]).T
+            selectivity = selectivity_index(class_mean)
+    frac = g("pos_images") / max(n, 1)
+    dead = g("pos_images") == 0
+    keys = arrays.keys() if hasattr(arrays, "keys") else arrays.files
+    bottom = {k: g(k) for k in ("bottom_values", "bottom_index", "bottom_pos") if f"{layer}:{k}" in keys}
+    topk = g("topk_classes") if has_classes and f"{layer}:topk_classes" in keys else None
+    return LayerStats(n, mean, std, g("min"), g("max"), frac, g("pos_positions") / max(n * positions, 1),
+                      g("map_sum") / max(n, 1), dead, ~dead & (frac < RARE_FRACTION), g("hist"), class_mean,
+                      selectivity, topk, cu, corr, **bottom)
+
+
+class UnitStats:
+    """Reader of a run folder's statistics (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir)
+        self.meta = _read_meta(self.root)
+        try:
+            with np.load(self.root / ARRAYS, allow_pickle=False) as z:
+                self.arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DvisError(f"{self.root / ARRAYS}: unreadable unit statistics ({exc})") from None
+        self.layers: list[str] = list(self.meta["layers"])
+        self.classes: list[str] = list(self.meta["classes"])
+        self.shapes = {n: tuple(s) for n, s in self.meta["shapes"].items()}
+        self.labels = self.arrays.get("@labels")
+        self._cache: dict[str, LayerStats] = {}
+
+    def layer(self, layer: str) -> LayerStats:
+        if layer not in self.shapes:
+            raise DvisError(f"no unit statistics for layer {layer}; they cover {', '.join(self.layers)}")
+        if layer not in self._cache:
+            self._cache[layer] = derive(self.arrays, layer, self.shapes[layer], bool(self.classes))
+        return self._cache[layer]
+
+
+def find_stats(model) -> UnitStats | None:
+    """The statistics shipped with a LoadedModel (its unit_vis ``maxes`` run), or None."""
+    folder = getattr(model, "unit_vis_dir", None)
+    if folder is None or not (Path(folder) / "maxes" / META).is_file():
+        return None
+    return UnitStats(Path(folder) / "maxes")
+
+
+def source_labels(source, labels_file: str | Path | None = None, known: list[str] = ()
+                  ) -> tuple[list[str], np.ndarray | None]:
+    """(classes, per-image class index) of an ImageSource: from ``labels_file`` (lines
+    ``<image name> <class>``, names as the source lists them; images not listed are unknown), else
+    from class folders (each image's parent folder, when the images lie in two or more folders).
+    Classes follow ``known`` (the model's labels) when they name every class."""
+    if labels_file is not None:
+        table = {}
+        try:
+            lines = Path(labels_file).read_text().splitlines()
+        except OSError as exc:
+            raise DvisError(f"cannot read labels file {labels_file}: {exc}") from None
+        for i, line in enumerate(lines):
+            if line.strip():
+                parts = line.rsplit(None, 1)
+                if len(parts) != 2:
+                    raise DvisError(f"{labels_file}:{i + 1}: expected '<image name> <class>', got {line!r}")
+                table[parts[0]] = parts[1]
+        names = [table.get(s) for s in source.names]
+        if not any(c is not None for c in names):
+            raise DvisError(f"{labels_file} names none of the {len(source.names)} images of {source.spec}")
+        return image_labels(names, known)
+    folders = [os.path.basename(os.path.dirname(s)) or None for s in source.names]
+    if len(set(folders) - {None}) < 2:
+        return [], None
+    return image_labels(folders, known)
