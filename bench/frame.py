@@ -20,6 +20,7 @@ import numpy as np
 from dvis.images import list_images, read_image
 from dvis.model_loading import load_model
 from dvis.toolbox.app import Toolbox
+from dvis.toolbox.drivers import run_keys
 from dvis.toolbox.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def bench(name: str, frames: int, images: list[np.ndarray]) -> dict:
     tb = Toolbox(model, load_settings(None, {"images": str(REPO / "input_images"), "pause_after_key_s": 0.0}),
                  headless=True)
     try:
-        tb.run_headless(["b", "right", "down"])  # back-projection on, a unit selected
+        run_keys(tb, ["b", "right", "down"])  # back-projection on, a unit selected
         compute, render = [], []
         start = time.perf_counter()
         for i in range(frames):

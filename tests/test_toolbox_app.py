@@ -7,9 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from dvis.errors import DvisError
-from dvis.toolbox.app import parse_keys
+from dvis.toolbox.drivers import parse_keys, run_keys
 from dvis.toolbox.keys import SPECIAL_NAMES
 from toolbox_helpers import make_images, make_model_folder, make_toolbox
 
@@ -29,7 +30,7 @@ def pane(tb, name):
 
 
 def press(tb, *keys):
-    tb.run_headless(list(keys))
+    run_keys(tb, list(keys))
 
 
 def test_start_shows_every_pane(tb):
@@ -152,9 +153,12 @@ def test_mouse_clicks_select_layer_and_unit(tb):
 def test_checkpoint_key_swaps_weights_and_back(tb):
     press(tb)
     final = tb.worker.output.acts["fc3"].copy()
+    shared = {k: v.clone() for k, v in tb.model.net.state_dict().items()}
     press(tb, "v")
     assert tb.state.checkpoint == 0 and "ckpt-1" in tb.status_text()
     assert not np.allclose(tb.worker.output.acts["fc3"], final)
+    # the checkpoint ran on a copy: the shared LoadedModel keeps its weights (other tabs/threads use it)
+    assert all(torch.equal(v, shared[k]) for k, v in tb.model.net.state_dict().items())
     press(tb, "v")
     assert tb.state.checkpoint == -1
     np.testing.assert_allclose(tb.worker.output.acts["fc3"], final, rtol=1e-5, atol=1e-6)
@@ -212,7 +216,7 @@ def test_2000_random_keys_leave_a_well_formed_canvas(tb):
     names.remove("q")
     rng = np.random.default_rng(0)
     keys = [names[i] for i in rng.integers(0, len(names), 2000)]
-    tb.run_headless(keys)
+    run_keys(tb, keys)
     assert tb.canvas.shape == tb.settings.canvas_shape() + (3,) and tb.canvas.dtype == np.uint8
     assert tb.worker.output.error is None
     assert 0 <= tb.state.layer < 5 and 0 <= tb.state.unit < tb.geo.n_units[tb.state.layer]
@@ -227,7 +231,7 @@ def test_gray_rectangular_custom_model(tmp_path):
     tb = Toolbox(model, load_settings(None, {"images": str(make_images(tmp_path)), "global_scale": 0.5}),
                  headless=True)
     try:
-        tb.run_headless(["b", "right", "o", "o", "o", "o", "e"])
+        run_keys(tb, ["b", "right", "o", "o", "o", "o", "e"])
         assert tb.frame.shape[0] / tb.frame.shape[1] == pytest.approx(48 / 64, abs=0.03)  # cropped to 48x64
         assert (tb.frame[..., 0] == tb.frame[..., 1]).all()  # grayscale model: gray frames
         assert tb.worker.output.error is None
@@ -258,11 +262,14 @@ def test_run_toolbox_headless_cli_writes_pngs(tmp_path):
 
 def test_run_toolbox_without_display_names_the_flag(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    proc = subprocess.run([sys.executable, str(REPO / "run_toolbox.py")], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(REPO / "run_toolbox.py"), "--model", "alexnet", "--set",
+                           "font_scale=1.2", "--no-recursive"], capture_output=True, text=True,
                           env=env, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--headless" in lines[0] and "display" in lines[0]
+    assert len(lines) == 2 and "--headless" in lines[0] and "display" in lines[0]
+    # the same settings, served to a browser
+    assert lines[1].split() == ["dvis", "serve", "--model", "alexnet", "--no-recursive", "--set", "font_scale=1.2"]
 
 
 def test_run_toolbox_reports_unknown_setting(tmp_path):

@@ -5,7 +5,7 @@ from dvis.errors import DvisError
 from dvis.toolbox.bindings import ACTION_HELP, help_lines, key_map
 from dvis.toolbox.keys import decode, is_key_name
 from dvis.toolbox.settings import Settings
-from dvis.toolbox.state import ACTIONS
+from dvis.toolbox.actions import ACTIONS
 
 
 @pytest.mark.parametrize("code,name", [

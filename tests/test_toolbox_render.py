@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from dvis.toolbox import render as R
+from dvis.toolbox.workers import NotThere
 
 STYLE = R.Style()
 
@@ -123,7 +124,7 @@ def test_control_boxes_wrap_to_new_rows():
 def test_unit_images_pane_slots():
     pane = np.zeros((300, 100, 3), np.uint8)
     img = np.full((10, 10, 3), 200, np.uint8)
-    R.render_unit_images(pane, STYLE, [("opt", img), ("top9", None), ("deconv", "loading")])
+    R.render_unit_images(pane, STYLE, [("opt", img), ("top9", NotThere.ABSENT), ("deconv", NotThere.LOADING)])
     np.testing.assert_array_equal(pane[50, 50], [200] * 3)
     assert (pane[110, 2] == STYLE.disabled).all()
     assert (pane[210, 2] == STYLE.stale).all()

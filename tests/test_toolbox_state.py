@@ -3,7 +3,8 @@ from dataclasses import replace
 
 import pytest
 
-from dvis.toolbox.state import ACTIONS, Geometry, State, apply, select_at
+from dvis.toolbox.actions import ACTIONS, apply, select_at
+from dvis.toolbox.state import Geometry, State
 
 # Layer 0: 10 units in a 3x4 grid (last row partial); layer 1: 6 units in 2x3; layer 2: fc 4 units 1x4.
 GEO = Geometry(grids=((3, 4), (2, 3), (1, 4)), n_units=(10, 6, 4), n_images=3, n_checkpoints=2,
@@ -12,7 +13,7 @@ GEO = Geometry(grids=((3, 4), (2, 3), (1, 4)), n_units=(10, 6, 4), n_images=3, n
 
 def run(keys, state=State()):
     for action in keys:
-        state = apply(state, action, GEO)
+        state = apply(state, action, GEO).state
     return state
 
 
@@ -53,7 +54,7 @@ def test_b_cycles_back_projection_presets():
     seen = []
     s = State()
     for _ in range(5):
-        s = apply(s, "cycle_back", GEO)
+        s = apply(s, "cycle_back", GEO).state
         seen.append((s.back_on, s.back_mode, s.back_filter) if s.back_on else "off")
     assert seen == [(True, "grad", "raw"), (True, "grad", "norm"), (True, "deconv", "raw"),
                     (True, "guided", "raw"), "off"]
@@ -89,7 +90,8 @@ def test_zoom_and_boost_cycles():
 
 def test_images_wrap_and_checkpoints_step_through_final():
     assert [run(["next_image"] * k).image for k in (1, 2, 3)] == [1, 2, 0]
-    assert run(["prev_image"]).image == 2
+    assert run(["prev_image"]).image == 2 and run(["prev_image"]).image_step == -1
+    assert run(["prev_image", "next_image"]).image_step == 1
     assert [run(["next_checkpoint"] * k).checkpoint for k in range(4)] == [-1, 0, 1, -1]
     assert run(["prev_checkpoint"]).checkpoint == 1
 
@@ -103,8 +105,9 @@ def test_reset_keeps_input_but_clears_view_and_quit_sets_flag():
 
 def test_every_action_is_handled_and_layer_list_clicks():
     for action in ACTIONS:
-        assert isinstance(apply(State(), action, GEO), State)
-    assert apply(State(), "no_such_action", GEO) == State()
+        assert isinstance(apply(State(), action, GEO).state, State)
+    assert apply(State(), "no_such_action", GEO) == (State(), ())
+    assert apply(State(), "screenshot", GEO) == (State(), ("screenshot",))  # a side effect only
     s = select_at(replace(State(), unit=7), 1, None, GEO)
     assert (s.layer, s.unit, s.on_layer_list) == (1, 5, True)
     assert select_at(s, 2, 3, GEO) == replace(s, layer=2, unit=3, on_layer_list=False)

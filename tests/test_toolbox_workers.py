@@ -9,7 +9,7 @@ import pytest
 
 from dvis.errors import DvisError
 from dvis.toolbox.inputs import Camera, FileSource, crop_to_aspect, model_view
-from dvis.toolbox.workers import MISSING, ByteCache, ComputeWorker, ImageLoader, Job, Output, class_probs
+from dvis.toolbox.workers import ByteCache, NotThere, ComputeWorker, ImageLoader, Job, Output, class_probs
 from toolbox_helpers import make_images
 
 
@@ -92,12 +92,12 @@ def test_byte_cache_evicts_least_recently_used_by_bytes():
     cache = ByteCache(max_bytes=250)
     for k in "abc":
         cache.put(k, np.zeros(100, np.uint8))
-    assert cache.get("a") is MISSING and cache.bytes == 200
+    assert cache.get("a") is NotThere.LOADING and cache.bytes == 200
     cache.get("b")
     cache.put("d", np.zeros(100, np.uint8))
-    assert cache.get("c") is MISSING and cache.get("b") is not MISSING
-    cache.put("none", None)  # "absent" results are cached for free
-    assert cache.get("none") is None and cache.bytes == 200
+    assert cache.get("c") is NotThere.LOADING and cache.get("b") is not NotThere.LOADING
+    cache.put("none", NotThere.ABSENT)  # "absent" results are cached for free
+    assert cache.get("none") is NotThere.ABSENT and cache.bytes == 200
 
 
 def test_image_loader_loads_wanted_keys():
@@ -111,9 +111,9 @@ def test_image_loader_loads_wanted_keys():
     loader = ImageLoader(load, 10_000)
     try:
         loader.want(["ab", "absent"])
-        assert loader.get("ab") is MISSING
+        assert loader.get("ab") is NotThere.LOADING
         assert loader.wait(5)
-        assert loader.get("ab").tolist() == [2, 2, 2] and loader.get("absent") is None
+        assert loader.get("ab").tolist() == [2, 2, 2] and loader.get("absent") is NotThere.ABSENT
         loader.want(["ab"])
         assert loader.wait(5) and calls == ["ab", "absent"]  # cached keys are not reloaded
     finally:
@@ -124,7 +124,7 @@ def test_image_loader_survives_load_errors():
     loader = ImageLoader(lambda key: 1 / 0, 1000)
     try:
         loader.want(["x"])
-        assert loader.wait(5) and loader.get("x") is None
+        assert loader.wait(5) and loader.get("x") is NotThere.ABSENT
     finally:
         loader.close()
 

@@ -1,13 +1,15 @@
-"""The toolbox app: state + frame sources + workers + renderers, driven by a window or by a key list.
+"""The toolbox core: settings + state + frame sources + workers + renderers -> one RGB canvas.
 
-The window thread (or the headless driver) only decodes keys, updates the state, renders and shows;
-network passes run in :class:`~dvis.toolbox.workers.ComputeWorker` and unit images load in
-:class:`~dvis.toolbox.workers.ImageLoader`.
+:class:`Toolbox` takes key names (:meth:`Toolbox.press`) and canvas clicks (:meth:`Toolbox.click`),
+runs network passes in :class:`~dvis.toolbox.workers.ComputeWorker` and loads unit images in
+:class:`~dvis.toolbox.workers.ImageLoader`, and draws with :meth:`Toolbox.render`. It opens no window
+and writes no file: a driver (``dvis.toolbox.drivers`` for the OpenCV window and the headless key
+list, ``dvis.web`` for the browser) shows the canvas and performs the effects keys return
+(``screenshot``). It is not thread-safe: one driver thread calls it.
 """
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +21,12 @@ import torch
 from dvis.errors import DvisError
 from dvis.toolbox import render as R
 from dvis.toolbox.bindings import help_lines, key_map
+from dvis.toolbox.actions import apply, select_at
 from dvis.toolbox.inputs import Camera, FileSource, model_view
-from dvis.toolbox.keys import decode, is_key_name
 from dvis.toolbox.settings import Settings
-from dvis.toolbox.state import Geometry, State, apply, select_at
-from dvis.toolbox.workers import MISSING, ComputeWorker, ImageLoader, Job, compute, unit_image_loader
+from dvis.toolbox.state import Geometry, State
+from dvis.toolbox.workers import (Back, ComputeWorker, ImageLoader, Job, NotThere, SpriteKey, UnitImageKey,
+                                  compute, unit_image_loader)
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +66,18 @@ def receptive_fields(model, shapes: dict[str, tuple[int, ...]]) -> dict:
     return rfs
 
 
-def parse_keys(text: str) -> list[str]:
-    """Headless key list: space-separated key names or ``click:X,Y``; raises DvisError on a bad token."""
-    tokens = text.split()
-    for tok in tokens:
-        if not (is_key_name(tok) or re.fullmatch(r"click:\d+,\d+", tok)):
-            raise DvisError(f"--keys: '{tok}' is not a key name (e.g. right, pageup, esc, b) or click:X,Y")
-    return tokens
-
-
 class Toolbox:
-    """One toolbox session on a LoadedModel."""
+    """One toolbox session on a LoadedModel.
 
-    def __init__(self, model, settings: Settings, headless: bool = False, compute_fn=compute):
+    ``headless``: keys do not delay the worker (``pause_after_key_s`` is for held keys in a window).
+    ``camera_factory(camera_id, mirror)`` opens the camera for the ``c`` key (the web driver passes
+    the browser's camera); it raises DvisError when there is none.
+    """
+
+    def __init__(self, model, settings: Settings, headless: bool = False, compute_fn=compute,
+                 camera_factory=Camera):
         self.model, self.settings, self.headless = model, settings, headless
+        self.camera_factory = camera_factory
         self.style = style_from(settings)
         self.panes = settings.scaled_layout()
         self.canvas = np.zeros(settings.canvas_shape() + (3,), np.uint8)
@@ -99,58 +100,58 @@ class Toolbox:
         self.state = State(crop=settings.crop, show_top5=settings.show_top5,
                            show_unit_images=settings.show_unit_images)
         self.message = self.files.message
-        self.camera: Camera | None = None
+        self.camera = None  # what camera_factory returned while the camera is on
         self.frame: np.ndarray | None = None  # the model view of the current frame
         self.frame_id = None
-        self._image_step = 1
         self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         self._loop_times: list[float] = []
         self.worker = ComputeWorker(model, settings, compute_fn)
         self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir), settings.unit_cache_bytes)
         if settings.start_in_camera:
-            self._apply_state(replace(self.state, camera=True))
+            self.set_state(replace(self.state, camera=True))
 
     # ------------------------------------------------------------------ input handling
 
-    def handle_key(self, name: str) -> None:
-        """Apply the action bound to key ``name``; failures become a status message."""
+    def press(self, name: str) -> tuple[str, ...]:
+        """Apply the action bound to key ``name``; returns the effects the driver must perform
+        (see :mod:`dvis.toolbox.actions`). Failures become a status message."""
         action = self.keymap.get(name)
         if action is None:
             self.message = f"key '{name}' is not bound (h: help)"
-            return
+            return ()
         if not self.headless:
             self.worker.note_key()
         try:
-            if action in ("next_image", "prev_image"):
-                self._image_step = 1 if action == "next_image" else -1
-            if action == "screenshot":
-                self.message = f"saved {self.screenshot()}"
-            self._apply_state(apply(self.state, action, self.geo))
+            step = apply(self.state, action, self.geo)
+            self.set_state(step.state)
+            return step.effects
         except Exception as exc:  # the window must never die from a key
             log.exception("key %s failed", name)
             self.message = f"{action}: {type(exc).__name__}: {exc}".splitlines()[0]
+            return ()
 
-    def handle_click(self, x: int, y: int) -> None:
+    def click(self, x: int, y: int) -> None:
         """Select the layer name or unit tile under canvas pixel (x, y)."""
         top, left, h, w = self.panes["control"]
         if top <= y < top + h and left <= x < left + w:
             for i, (t, l, b, r) in enumerate(R.control_boxes(self._names(), (h, w), self.style)):
                 if t <= y - top < b and l <= x - left < r:
-                    self._apply_state(select_at(self.state, i, None, self.geo))
+                    self.set_state(select_at(self.state, i, None, self.geo))
             return
         top, left, h, w = self.panes["layers"]
         if top <= y < top + h and left <= x < left + w and self.state.zoom == "off":
             layer = self.state.layer
             unit = self.tile_layouts[layer].unit_at(y - top, x - left, self.geo.n_units[layer])
             if unit is not None:
-                self._apply_state(select_at(self.state, layer, unit, self.geo))
+                self.set_state(select_at(self.state, layer, unit, self.geo))
 
-    def _apply_state(self, new: State) -> None:
+    def set_state(self, new: State) -> None:
+        """Switch to state ``new`` and carry out what the change implies (camera on/off, weights message)."""
         old, self.state = self.state, new
         if new.camera and not old.camera:
             try:
-                self.camera = Camera(self.settings.camera_id, self.settings.camera_mirror)
-                self.message = f"camera {self.settings.camera_id}"
+                self.camera = self.camera_factory(self.settings.camera_id, self.settings.camera_mirror)
+                self.message = f"camera {getattr(self.camera, 'name', self.settings.camera_id)}"
             except DvisError as exc:
                 self.message = str(exc)
                 self.state = replace(self.state, camera=False)
@@ -171,7 +172,7 @@ class Toolbox:
             if latest is not None and not st.camera_frozen:
                 self._set_frame(("camera", latest[0], st.crop), latest[1])
         elif not st.camera:
-            index, frame, msg = self.files.read(st.image, self._image_step)
+            index, frame, msg = self.files.read(st.image, st.image_step)
             if msg:
                 self.message = msg
             if index != st.image:
@@ -180,9 +181,9 @@ class Toolbox:
         if self.frame is not None:
             self.worker.submit(self.job())
         layer, unit = self.model.layers[st.layer], st.unit
-        wanted = [("unit", layer, unit, k) for k in self.settings.unit_image_kinds] if st.show_unit_images else []
+        wanted = [UnitImageKey(layer, unit, k) for k in self.settings.unit_image_kinds] if st.show_unit_images else []
         if st.pattern:
-            wanted.insert(0, ("sprite", layer, "opt"))
+            wanted.insert(0, SpriteKey(layer, "opt"))
         self.loader.want(wanted)
 
     def _set_frame(self, frame_id, frame: np.ndarray | None) -> None:
@@ -198,7 +199,7 @@ class Toolbox:
         back = None
         if st.back_on:
             layer, unit = st.back_source()
-            back = (self.model.layers[layer], unit, st.back_mode)
+            back = Back(self.model.layers[layer], unit, st.back_mode)
         return Job(frame_id=self.frame_id, frame=self.frame, back=back,
                    diff_layer=self.model.layers[st.layer] if st.back_on else None,
                    checkpoint=st.checkpoint, occlusion=st.occlusion)
@@ -290,10 +291,10 @@ class Toolbox:
             return
         images = tiles
         if st.pattern:
-            sprite = self.loader.get(("sprite", self.model.layers[st.layer], "opt"))
-            if not isinstance(sprite, np.ndarray):
-                R.fill(pane, self.style.stale if sprite is MISSING else self.style.disabled,
-                       "loading patterns" if sprite is MISSING else "patterns not computed", self.style)
+            sprite = self.loader.get(SpriteKey(self.model.layers[st.layer], "opt"))
+            if isinstance(sprite, NotThere):
+                R.fill(pane, self.style.stale if sprite is NotThere.LOADING else self.style.disabled,
+                       f"patterns {sprite.value}", self.style)
                 return
             images = sprite
         layout = self.tile_layouts[st.layer]
@@ -349,10 +350,8 @@ class Toolbox:
             R.fill(pane, self.style.disabled, "unit images off (9)", self.style)
             return
         layer = self.model.layers[st.layer]
-        slots = []
-        for kind in self.settings.unit_image_kinds:
-            img = self.loader.get(("unit", layer, st.unit, kind))
-            slots.append((kind, "loading" if img is MISSING else img))
+        slots = [(kind, self.loader.get(UnitImageKey(layer, st.unit, kind)))
+                 for kind in self.settings.unit_image_kinds]
         R.render_unit_images(pane, self.style, slots)
 
     def status_text(self) -> str:
@@ -385,79 +384,22 @@ class Toolbox:
     def tick(self) -> None:
         self._loop_times = (self._loop_times + [time.perf_counter()])[-30:]
 
-    def screenshot(self) -> Path:
-        """Write the canvas as a PNG into ``screenshot_dir``."""
-        folder = Path(self.settings.screenshot_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / time.strftime("dvis-%Y%m%d-%H%M%S.png")
-        n = 1
-        while path.exists():
-            path, n = folder / time.strftime(f"dvis-%Y%m%d-%H%M%S-{n}.png"), n + 1
-        write_png(path, self.canvas)
-        return path
+    def add_image(self, name: str, frame: np.ndarray) -> None:
+        """Append an in-memory image (a web upload) to the image list and show it."""
+        index = self.files.add(name, frame)
+        self.geo = replace(self.geo, n_images=len(self.files))
+        self.set_state(replace(self.state, image=index, camera=False))
+        self.message = f"added {name}"
 
-    # ------------------------------------------------------------------ drivers
-
-    def run_window(self) -> None:
-        """The interactive loop: keys, mouse, render, show; returns on 'q' or when the window closes."""
-        title = self.settings.window_title
-        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-        cv2.setMouseCallback(title, self._on_mouse)
-        period = 1.0 / self.settings.max_fps
-        try:
-            while not self.state.quit:
-                start = time.perf_counter()
-                self.update()
-                cv2.imshow(title, cv2.cvtColor(self.render(), cv2.COLOR_RGB2BGR))
-                self.tick()
-                wait_ms = max(1, int((period - (time.perf_counter() - start)) * 1000))
-                name = decode(cv2.waitKeyEx(wait_ms))
-                if name is not None:
-                    self.handle_key(name)
-                if cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
-                    break
-        finally:
-            cv2.destroyAllWindows()
-
-    def _on_mouse(self, event: int, x: int, y: int, flags: int, param) -> None:
-        if event == cv2.EVENT_LBUTTONDOWN:
-            try:
-                self.handle_click(x, y)
-            except Exception as exc:  # noqa: BLE001 - a click must not kill the window
-                log.exception("click failed")
-                self.message = f"click: {exc}"
-
-    def run_headless(self, keys: list[str], out_dir: str | Path | None = None) -> list[Path]:
-        """Apply ``keys`` (names or ``click:X,Y``), waiting for the worker after each, and write the
-        canvas as ``NNN-<key>.png`` into ``out_dir`` (start frame first). Returns the written paths."""
-        written = []
-        folder = Path(out_dir) if out_dir is not None else None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        for i, key in enumerate(["start"] + list(keys)):
-            if i:
-                if key.startswith("click:"):
-                    self.handle_click(*map(int, key[6:].split(",")))
-                else:
-                    self.handle_key(key)
-            self.settle()
-            self.render()
-            self.tick()
-            if folder is not None:
-                path = folder / f"{i:03d}-{re.sub(r'[^A-Za-z0-9]', lambda m: f'x{ord(m.group()):02x}', key)}.png"
-                write_png(path, self.canvas)
-                written.append(path)
-            if self.state.quit:
-                break
-        return written
+    def png(self) -> bytes:
+        """The canvas as PNG bytes (screenshots)."""
+        ok, data = cv2.imencode(".png", cv2.cvtColor(self.canvas, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise DvisError("cannot encode the canvas as PNG")
+        return data.tobytes()
 
     def close(self) -> None:
         self.worker.close()
         self.loader.close()
         if self.camera is not None:
             self.camera.close()
-
-
-def write_png(path: Path, canvas: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-        raise DvisError(f"cannot write {path}")

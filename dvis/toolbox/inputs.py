@@ -47,6 +47,14 @@ class FileSource:
         if not self.paths and not self.message:
             self.message = f"no images in {src}"
         self._cache: tuple[int, np.ndarray] | None = None
+        self._memory: dict[int, np.ndarray] = {}  # index -> decoded image added with add()
+
+    def add(self, name: str, frame: np.ndarray) -> int:
+        """Append an image held in memory (e.g. a web upload) under ``name``; returns its index."""
+        self.paths.append(name)
+        self._memory[len(self.paths) - 1] = frame
+        self.message = ""
+        return len(self.paths) - 1
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -62,7 +70,7 @@ class FileSource:
         for k in range(len(self.paths)):
             i = (index + k * (1 if step >= 0 else -1)) % len(self.paths)
             try:
-                frame = read_image(self.paths[i])
+                frame = self._memory[i] if i in self._memory else read_image(self.paths[i])
             except DvisError as exc:
                 skipped.append(str(exc))
                 log.warning("skipping %s", exc)

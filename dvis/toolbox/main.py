@@ -1,10 +1,12 @@
-"""Command line of ``run_toolbox.py``: settings file + flags -> a window or a headless run."""
+"""Command line of ``run_toolbox.py`` and ``dvis toolbox``: settings file + flags -> a window or a headless run
+(the flags that pick model, inputs and settings are shared with ``dvis serve``)."""
 from __future__ import annotations
 
 import argparse
 import ast
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,8 +16,8 @@ from dvis.toolbox.settings import load_settings
 PROG = "run_toolbox.py"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="The dvis deep visualization toolbox window.")
+def add_settings_args(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the model, inputs and settings (shared by the window and ``dvis serve``)."""
     p.add_argument("--model", help="model folder, model.yaml or torchvision architecture (default zf-cifar10)")
     p.add_argument("--weights", help="override the model's weights: a state_dict file, a torchvision weights name or none")
     p.add_argument("--device", help="torch device (cpu, cuda, ...)")
@@ -29,9 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="settings file (default: settings_local.py in the current folder or the repository root)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override any setting, e.g. --set font_scale=1.2 (repeatable)")
+
+
+def add_window_args(p: argparse.ArgumentParser) -> None:
+    """Flags of the window and headless drivers (``run_toolbox.py`` and ``dvis toolbox``)."""
+    add_settings_args(p)
     p.add_argument("--headless", action="store_true", help="no window: apply --keys and write PNGs to --out")
     p.add_argument("--keys", default="", help='headless key list, e.g. "right right b e" (names or click:X,Y)')
     p.add_argument("--out", default="out/toolbox", help="headless output folder (default out/toolbox)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="The dvis deep visualization toolbox window.")
+    add_window_args(p)
     return p
 
 
@@ -50,10 +62,10 @@ def parse_set(items: list[str]) -> dict:
 
 
 def default_settings_file(repo_root: Path) -> Path | None:
-    for folder in (Path.cwd(), repo_root):
-        if (folder / "settings_local.py").is_file():
-            return folder / "settings_local.py"
-    return None
+    from dvis.paths import find_settings_local  # the current folder, then the user's config folder
+
+    found = find_settings_local()
+    return found or ((repo_root / "settings_local.py") if (repo_root / "settings_local.py").is_file() else None)
 
 
 def has_display() -> bool:
@@ -63,24 +75,44 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def serve_line(args: argparse.Namespace) -> str:
+    """The ``dvis serve`` command line serving the same settings as the parsed window flags ``args``."""
+    words = ["dvis", "serve"]
+    for flag, value in (("--model", args.model), ("--weights", args.weights), ("--device", args.device),
+                        ("--images", args.images), ("--pattern", args.pattern), ("--camera", args.camera),
+                        ("--scale", args.scale), ("--settings", args.settings)):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.recursive is False:
+        words.append("--no-recursive")
+    for item in args.set:
+        words += ["--set", item]
+    return shlex.join(words)
+
+
 def main(argv: list[str] | None = None, repo_root: Path | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    return execute(build_parser().parse_args(argv), repo_root or Path.cwd(), PROG)
+
+
+def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
+    """Run parsed window flags: the window, or the headless key list; errors are one line, exit 2."""
+    logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(levelname)s: %(message)s")
     if not args.headless and not has_display():
-        print(f"{PROG}: no display (DISPLAY is not set); use --headless to run without a window", file=sys.stderr)
+        print(f"{prog}: no display (DISPLAY is not set); use --headless to run without a window, or serve "
+              f"the toolbox to a browser (docs/web.md):\n  {serve_line(args)}", file=sys.stderr)
         return 2
     try:
-        return run(args, repo_root or Path.cwd())
+        return run(args, repo_root, prog)
     except DvisError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
-def run(args: argparse.Namespace, repo_root: Path) -> int:
+def load_from_args(args: argparse.Namespace, repo_root: Path):
+    """(settings, model) from the shared flags of :func:`add_settings_args`."""
     from dvis.model_loading import load_model
-    from dvis.toolbox.app import Toolbox, parse_keys
 
     local = Path(args.settings) if args.settings else default_settings_file(repo_root)
     if args.settings and not local.is_file():
@@ -91,17 +123,27 @@ def run(args: argparse.Namespace, repo_root: Path) -> int:
         overrides.update(camera_id=args.camera, start_in_camera=True)
     overrides.update(parse_set(args.set))
     settings = load_settings(local, overrides)
-    if not Path(settings.images).exists() and (repo_root / settings.images).exists():
-        settings.images = str(repo_root / settings.images)  # e.g. the default input_images/ from elsewhere
+    from dvis.paths import packaged_data_dir
+
+    for base in (repo_root, packaged_data_dir()):  # e.g. the default input_images/ from elsewhere, or shipped
+        if not Path(settings.images).exists() and (base / settings.images).exists():
+            settings.images = str(base / settings.images)
+    return settings, load_model(settings.model, settings.device, weights=settings.weights)
+
+
+def run(args: argparse.Namespace, repo_root: Path, prog: str = PROG) -> int:
+    from dvis.toolbox.app import Toolbox
+    from dvis.toolbox.drivers import parse_keys, run_keys, run_window
+
     keys = parse_keys(args.keys)
-    model = load_model(settings.model, settings.device, weights=settings.weights)
+    settings, model = load_from_args(args, repo_root)
     toolbox = Toolbox(model, settings, headless=args.headless)
     try:
         if args.headless:
-            paths = toolbox.run_headless(keys, args.out)
-            print(f"{PROG}: wrote {len(paths)} PNGs to {args.out}")
+            paths = run_keys(toolbox, keys, args.out)
+            print(f"{prog}: wrote {len(paths)} PNGs to {args.out}")
         else:
-            toolbox.run_window()
+            run_window(toolbox)
     finally:
         toolbox.close()
     return 0

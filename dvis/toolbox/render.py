@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from dvis.tiling import grid_shape, tile, tile_origins
+from dvis.toolbox.workers import NotThere
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 RGB = tuple[int, int, int]
@@ -323,8 +324,9 @@ def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, captio
         put_text(pane, caption, pane.shape[0] - 6, 4, style, scale=0.9)
 
 
-def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np.ndarray | None | str]]) -> None:
-    """Stacked slots (title, image | None | "loading"): None draws a grey "not computed" slot."""
+def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np.ndarray | NotThere]]) -> None:
+    """Stacked slots (title, image or :class:`NotThere`): loading slots in the stale colour, absent
+    ones grey, each with its caption."""
     paint(pane, style.background)
     if not slots:
         return
@@ -334,8 +336,7 @@ def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np
         if isinstance(img, np.ndarray):
             blit_fit(slot, img, smooth=img.shape[0] > slot.shape[0])
         else:
-            fill(slot, style.stale if img == "loading" else style.disabled,
-                 "loading" if img == "loading" else "not computed", style)
+            fill(slot, style.stale if img is NotThere.LOADING else style.disabled, img.value, style)
         put_text(slot, title, style.line_height, 4, style, scale=0.9)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dvis.errors import DvisError
+from dvis.toolbox.actions import default_bindings
 
 RGB = tuple[int, int, int]
 Rect = tuple[int, int, int, int]
@@ -30,47 +31,6 @@ def _default_layout() -> dict[str, Rect]:
         "layers": (60, 300, 840, 900),
         "unit_images": (0, 1200, 900, 300),
         "status": (900, 0, 30, 1500),
-    }
-
-
-def _default_bindings() -> dict[str, tuple[str, ...]]:
-    # action -> key names (see dvis.toolbox.keys for the names); the help overlay is generated from this.
-    # Every Shift binding has an unshifted alternate: OpenCV's Qt backend (the pip wheel on Linux)
-    # reports Shift+t as "t".
-    return {
-        "sel_up": ("up", "i"),
-        "sel_down": ("down", "k"),
-        "sel_left": ("left", "j"),
-        "sel_right": ("right", "l"),
-        "sel_up_fast": ("I", "-"),
-        "sel_down_fast": ("K", "="),
-        "sel_left_fast": ("J", "["),
-        "sel_right_fast": ("L", "]"),
-        "prev_layer": ("u",),
-        "next_layer": ("o",),
-        "cycle_back": ("b",),
-        "back_mode": ("n",),
-        "back_filter": ("m",),
-        "freeze_back": ("d",),
-        "toggle_diffs": ("a",),
-        "zoom": ("z",),
-        "pattern": ("s",),
-        "boost_indiv": ("t",),
-        "boost_gamma": ("T", "y"),
-        "toggle_top5": ("8",),
-        "toggle_unit_images": ("9",),
-        "next_image": ("e", "pagedown"),
-        "prev_image": ("w", "pageup"),
-        "camera": ("c",),
-        "freeze_camera": ("f",),
-        "crop": ("0",),
-        "occlusion": ("x",),
-        "next_checkpoint": ("v",),
-        "prev_checkpoint": ("V", "g"),
-        "help": ("h",),
-        "reset": ("esc",),
-        "quit": ("q",),
-        "screenshot": ("p",),
     }
 
 
@@ -130,7 +90,7 @@ class Settings:
     occlusion_steps: int = 12  # occluder positions per side (the map is steps x steps)
 
     # --- keys and output ---
-    key_bindings: dict[str, tuple[str, ...]] = field(default_factory=_default_bindings)
+    key_bindings: dict[str, tuple[str, ...]] = field(default_factory=default_bindings)  # defaults: dvis.toolbox.actions
     screenshot_dir: str = "screenshots"  # 'p' writes PNGs here
 
     def scaled_layout(self) -> dict[str, Rect]:

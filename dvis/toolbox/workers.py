@@ -3,6 +3,8 @@ unit-image loader with a byte-bounded cache. The window thread only submits jobs
 from __future__ import annotations
 
 import copy
+import dataclasses
+import enum
 import logging
 import threading
 import time
@@ -10,11 +12,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple, Union
 
 import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
+
+
+class Back(NamedTuple):
+    """A back-projection to compute: from ``unit`` of ``layer`` with ``mode`` (grad, deconv, guided)."""
+
+    layer: str
+    unit: int
+    mode: str
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,7 @@ class Job:
 
     frame_id: Hashable
     frame: np.ndarray = field(compare=False, hash=False)  # the model view, HxWx3 uint8 RGB
-    back: tuple[str, int, str] | None = None  # (layer, unit, mode) to back-project, or None
+    back: Back | None = None  # what to back-project, or None
     diff_layer: str | None = None  # layer whose back diffs to keep
     checkpoint: int = -1  # index into LoadedModel.checkpoints, -1 for the loaded weights
     occlusion: bool = False  # also compute the occlusion map of the top class
@@ -67,9 +78,9 @@ def compute(model, job: Job, settings) -> Output:
     x = model.preprocess(job.frame)
     out = Output(job)
     if job.back is not None:
-        layer, unit, mode = job.back
         diff_layers = (job.diff_layer,) if job.diff_layer else ()
-        res = forward_and_back(model, x, model.layers, layer, unit, mode, "max", diff_layers=diff_layers)
+        res = forward_and_back(model, x, model.layers, job.back.layer, job.back.unit, job.back.mode, "max",
+                               diff_layers=diff_layers)
         acts = res.activations
         out.grad = res.input_grad.detach()[0].float().cpu().numpy()
         out.diffs = {k: v.detach()[0].float().cpu().numpy() for k, v in res.diffs.items()}
@@ -132,7 +143,8 @@ class ComputeWorker(_ThreadWorker):
     """Runs :func:`compute` in a thread on the latest submitted job only.
 
     After :meth:`note_key` it waits ``pause_s`` before starting, so a burst of key presses costs
-    one pass, not one per key.
+    one pass, not one per key. Checkpoint jobs run on a private copy of the net, so the shared
+    LoadedModel always keeps its own weights.
     """
 
     def __init__(self, model, settings, compute_fn: Callable = compute):
@@ -142,9 +154,9 @@ class ComputeWorker(_ThreadWorker):
         self._submitted_key: tuple | None = None
         self._running = False
         self._last_key = 0.0
-        self._weights = copy.deepcopy(model.net.state_dict())  # to return from checkpoints
-        self._checkpoint = -1
-        self.output: Output | None = None
+        self._checkpoint_model = None  # a copy of the model holding checkpoint weights, made on first use
+        self._checkpoint = -1  # which checkpoint _checkpoint_model holds
+        self._output: Output | None = None
         self.passes = 0
         self._thread.start()
 
@@ -160,6 +172,12 @@ class ComputeWorker(_ThreadWorker):
     def note_key(self) -> None:
         with self._cond:
             self._last_key = time.monotonic()
+
+    @property
+    def output(self) -> Output | None:
+        """The latest finished output (read under the worker's lock)."""
+        with self._cond:
+            return self._output
 
     @property
     def busy(self) -> bool:
@@ -183,47 +201,74 @@ class ComputeWorker(_ThreadWorker):
                 job, self._pending, self._running = self._pending, None, True
             out = self._guarded(job)
             with self._cond:
-                self.output, self._running = out, False
+                self._output, self._running = out, False
                 self.passes += 1
                 self._cond.notify_all()
 
     def _guarded(self, job: Job) -> Output:
         try:
-            self._set_checkpoint(job.checkpoint)
-            return self._compute(self.model, job, self.settings)
+            return self._compute(self._model_for(job.checkpoint), job, self.settings)
         except Exception as exc:  # the window must survive any model or input failure
             log.exception("compute failed")
             return Output(job, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
-    def _set_checkpoint(self, index: int) -> None:
-        if index == self._checkpoint:
-            return
-        self._checkpoint = -1
+    def _model_for(self, index: int):
+        """The LoadedModel to run: the shared one for the final weights, else the private copy with
+        checkpoint ``index`` loaded (the shared net is never modified, so other users of it are safe)."""
         if index < 0:
-            self.model.net.load_state_dict(self._weights)
-        else:
-            self.model.load_weights(self.model.checkpoints[index])
-        self._checkpoint = index
+            return self.model
+        if self._checkpoint_model is None:
+            self._checkpoint_model = dataclasses.replace(self.model, net=copy.deepcopy(self.model.net))
+            self._checkpoint = -1
+        if index != self._checkpoint:
+            self._checkpoint = -1  # a failed load leaves no claim about the copy's weights
+            self._checkpoint_model.load_weights(self.model.checkpoints[index])
+            self._checkpoint = index
+        return self._checkpoint_model
 
 
-MISSING = object()  # a key the cache has not loaded yet
+class NotThere(enum.Enum):
+    """Why a unit image has no array: still loading, or absent (not computed, unreadable). Its value
+    is the caption shown in its place."""
+
+    LOADING = "loading"
+    ABSENT = "not computed"
+
+
+Loaded = Union[np.ndarray, NotThere]
+
+
+class UnitImageKey(NamedTuple):
+    """One image of one unit from the pipeline's unit_vis folder (kind: opt, top9, deconv)."""
+
+    layer: str
+    unit: int
+    kind: str
+
+
+class SpriteKey(NamedTuple):
+    """The images of every unit of a layer (pattern mode)."""
+
+    layer: str
+    kind: str
 
 
 class ByteCache:
-    """LRU cache of numpy arrays (or None for "absent") bounded by total bytes."""
+    """LRU cache of numpy arrays (or :data:`NotThere.ABSENT`) bounded by total bytes."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, np.ndarray | None] = OrderedDict()
+        self._items: OrderedDict[Hashable, Loaded] = OrderedDict()
         self.bytes = 0
 
-    def get(self, key: Hashable):
+    def get(self, key: Hashable) -> Loaded:
+        """The cached value, or :data:`NotThere.LOADING` for a key not (or no longer) cached."""
         if key not in self._items:
-            return MISSING
+            return NotThere.LOADING
         self._items.move_to_end(key)
         return self._items[key]
 
-    def put(self, key: Hashable, value: np.ndarray | None) -> None:
+    def put(self, key: Hashable, value: Loaded) -> None:
         if key in self._items:
             self.bytes -= _nbytes(self._items.pop(key))
         self._items[key] = value
@@ -247,7 +292,8 @@ class ImageLoader(_ThreadWorker):
     """Loads keys with ``load_fn(key) -> ndarray | None`` in a thread into a :class:`ByteCache`.
 
     :meth:`want` replaces the wanted keys (the latest selection only); :meth:`get` returns the
-    cached value or :data:`MISSING` while it loads.
+    array, :data:`NotThere.LOADING` while it loads, or :data:`NotThere.ABSENT` when ``load_fn``
+    returned None or failed.
     """
 
     wait_timeout = 30.0
@@ -257,6 +303,7 @@ class ImageLoader(_ThreadWorker):
         self._load = load_fn
         self._cache = ByteCache(max_bytes)
         self._wanted: list[Hashable] = []
+        self._loaded = 0
         self._thread.start()
 
     def want(self, keys: list[Hashable]) -> None:
@@ -266,9 +313,20 @@ class ImageLoader(_ThreadWorker):
                 self._wanted = missing
                 self._cond.notify_all()
 
-    def get(self, key: Hashable):
+    def get(self, key: Hashable) -> Loaded:
         with self._cond:
             return self._cache.get(key)
+
+    @property
+    def version(self) -> int:
+        """How many keys have been loaded so far (changes whenever a pane may have new content)."""
+        with self._cond:
+            return self._loaded
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._idle()
 
     def _idle(self) -> bool:
         return not self._wanted
@@ -291,12 +349,13 @@ class ImageLoader(_ThreadWorker):
                 log.exception("loading %s failed", key)
                 value = None
             with self._cond:
-                self._cache.put(key, value)
+                self._cache.put(key, NotThere.ABSENT if value is None else value)
+                self._loaded += 1
 
 
 def unit_image_loader(root: Path | None) -> Callable[[Hashable], np.ndarray | None]:
-    """``load_fn`` for :class:`ImageLoader` reading ``("unit", layer, unit, kind)`` and
-    ``("sprite", layer, kind)`` keys through :class:`dvis.unit_vis.UnitImages`."""
+    """``load_fn`` for :class:`ImageLoader` reading :class:`UnitImageKey` and :class:`SpriteKey`
+    keys through :class:`dvis.unit_vis.UnitImages`."""
     if root is None or not Path(root).is_dir():
         return lambda key: None
     from dvis.unit_vis import UnitImages
@@ -304,8 +363,8 @@ def unit_image_loader(root: Path | None) -> Callable[[Hashable], np.ndarray | No
     images = UnitImages(root)
 
     def load(key: Hashable) -> np.ndarray | None:
-        if key[0] == "sprite":
-            return images.sprite(key[1], key[2])
-        return images.load(key[1], key[2], key[3])
+        if isinstance(key, SpriteKey):
+            return images.sprite(key.layer, key.kind)
+        return images.load(key.layer, key.unit, key.kind)
 
     return load
