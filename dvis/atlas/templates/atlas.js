@@ -1,0 +1,151 @@
+// dvis atlas: draws unit pages from <layer>/data.js and runs the index search from site.js.
+// Plain browser JavaScript, no libraries, so the site works offline and from file://.
+"use strict";
+(function () {
+  var site = atlas.site;
+  // The histogram grid of dvis.unit_stats: 0, +-10^(j/8) for j in -32..32, open ends.
+  var EDGES = [];
+  for (var j = -32; j <= 32; j++) EDGES.push(Math.pow(10, j / 8));
+  var CENTER = EDGES.length + 1;
+
+  function el(tag, attrs, children) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) {
+      if (k === "text") e.textContent = attrs[k]; else e.setAttribute(k, attrs[k]);
+    }
+    (children || []).forEach(function (c) { if (c) e.appendChild(c); });
+    return e;
+  }
+  function fmt(v) { return v === null || v === undefined ? "n/a" : (Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 0.01) ? v.toExponential(2) : String(+v.toPrecision(3))); }
+  function pct(v) { return v === null || v === undefined ? "n/a" : (100 * v).toFixed(v < 0.01 && v > 0 ? 2 : 1) + "%"; }
+  function binLow(b) { // lower edge of histogram bin b on the real line
+    if (b === CENTER) return 0;
+    var m = Math.abs(b - CENTER) - 1;
+    var lo = m === 0 ? 0 : EDGES[m - 1];
+    return b > CENTER ? lo : -(m < EDGES.length ? EDGES[m] : Infinity);
+  }
+  function unitHref(layer, u) { return "../" + layer.slug + "/" + u + ".html"; }
+
+  // One unit's tile of a sprite as an <img> inside a clipping box (so the image has a natural size).
+  function crop(img, unit, size) {
+    var h = img.tile[0], w = img.tile[1], scale = size / Math.max(h, w);
+    var r = Math.floor(unit / img.cols), c = unit % img.cols;
+    var box = el("div", {"class": "crop", style: "width:" + Math.round(w * scale) + "px;height:" + Math.round(h * scale) + "px"});
+    box.appendChild(el("img", {src: img.src, alt: "", style: "width:" + Math.round(img.cols * w * scale) + "px;margin-left:-" +
+      Math.round(c * w * scale) + "px;margin-top:-" + Math.round(r * h * scale) + "px"}));
+    return box;
+  }
+
+  function histogram(hist, dead) {
+    var lo = hist[0], counts = hist[1], W = 320, H = 100;
+    var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", "0 0 " + W + " " + (H + 16));
+    svg.setAttribute("class", "hist" + (dead ? " dead" : ""));
+    var top = Math.max.apply(null, counts.concat([1])), bw = W / Math.max(counts.length, 1);
+    counts.forEach(function (c, i) {
+      var r = document.createElementNS(svg.namespaceURI, "rect"), bh = c / top * H;
+      r.setAttribute("x", i * bw); r.setAttribute("width", Math.max(bw - 1, 1));
+      r.setAttribute("y", H - bh); r.setAttribute("height", bh);
+      r.setAttribute("class", lo + i === CENTER ? "zero" : (lo + i > CENTER ? "pos" : "neg"));
+      var t = document.createElementNS(svg.namespaceURI, "title");
+      t.textContent = c + " images from " + fmt(binLow(lo + i));
+      r.appendChild(t); svg.appendChild(r);
+    });
+    [[0, binLow(lo), "start"], [W, binLow(lo + counts.length), "end"]].forEach(function (a) {
+      var t = document.createElementNS(svg.namespaceURI, "text");
+      t.setAttribute("x", a[0]); t.setAttribute("y", H + 13); t.setAttribute("text-anchor", a[2]);
+      t.textContent = fmt(a[1]); svg.appendChild(t);
+    });
+    return svg;
+  }
+
+  function row(name, value) { return el("tr", {}, [el("th", {text: name}), el("td", {text: value})]); }
+
+  function unitPage(body) {
+    var layer = atlas.layers[body.dataset.layer], u = +body.dataset.unit, main = document.getElementById("unit");
+    main.textContent = "";
+    var li = site.layers.findIndex(function (l) { return l.name === layer.name; });
+    var nav = el("nav", {}, [el("a", {href: "../index.html", text: "index"}), el("a", {href: "index.html", text: layer.display})]);
+    if (u > 0) nav.appendChild(el("a", {href: (u - 1) + ".html", rel: "prev", text: "\u2190 " + (u - 1)}));
+    if (u + 1 < layer.units) nav.appendChild(el("a", {href: (u + 1) + ".html", rel: "next", text: (u + 1) + " \u2192"}));
+    if (li + 1 < site.layers.length) nav.appendChild(el("a", {href: "../" + site.layers[li + 1].slug + "/index.html", text: site.layers[li + 1].display + " \u21d2"}));
+    main.appendChild(nav);
+    main.appendChild(el("h1", {text: site.model + " / " + layer.display + ":" + u}));
+    var st = layer.stats, flag = st ? st.flag[u] : ".";
+    if (flag !== ".") main.appendChild(el("p", {"class": "badge " + (flag === "d" ? "dead" : "rare"), text: flag === "d" ? "dead: never positive on the " + st.n + " images" : "rare: positive on " + pct(st.fimg[u]) + " of images"}));
+    var figs = el("div", {"class": "figs"});
+    var names = {opt: "optimized", top9: "top-9 images", deconv: "deconv of top-9", guided: "guided backprop of top-9", grad: "gradient of top-9"};
+    Object.keys(layer.images).forEach(function (kind) {
+      var img = layer.images[kind];
+      if (img.present[u] !== "1") return;
+      figs.appendChild(el("figure", {}, [crop(img, u, kind === "opt" ? 192 : 288), el("figcaption", {text: names[kind] || kind})]));
+    });
+    main.appendChild(figs);
+    if (!st) { main.appendChild(el("p", {text: "No unit statistics: `dvis maxes` (or `dvis precompute`) computes them."})); return; }
+    var t = el("table", {"class": "stats"}, [
+      row("mean / std of the per-image score", fmt(st.mean[u]) + " / " + fmt(st.std[u])),
+      row("min / max", fmt(st.min[u]) + " / " + fmt(st.max[u])),
+      row("positive on images", pct(st.fimg[u])),
+      row("positive on positions", pct(st.fpos[u]))]);
+    if (st.sel) t.appendChild(row("class selectivity (Morcos 2018)", fmt(st.sel[u])));
+    main.appendChild(el("h2", {text: "statistics over " + st.n + " images"}));
+    main.appendChild(t);
+    main.appendChild(el("h2", {text: "histogram of the per-image score"}));
+    main.appendChild(histogram(st.hist[u], flag === "d"));
+    if (st.top) {
+      main.appendChild(el("h2", {text: "classes of the top images"}));
+      main.appendChild(el("ul", {"class": "classes"}, st.top[u].map(function (c) {
+        return el("li", {text: site.classes[c[0]] + " " + pct(c[1])}, [el("span", {"class": "bar", style: "width:" + Math.round(c[1] * 200) + "px"})]);
+      })));
+    }
+    if (st.cmean) {
+      main.appendChild(el("h2", {text: "highest class means (rectified score)"}));
+      main.appendChild(el("ul", {"class": "classes"}, st.cmean[u].map(function (c) { return el("li", {text: site.classes[c[0]] + " " + fmt(c[1])}); })));
+    }
+    if (st.corr[u].length) {
+      main.appendChild(el("h2", {text: "most correlated units (Pearson r over images)"}));
+      main.appendChild(el("ol", {"class": "corr"}, st.corr[u].map(function (c) {
+        return el("li", {}, [el("a", {href: c[0] + ".html", text: layer.display + ":" + c[0]}), document.createTextNode(" r = " + c[1].toFixed(2))]);
+      })));
+    }
+  }
+
+  function search(q) {
+    q = q.trim().toLowerCase();
+    var out = [];
+    if (!q) return out;
+    var m = q.match(/^(.+):(\d+)$/);
+    site.layers.forEach(function (l, li) {
+      var names = [l.name.toLowerCase(), l.display.toLowerCase()];
+      if (m && names.indexOf(m[1]) >= 0 && +m[2] < l.units) out.push({href: l.slug + "/" + m[2] + ".html", text: l.display + ":" + m[2]});
+      else if (!m && names.indexOf(q) >= 0) out.push({href: l.slug + "/index.html", text: l.display + " (" + l.units + " units)"});
+    });
+    if (m) return out;
+    var hits = site.index.filter(function (e) { return site.classes[e[2]].toLowerCase().indexOf(q) === 0; });
+    hits.sort(function (a, b) { return b[3] - a[3] || (b[4] || 0) - (a[4] || 0); });
+    hits.slice(0, 60).forEach(function (e) {
+      var l = site.layers[e[0]];
+      out.push({href: l.slug + "/" + e[1] + ".html", text: l.display + ":" + e[1] + " \u2014 " + site.classes[e[2]] + " " + pct(e[3]) + " of top images" + (e[4] === null ? "" : ", selectivity " + e[4])});
+    });
+    return out;
+  }
+
+  function indexPage() {
+    var input = document.getElementById("q"), list = document.getElementById("results");
+    function update() {
+      list.textContent = "";
+      var hits = search(input.value);
+      if (input.value.trim() && !hits.length) list.appendChild(el("li", {text: site.index.length ? "no match" : "no match (no class statistics)"}));
+      hits.forEach(function (h) { list.appendChild(el("li", {}, [el("a", {href: h.href, text: h.text})])); });
+    }
+    input.addEventListener("input", update);
+    var q = new URLSearchParams(location.search).get("q");
+    if (q) { input.value = q; }
+    update();
+  }
+
+  atlas.search = search;
+  var body = document.body;
+  if (body.dataset.unit !== undefined) unitPage(body);
+  else if (body.dataset.page === "index") indexPage();
+})();

@@ -1,0 +1,102 @@
+"""Pure renderers of the unit statistics (:mod:`dvis.unit_stats`) for the toolbox: the histogram
+mode and the correlation mode (one tile image per unit, drawn by the usual tile grid) and the
+unit pane's statistics lines. numpy/cv2 only: testable without a window."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dvis.toolbox.render import Style, put_text
+from dvis.unit_stats import CENTER, LayerStats
+
+#: Tile side of the histogram and correlation tiles (the tile grid scales them to the pane).
+TILE = 48
+DEAD: tuple[int, int, int] = (200, 40, 40)
+RARE: tuple[int, int, int] = (220, 140, 0)
+#: What the panes say without statistics (dvis.unit_stats.HOW_TO in pane-wide lines).
+MISSING = ["no unit statistics:", "`dvis maxes` or `dvis precompute`", "computes them"]
+
+
+def hist_range(hist: np.ndarray) -> tuple[int, int]:
+    """The bins (first, last + 1) any unit of the layer occupies: one x axis for every tile."""
+    used = np.nonzero(hist.sum(0))[0]
+    return (int(used[0]), int(used[-1]) + 1) if len(used) else (0, hist.shape[1])
+
+
+def hist_tiles(stats: LayerStats, style: Style, tile: int = TILE) -> np.ndarray:
+    """N x tile x tile x 3 uint8: each unit's histogram of per-image scores (bar heights relative to
+    its own fullest bin) on the layer's common bin range, the zero bin marked; dead units get a red
+    frame and cross, rare ones an orange frame."""
+    lo, hi = hist_range(stats.hist)
+    h = stats.hist[:, lo:hi].astype(np.float64)
+    n, bins = h.shape
+    heights = np.round(h / np.maximum(h.max(1, keepdims=True), 1) * (tile - 4)).astype(np.int64)  # N x bins
+    # Column x of the tile shows bin floor(x * bins / tile): one vectorised comparison per pixel row.
+    col_bin = np.minimum((np.arange(tile) * bins) // tile, bins - 1)
+    col_h = heights[:, col_bin]  # N x tile
+    rows = (tile - 2 - np.arange(tile))[None, :, None]  # height above the baseline of each pixel row
+    bar = (rows >= 0) & (rows < col_h[:, None, :])
+    out = np.empty((n, tile, tile, 3), np.uint8)
+    out[:] = style.background
+    out[bar] = style.positive
+    if lo <= CENTER < hi:  # the exact-zero bin's column(s) in the separator grey where empty
+        zc = (col_bin == CENTER - lo)
+        out[:, :, zc] = np.where(bar[:, :, zc][..., None], style.negative, style.separator).astype(np.uint8)
+    for flags, color in ((stats.rare, RARE), (stats.dead, DEAD)):
+        idx = np.nonzero(flags)[0]
+        out[idx, :2], out[idx, -2:], out[idx, :, :2], out[idx, :, -2:] = color, color, color, color
+    dead = np.nonzero(stats.dead)[0]
+    if len(dead):
+        diag = np.arange(2, tile - 2)
+        out[dead[:, None], diag, diag] = DEAD
+        out[dead[:, None], diag, tile - 1 - diag] = DEAD
+    return out
+
+
+def corr_tiles(corr: np.ndarray | None, selected: int, n_units: int, style: Style, tile: int = TILE) -> np.ndarray:
+    """N x tile x tile x 3 uint8: tiles coloured by their correlation with ``selected`` (``corr``,
+    one value per unit, NaN outside the subsample): positive towards ``style.positive``, negative
+    towards ``style.negative``, NaN grey; the selected unit white."""
+    out = np.empty((n_units, tile, tile, 3), np.uint8)
+    if corr is None:
+        out[:] = style.disabled
+        return out
+    c = np.nan_to_num(corr, nan=0.0)[:, None]
+    bg = np.asarray(style.background, np.float64)
+    colors = np.where(c >= 0, bg + c * (np.asarray(style.positive) - bg), bg - c * (np.asarray(style.negative) - bg))
+    colors[np.isnan(corr)] = style.disabled
+    colors[selected] = (255, 255, 255)
+    out[:] = np.round(colors).astype(np.uint8)[:, None, None, :]
+    return out
+
+
+def unit_lines(stats: LayerStats | None, unit: int, classes: list[str], corr_k: int = 3) -> list[str]:
+    """The unit pane's statistics lines (or how to compute them)."""
+    if stats is None:
+        return MISSING
+    lines = []
+    if stats.dead[unit]:
+        lines.append("DEAD: never positive")
+    elif stats.rare[unit]:
+        lines.append(f"RARE: positive on {stats.frac_images[unit]:.2%} of images")
+    else:
+        lines.append(f"positive on {stats.frac_images[unit]:.0%} of images, {stats.frac_positions[unit]:.0%} pos")
+    lines.append(f"mean {stats.mean[unit]:.3g} std {stats.std[unit]:.3g} max {stats.max[unit]:.3g}")
+    if stats.selectivity is not None:
+        si = stats.selectivity[unit]
+        lines.append(f"selectivity {si:.2f}" if np.isfinite(si) else "selectivity n/a")
+        top = stats.top_classes(unit, 3)
+        if top:
+            lines.append("top: " + ", ".join(f"{classes[c]} {share:.0%}" for c, share in top))
+    near = stats.most_correlated(unit, corr_k)
+    if near:
+        lines.append("corr: " + ", ".join(f"{u} ({r:.2f})" for u, r in near))
+    return lines
+
+
+def render_lines(pane: np.ndarray, lines: list[str], style: Style) -> None:
+    """Draw ``lines`` from the pane's top, outlined so they stay legible over the unit image."""
+    lh = style.line_height
+    for i, line in enumerate(lines):
+        put_text(pane, line, (i + 1) * lh + 2, 4, style, scale=0.85, outline=True)
+
