@@ -1,0 +1,204 @@
+// dvis toolbox page: draws the server's frames on a canvas, sends keys, clicks, uploads and camera
+// frames. Protocol: dvis/web/server.py. No build step, no external scripts.
+"use strict";
+(() => {
+  const canvas = document.getElementById("view");
+  const ctx = canvas.getContext("2d");
+  const conn = document.getElementById("conn");
+  const note = document.getElementById("note");
+  const video = document.getElementById("cam");
+  const SPECIAL = {ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down",
+    PageUp: "pageup", PageDown: "pagedown", Home: "home", End: "end", Escape: "esc", Enter: "enter",
+    Tab: "tab", Backspace: "backspace", Delete: "delete", " ": "space"};
+  // For tests and bench/web.py: frame count, the last header, key-to-frame latencies (ms).
+  const stats = window.dvis = {frames: 0, header: null, seq: 0, ackedSeq: 0, latencies: [], unchanged: [],
+    sent: new Map(), bytes: 0, connected: false, errors: []};
+  let ws = null, backoff = 500, camTimer = null, camStream = null;
+
+  function say(text, error) {
+    note.textContent = text;
+    note.className = error ? "error" : "";
+    if (error) stats.errors.push(text);
+  }
+
+  function fit() {
+    // Integer scale when the canvas fits at 1:1 or more (crisp pixels), else shrink to fit.
+    const dpr = window.devicePixelRatio || 1;
+    const availW = window.innerWidth * dpr, availH = (window.innerHeight - 24) * dpr;
+    let s = Math.min(availW / canvas.width, availH / canvas.height);
+    if (s >= 1) s = Math.floor(s);
+    canvas.style.width = (canvas.width * s / dpr) + "px";
+    canvas.style.height = (canvas.height * s / dpr) + "px";
+    canvas.classList.toggle("crisp", s >= 1);
+  }
+  window.addEventListener("resize", fit);
+
+  function send(obj) {
+    if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
+    return false;
+  }
+
+  function input(obj) {
+    obj.seq = ++stats.seq;
+    stats.sent.set(obj.seq, performance.now());
+    if (!send(obj)) say("not connected: input dropped", true);
+  }
+
+  function settle(seq, table) {
+    // Every input up to seq is now shown: record how long each took.
+    const now = performance.now();
+    for (const [s, t] of stats.sent) {
+      if (s <= seq) { table.push(now - t); stats.sent.delete(s); }
+    }
+    stats.ackedSeq = Math.max(stats.ackedSeq, seq);
+  }
+
+  async function onBinary(buf) {
+    const view = new DataView(buf);
+    const kind = String.fromCharCode(view.getUint8(0));
+    const len = view.getUint32(1);
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 5, len)));
+    const blob = new Blob([new Uint8Array(buf, 5 + len)], {type: header.mime});
+    if (kind === "S") {
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = header.name;
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+      say("screenshot " + header.name);
+      return;
+    }
+    try {
+      const bmp = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"});
+      if (canvas.width !== header.w || canvas.height !== header.h) {
+        canvas.width = header.w; canvas.height = header.h; fit();
+      }
+      ctx.drawImage(bmp, 0, 0);
+      bmp.close();
+      stats.frames += 1;
+      stats.bytes += buf.byteLength;
+      stats.header = header;
+      settle(header.seq, stats.latencies);
+    } catch (e) {
+      say("bad frame: " + e, true);
+    }
+    send({t: "ack"});
+  }
+
+  function onText(text) {
+    let msg;
+    try { msg = JSON.parse(text); } catch (e) { return; }
+    if (msg.type === "seq") settle(msg.seq, stats.unchanged);
+    else if (msg.type === "error") say(msg.text, true);
+    else if (msg.type === "info") say(msg.text);
+    else if (msg.type === "camera") msg.on ? startCamera(msg) : stopCamera();
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(proto + "//" + location.host + "/ws");
+    ws.binaryType = "arraybuffer";
+    conn.textContent = "connecting"; conn.className = "";
+    ws.onopen = () => {
+      backoff = 500; stats.connected = true;
+      conn.textContent = "connected"; conn.className = "ok";
+      canvas.focus();
+    };
+    ws.onmessage = (ev) => (typeof ev.data === "string" ? onText(ev.data) : onBinary(ev.data));
+    ws.onclose = (ev) => {
+      stats.connected = false;
+      stopCamera();
+      const why = ev.code === 1008 ? " (refused: open the URL with the token that dvis serve printed)" : "";
+      conn.textContent = "disconnected" + why + ", retrying"; conn.className = "bad";
+      setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 5000);
+    };
+  }
+
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.target.tagName === "INPUT") return;
+    const name = SPECIAL[e.key] || (e.key.length === 1 && e.key > " " && e.key <= "~" ? e.key : null);
+    if (!name) return;
+    e.preventDefault();
+    input({t: "key", key: name});
+  });
+
+  canvas.addEventListener("mousedown", (e) => {
+    const r = canvas.getBoundingClientRect();
+    const x = Math.floor((e.clientX - r.left) * canvas.width / r.width);
+    const y = Math.floor((e.clientY - r.top) * canvas.height / r.height);
+    input({t: "click", x: x, y: y});
+    canvas.focus();
+  });
+
+  async function upload(file) {
+    say("uploading " + file.name);
+    try {
+      const res = await fetch("/upload", {method: "POST", body: file,
+        headers: {"X-Filename": file.name.replace(/[^\x20-\x7e]/g, "_")}});
+      const body = await res.json().catch(() => ({error: res.statusText}));
+      if (res.ok) say("showing " + body.name); else say("upload: " + body.error, true);
+    } catch (e) { say("upload failed: " + e, true); }
+  }
+  document.getElementById("file").addEventListener("change", (e) => {
+    if (e.target.files.length) upload(e.target.files[0]);
+    e.target.value = "";
+    canvas.focus();
+  });
+  document.getElementById("shot").addEventListener("click", () => { input({t: "key", key: "p"}); canvas.focus(); });
+  window.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
+  window.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+  window.addEventListener("drop", (e) => {
+    e.preventDefault(); document.body.classList.remove("dragging");
+    if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
+  });
+
+  async function startCamera(msg) {
+    stopCamera();
+    try {
+      camStream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
+    } catch (e) {
+      send({t: "camera_error", text: String(e.name || e)});
+      say("camera: " + (e.name || e), true);
+      return;
+    }
+    video.srcObject = camStream;
+    await video.play().catch(() => {});
+    // Frames go to the server at the model's input size (cropped to its aspect), so the upload is small.
+    const [h, w] = msg.size;
+    const scale = Math.max(1, Math.ceil(224 / Math.max(h, w)));
+    const grab = document.createElement("canvas");
+    grab.width = w * scale; grab.height = h * scale;
+    const g = grab.getContext("2d");
+    camTimer = setInterval(() => {
+      if (!video.videoWidth || !ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > 0) return;
+      const vw = video.videoWidth, vh = video.videoHeight;
+      const aspect = grab.width / grab.height;
+      const cw = Math.min(vw, vh * aspect), ch = cw / aspect;
+      g.save();
+      if (msg.mirror) { g.translate(grab.width, 0); g.scale(-1, 1); }
+      g.drawImage(video, (vw - cw) / 2, (vh - ch) / 2, cw, ch, 0, 0, grab.width, grab.height);
+      g.restore();
+      grab.toBlob((b) => {
+        if (!b || !ws || ws.readyState !== WebSocket.OPEN) return;
+        b.arrayBuffer().then((a) => {
+          const out = new Uint8Array(a.byteLength + 1);
+          out[0] = 67; // "C"
+          out.set(new Uint8Array(a), 1);
+          ws.send(out);
+        });
+      }, "image/jpeg", 0.85);
+    }, 66);
+    say("camera on");
+  }
+
+  function stopCamera() {
+    if (camTimer) { clearInterval(camTimer); camTimer = null; }
+    if (camStream) { camStream.getTracks().forEach((t) => t.stop()); camStream = null; }
+  }
+
+  stats.drop = () => ws && ws.close();  // tests: simulate a network drop
+  connect();
+})();
