@@ -139,7 +139,7 @@ def test_mouse_clicks_select_layer_and_unit(tb):
     press(tb)
     t, l = tb.panes["control"][:2]
     from dvis.toolbox import render as R
-    boxes = R.control_boxes(tb._names(), tb.panes["control"][2:], tb.style)
+    boxes = dict(R.control_page(tb._names(), tb.panes["control"][2:], tb.style, tb.state.layer).boxes)
     bt, bl, bb, br = boxes[2]
     press(tb, f"click:{l + bl + 3},{t + bt + 3}")
     assert tb.state.layer == 2 and tb.state.on_layer_list

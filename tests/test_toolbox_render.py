@@ -108,7 +108,7 @@ def test_control_pane_marks_current_and_frozen_layers():
     names = ["conv1", "pool1", "conv2", "fc8"]
     pane = np.zeros((60, 900, 3), np.uint8)
     R.render_control(pane, names, 2, STYLE, frozen=0, on_list=True)
-    boxes = R.control_boxes(names, (60, 900), STYLE)
+    boxes = dict(R.control_page(names, (60, 900), STYLE, 2).boxes)
     t, l, b, r = boxes[2]
     assert (pane[t + 1, l + 1] == STYLE.selected).all()  # filled: cursor on the list
     t0, l0, b0, r0 = boxes[0]
@@ -117,8 +117,31 @@ def test_control_pane_marks_current_and_frozen_layers():
 
 
 def test_control_boxes_wrap_to_new_rows():
-    boxes = R.control_boxes([f"layer{i}" for i in range(30)], (120, 300), STYLE)
+    layout = R.control_page([f"layer{i}" for i in range(30)], (120, 300), STYLE)
+    boxes = [b for _, b in layout.boxes]
     assert len({b[0] for b in boxes}) > 1 and max(b[3] for b in boxes) <= 300
+
+
+def test_layer_list_pages_keep_the_current_layer_visible_and_readable():
+    # densenet201-like: 200+ long names in the default 60 x 900 control pane
+    names = [f"features.denseblock{b}.denselayer{i}.conv2" for b in range(1, 5) for i in range(1, 52)]
+    pane_hw = (60, 900)
+    seen = set()
+    for current in range(len(names)):
+        layout = R.control_page(names, pane_hw, STYLE, current)
+        shown = dict(layout.boxes)
+        assert current in shown and layout.pages > 5
+        t, l, b, r = shown[current]
+        assert b <= pane_hw[0] and r <= pane_hw[1]
+        seen.add(layout.page)
+    assert seen == set(range(layout.pages))
+    # long names keep their informative tail and fit their box
+    text = R.fit_text(names[-1], 150, STYLE)
+    assert text.startswith("..") and text.endswith("denselayer51.conv2") or text.endswith(".conv2")
+    assert R.text_width(text, STYLE) <= 150
+    pane = np.zeros(pane_hw + (3,), np.uint8)
+    R.render_control(pane, names, 150, STYLE, disabled=frozenset({151}))
+    assert (pane == STYLE.selected).all(axis=2).any()  # current framed on its page
 
 
 def test_unit_images_pane_slots():

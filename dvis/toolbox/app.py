@@ -134,7 +134,7 @@ class Toolbox:
         """Select the layer name or unit tile under canvas pixel (x, y)."""
         top, left, h, w = self.panes["control"]
         if top <= y < top + h and left <= x < left + w:
-            for i, (t, l, b, r) in enumerate(R.control_boxes(self._names(), (h, w), self.style)):
+            for i, (t, l, b, r) in R.control_page(self._names(), (h, w), self.style, self.state.layer).boxes:
                 if t <= y - top < b and l <= x - left < r:
                     self.set_state(select_at(self.state, i, None, self.geo))
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -261,25 +262,65 @@ def render_input(pane: np.ndarray, frame: np.ndarray | None, style: Style,
         put_text(pane, message, pane.shape[0] - 6, 4, style, scale=0.8, outline=True)
 
 
-def control_boxes(names: list[str], pane_hw: tuple[int, int], style: Style) -> list[tuple[int, int, int, int]]:
-    """(top, left, bottom, right) of each layer name in the control pane, wrapping into rows."""
-    boxes, x, y = [], 6, 4
+class ControlPage(NamedTuple):
+    """The part of the layer list that fits the control pane: (index, (top, left, bottom, right)) of each
+    visible name and which page of rows this is."""
+
+    boxes: list[tuple[int, tuple[int, int, int, int]]]
+    page: int
+    pages: int
+
+
+def fit_text(text: str, max_w: int, style: Style) -> str:
+    """``text``, or its end after "..", narrow enough for ``max_w`` pixels (layer names end in what
+    tells them apart: denselayer16.conv2)."""
+    if text_width(text, style) <= max_w:
+        return text
+    lo, hi = 0, len(text)  # keep the longest tail that fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if text_width(".." + text[mid:], style) <= max_w:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ".." + text[lo:]
+
+
+def control_page(names: list[str], pane_hw: tuple[int, int], style: Style, current: int = 0) -> ControlPage:
+    """Lay the layer names out in rows; when they need more rows than the pane holds, show the page
+    of rows holding ``current`` (so the current layer is always visible) with a page count at the right."""
     lh = style.line_height
-    for name in names:
-        w = text_width(name, style) + 12
-        if x + w > pane_hw[1] and x > 6:
-            x, y = 6, y + lh + 4
-        boxes.append((y, x, y + lh, x + w))
+    pane_h, pane_w = pane_hw
+    marker = text_width("99/99", style) + 12
+    max_w = max(40, (pane_w - marker) // 3)
+    rows: list[list[tuple[int, int, int]]] = [[]]  # per row: (index, left, right)
+    x = 6
+    for i, name in enumerate(names):
+        w = text_width(fit_text(name, max_w - 12, style), style) + 12
+        if x + w > pane_w - marker and rows[-1]:
+            rows.append([])
+            x = 6
+        rows[-1].append((i, x, x + w))
         x += w + 4
-    return boxes
+    per_page = max(1, (pane_h - 4) // (lh + 4))
+    row_of = next(r for r, row in enumerate(rows) if any(i == current for i, _, _ in row)) if names else 0
+    page = row_of // per_page
+    boxes = []
+    for k, row in enumerate(rows[page * per_page:(page + 1) * per_page]):
+        y = 4 + k * (lh + 4)
+        boxes.extend((i, (y, l, y + lh, r)) for i, l, r in row)
+    return ControlPage(boxes, page, -(-len(rows) // per_page))
 
 
 def render_control(pane: np.ndarray, names: list[str], current: int, style: Style,
-                   frozen: int | None = None, on_list: bool = False) -> None:
-    """The layer list: current layer framed (filled when the cursor is on the list), frozen layer marked."""
+                   frozen: int | None = None, on_list: bool = False,
+                   disabled: frozenset[int] = frozenset()) -> None:
+    """The layer list (its page holding ``current``): current layer framed (filled when the cursor is on
+    the list), frozen layer underlined, layers that do not run greyed."""
     paint(pane, style.background)
-    for i, (t, l, b, r) in enumerate(control_boxes(names, pane.shape[:2], style)):
-        color = style.text
+    layout = control_page(names, pane.shape[:2], style, current)
+    for i, (t, l, b, r) in layout.boxes:
+        color = tuple(min(255, c + 60) for c in style.disabled) if i in disabled else style.text
         if i == current:
             if on_list:
                 cv2.rectangle(pane, (l, t), (r, b), style.selected, -1)
@@ -288,7 +329,10 @@ def render_control(pane: np.ndarray, names: list[str], current: int, style: Styl
                 cv2.rectangle(pane, (l, t), (r, b), style.selected, 1)
         if i == frozen:
             cv2.line(pane, (l + 2, b - 2), (r - 2, b - 2), style.frozen, 2)
-        put_text(pane, names[i], b - style.line_height // 4 - 2, l + 6, style, color)
+        put_text(pane, fit_text(names[i], r - l - 12, style), b - style.line_height // 4 - 2, l + 6, style, color)
+    if layout.pages > 1:
+        text = f"{layout.page + 1}/{layout.pages}"
+        put_text(pane, text, style.line_height, pane.shape[1] - text_width(text, style) - 6, style, style.selected)
 
 
 def render_aux(pane: np.ndarray, style: Style, unit_image: np.ndarray | None = None,
