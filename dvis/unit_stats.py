@@ -480,3 +480,25 @@ def source_labels(source, labels_file: str | Path | None = None, known: list[str
     if len(set(folders) - {None}) < 2:
         return [], None
     return image_labels(folders, known)
+
+
+def layer_summary(stats: UnitStats, layer: str) -> dict:
+    """One layer's headline numbers: units, dead and rare counts and shares, selectivity (mean,
+    median, share above 0.5, over units that are ever positive), correlations (mean |r| and share
+    of |r| > 0.5 over distinct pairs of the kept units)."""
+    s = stats.layer(layer)
+    n = len(s.mean)
+    off = ~np.eye(len(s.corr_units), dtype=bool)
+    r = s.corr[off]
+    r = r[np.isfinite(r)]
+    out = {"layer": layer, "units": n, "dead": int(s.dead.sum()), "rare": int(s.rare.sum()),
+           "dead_share": float(s.dead.mean()), "rare_share": float(s.rare.mean()),
+           "mean_abs_corr": float(np.abs(r).mean()) if len(r) else None,
+           "share_abs_corr_over_0.5": float((np.abs(r) > 0.5).mean()) if len(r) else None,
+           "corr_units": int(len(s.corr_units))}
+    if s.selectivity is not None:
+        si = s.selectivity[np.isfinite(s.selectivity)]
+        out.update(mean_selectivity=float(si.mean()) if len(si) else None,
+                   median_selectivity=float(np.median(si)) if len(si) else None,
+                   **{'share_selectivity_over_0.5': float((si > 0.5).mean()) if len(si) else None})
+    return out
