@@ -1,4 +1,4 @@
-"""Receptive fields: known values, analytic vs gradient-support agreement, residual/concat graphs."""
+"""Receptive fields: known values, agreement with the gradient-support reference, residual/concat graphs."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from core_helpers import TinyResidual, fake_loaded, seeded
+from geometry_reference import gradient_field
 from dvis.errors import DvisError
 from dvis.receptive_field import ReceptiveField, receptive_field
 
@@ -17,14 +18,13 @@ def alexnet():
     return torchvision.models.alexnet(weights=None).eval()
 
 
-@pytest.mark.parametrize("method", ["auto", "analytic", "gradient"])
-def test_alexnet_known_values(alexnet, method):
-    conv5 = receptive_field(alexnet, "features.10", method=method)
+def test_alexnet_known_values(alexnet):
+    conv5 = receptive_field(alexnet, "features.10")
     assert (conv5.size, conv5.stride, conv5.padding) == ((163, 163), (16, 16), (66, 66))
-    pool5 = receptive_field(alexnet, "features.12", method=method)
+    pool5 = receptive_field(alexnet, "features.12")
     assert (pool5.size, pool5.stride) == ((195, 195), (32, 32))
     # The adaptive pool is the identity at 224 px, so its field is pool5's.
-    assert receptive_field(alexnet, "avgpool", method=method) == pool5
+    assert receptive_field(alexnet, "avgpool") == pool5
 
 
 def test_fc_sees_whole_input_and_cache(alexnet):
@@ -75,12 +75,10 @@ def _chain_c():
     (_chain_b, (33, 47), ["2", "5"]),
     (_chain_c, (16, 20), ["6", "8"]),  # fields wider than the input: the gradient method enlarges it
 ])
-def test_analytic_and_gradient_agree_on_chains(make, size, layers):
+def test_geometry_and_gradient_agree_on_chains(make, size, layers):
     net = seeded(make())
     for layer in layers:
-        analytic = receptive_field(net, layer, size, method="analytic")
-        assert receptive_field(net, layer, size, method="gradient") == analytic
-        assert receptive_field(net, layer, size) == analytic
+        assert receptive_field(net, layer, size) == gradient_field(net, layer, size)
 
 
 def test_chain_values_by_hand():
@@ -102,8 +100,6 @@ def test_residual_and_concat_graph():
     assert (right.size, right.stride, right.padding) == ((39, 31), (4, 4), (19, 15))
     assert receptive_field(net, "left", size).size == (23, 23)
     assert receptive_field(net, "head", size).box(0, 0) == (0, 0, 24, 40)
-    with pytest.raises(DvisError, match="not on a plain chain"):
-        receptive_field(net, "right", size, method="analytic")
 
 
 def test_torchvision_resnet18():
@@ -126,8 +122,6 @@ def test_loaded_model_input_size_and_bad_arguments():
     net = seeded(_chain_b())
     model = fake_loaded(net, ["5"], size=(33, 47))
     assert receptive_field(model, "5").input_size == (33, 47)
-    with pytest.raises(DvisError, match="unknown receptive field method"):
-        receptive_field(net, "5", method="exact")
     with pytest.raises(DvisError, match="input_size"):
         receptive_field(net, "5", input_size=(0, 3))
     with pytest.raises(ValueError, match="valid layers"):
