@@ -9,6 +9,7 @@ list, ``dvis.web`` for the browser) shows the canvas and performs the effects ke
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import replace
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from dvis.errors import DvisError
+from dvis.geometry import model_geometry
 from dvis.toolbox import render as R
 from dvis.toolbox.bindings import help_lines, key_map
 from dvis.toolbox.actions import apply, select_at
@@ -41,29 +42,12 @@ def style_from(settings: Settings) -> R.Style:
                    font_size=0.45 * settings.global_scale * settings.font_scale)
 
 
-def layer_shapes(model) -> dict[str, tuple[int, ...]]:
-    """Per-unit output shape of every visualized layer: (C, H, W) for conv maps, (C,) for fc."""
-    from dvis.activations import activations
-
-    x = torch.zeros((1, model.channels) + tuple(model.input_size), device=model.device)
-    with torch.no_grad():
-        acts = activations(model, x, model.layers)
-    return {k: tuple(v.shape[1:]) for k, v in acts.items()}
-
-
-def receptive_fields(model, shapes: dict[str, tuple[int, ...]]) -> dict:
-    """ReceptiveField of each conv-map layer (None where it cannot be derived, e.g. fc layers)."""
-    from dvis.receptive_field import receptive_field
-
-    rfs = {}
-    for layer, shape in shapes.items():
-        rfs[layer] = None
-        if len(shape) == 3:
-            try:
-                rfs[layer] = receptive_field(model, layer, tuple(model.input_size))
-            except Exception as exc:  # noqa: BLE001 - a missing RF only hides the box
-                log.info("no receptive field for %s: %s", layer, exc)
-    return rfs
+def display_shape(geom) -> tuple[int, ...]:
+    """Per-unit shape shown for a layer: (C, H, W) for maps and token grids, (C,) for vectors, (1,)
+    for a layer with nothing to show (it never runs, or its output has no unit layout)."""
+    if geom is None or not geom.visualizable:
+        return (1,)
+    return (geom.channels,) + tuple(geom.grid) if geom.spatial else (geom.channels,)
 
 
 class Toolbox:
@@ -83,8 +67,14 @@ class Toolbox:
         self.canvas = np.zeros(settings.canvas_shape() + (3,), np.uint8)
         self.keymap = key_map(settings.key_bindings)
         self.help_rows = help_lines(settings.key_bindings)
-        self.shapes = layer_shapes(model)
-        self.rfs = receptive_fields(model, self.shapes)
+        # One traced forward gives every layer's shape, layout and receptive field (dvis.geometry).
+        geometry = model_geometry(model)
+        self.layer_geometry = {layer: geometry.get(layer) for layer in model.layers}
+        self.shapes = {layer: display_shape(g) for layer, g in self.layer_geometry.items()}
+        self.rfs = {layer: g.rf if g is not None and g.visualizable and g.spatial else None
+                    for layer, g in self.layer_geometry.items()}
+        self.disabled = frozenset(i for i, layer in enumerate(model.layers) if self.shapes[layer] == (1,)
+                                  and not (self.layer_geometry[layer] and self.layer_geometry[layer].visualizable))
         lh, lw = self.panes["layers"][2:]
         self.tile_layouts = [
             R.tile_layout(s[0], s[1:] if len(s) == 3 else (1, 1), (lh, lw), settings.tile_sep, settings.fc_tile_max)
@@ -105,7 +95,7 @@ class Toolbox:
         self.frame_id = None
         self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         self._loop_times: list[float] = []
-        self.worker = ComputeWorker(model, settings, compute_fn)
+        self.worker = ComputeWorker(model, settings, functools.partial(compute_fn, geometry=self.layer_geometry))
         self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir), settings.unit_cache_bytes)
         if settings.start_in_camera:
             self.set_state(replace(self.state, camera=True))
@@ -197,7 +187,7 @@ class Toolbox:
         """The compute job for the current state and frame."""
         st = self.state
         back = None
-        if st.back_on:
+        if st.back_on and st.back_source()[0] not in self.disabled:
             layer, unit = st.back_source()
             back = Back(self.model.layers[layer], unit, st.back_mode)
         return Job(frame_id=self.frame_id, frame=self.frame, back=back,
@@ -253,14 +243,21 @@ class Toolbox:
         stale = self.worker.busy and (out is None or out.job.back != self.job().back)
         caption = self._back_caption()
         R.render_back(self._pane("back"), self.style, back_img, caption if back_img is not None else
-                      ("computing" if st.back_on else "back-projection off (b)"), stale=stale)
+                      (self._waiting() if st.back_on else "back-projection off (b)"), stale=stale)
         R.render_control(self._pane("control"), self._names(), st.layer, self.style,
-                         frozen=st.frozen[0] if st.frozen else None, on_list=st.on_layer_list)
+                         frozen=st.frozen[0] if st.frozen else None, on_list=st.on_layer_list,
+                         disabled=self.disabled)
         self._render_unit_images()
         R.render_status(self._pane("status"), self.status_text(), self.style)
         if st.show_help:
             R.render_help(self.canvas, self.help_rows, self.style)
         return self.canvas
+
+    def _waiting(self) -> str:
+        """What a pane without results says: 'computing', or why there is nothing to compute."""
+        if self.frame is not None or self.state.camera:
+            return "computing"
+        return f"no images: {self.message or self.files.message or 'no readable image'}"
 
     def _back_image(self, out) -> np.ndarray | None:
         if not self.state.back_on or out is None or out.grad is None:
@@ -278,12 +275,15 @@ class Toolbox:
 
     def _render_layers(self, tiles: np.ndarray | None, back_img: np.ndarray | None) -> None:
         st, pane = self.state, self._pane("layers")
+        if st.layer in self.disabled:
+            R.fill(pane, self.style.disabled, f"{self._names()[st.layer]}: {self.why_disabled(st.layer)}", self.style)
+            return
         if st.zoom == "back":
             R.render_back(pane, self.style, back_img, self._back_caption() if back_img is not None else
                           "zoom: back-projection off (b)")
             return
         if tiles is None:
-            R.fill(pane, self.style.stale, "computing", self.style)
+            R.fill(pane, self.style.stale, self._waiting(), self.style)
             return
         if st.zoom == "unit":
             R.paint(pane, self.style.background)
@@ -307,6 +307,13 @@ class Toolbox:
         pane = np.empty(self._pane("layers").shape, np.uint8)
         R.render_tiles(pane, images, layout, self.style)
         return pane
+
+    def why_disabled(self, index: int) -> str:
+        """Why layer ``index`` has nothing to show (it does not run in eval mode, or has no unit layout)."""
+        geom = self.layer_geometry[self.model.layers[index]]
+        if geom is None:
+            return "not found in the traced forward"
+        return geom.reason or ("does not run in eval mode" if not geom.runs else f"{geom.layout} output")
 
     def _render_input(self, out, acts: np.ndarray | None) -> None:
         st = self.state
@@ -339,10 +346,14 @@ class Toolbox:
                 R.render_aux(pane, self.style, caption="no class scores")
             return
         if tiles is None or acts is None:
-            R.render_aux(pane, self.style, caption="computing")
+            R.render_aux(pane, self.style, caption=self._waiting())
             return
         value = float(acts[st.unit].max())
-        R.render_aux(pane, self.style, tiles[st.unit], caption=f"{self._names()[st.layer]}:{st.unit} max {value:.3g}")
+        caption = f"{self._names()[st.layer]}:{st.unit} max {value:.3g}"
+        extra = out.extra.get(self.model.layers[st.layer]) if out is not None else None
+        if extra is not None:  # class / register tokens are shown apart from the patch grid
+            caption += " | tokens " + " ".join(f"{v:.3g}" for v in extra[:, st.unit])
+        R.render_aux(pane, self.style, tiles[st.unit], caption=caption)
 
     def _render_unit_images(self) -> None:
         st, pane = self.state, self._pane("unit_images")
@@ -359,8 +370,17 @@ class Toolbox:
         st, s = self.state, self.settings
         layer = self.model.layers[st.layer]
         shape = "x".join(map(str, self.shapes[layer]))
+        geom = self.layer_geometry[layer]
+        if st.layer in self.disabled:
+            shape = self.why_disabled(st.layer)
+        elif geom.layout == "hwc":
+            shape += " hwc"
+        elif geom.layout == "tokens":
+            shape += f" tokens+{geom.extra_tokens}" if geom.extra_tokens else " tokens"
         rf = self.rfs.get(layer)
         rf_text = f" rf {rf.size[0]}x{rf.size[1]}" if rf is not None else ""
+        if rf is not None and geom.global_context:
+            rf_text += " +global"
         if st.camera:
             source = "camera (frozen)" if st.camera_frozen else "camera"
         else:

@@ -53,6 +53,7 @@ class Output:
     probs: np.ndarray | None = None
     grad: np.ndarray | None = None  # input gradient, C x H x W
     diffs: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # token layers: extra tokens x C
     occlusion: np.ndarray | None = None  # H x W probability of the unoccluded top class
     seconds: float = 0.0
     error: str | None = None
@@ -68,31 +69,53 @@ def class_probs(acts: dict[str, np.ndarray], layers: list[str], n_labels: int) -
     return e / e.sum()
 
 
-def compute(model, job: Job, settings) -> Output:
+def compute(model, job: Job, settings, geometry: dict | None = None) -> Output:
     """Run one job on ``model`` (a LoadedModel): one forward capturing every layer, plus one backward
-    when a back-projection is asked for. Pure apart from the model's forward/backward."""
+    when a back-projection is asked for. Pure apart from the model's forward/backward.
+
+    With ``geometry`` (layer -> dvis.geometry.LayerGeometry), layers that do not run or have no unit
+    layout are skipped and values come as C x H x W maps (channels-last and token layers too, the
+    class/register tokens of token layers in ``Output.extra``) or C vectors.
+    """
     from dvis.activations import activations
     from dvis.backproject import forward_and_back
 
     start = time.perf_counter()
+    layers = [k for k in model.layers if geometry is None or (geometry.get(k) and geometry[k].visualizable)]
     x = model.preprocess(job.frame)
     out = Output(job)
     if job.back is not None:
-        diff_layers = (job.diff_layer,) if job.diff_layer else ()
-        res = forward_and_back(model, x, model.layers, job.back.layer, job.back.unit, job.back.mode, "max",
+        diff_layers = (job.diff_layer,) if job.diff_layer in layers else ()
+        res = forward_and_back(model, x, layers, job.back.layer, job.back.unit, job.back.mode, "max",
                                diff_layers=diff_layers)
         acts = res.activations
         out.grad = res.input_grad.detach()[0].float().cpu().numpy()
-        out.diffs = {k: v.detach()[0].float().cpu().numpy() for k, v in res.diffs.items()}
+        out.diffs = {k: _first(v, k, geometry) for k, v in res.diffs.items()}
     else:
         with torch.no_grad():
-            acts = activations(model, x, model.layers)
-    out.acts = {k: v.detach()[0].float().cpu().numpy() for k, v in acts.items()}
+            acts = activations(model, x, layers)
+    out.acts = {k: _first(v, k, geometry) for k, v in acts.items()}
+    if geometry is not None:
+        from dvis.geometry import extra_token_values
+
+        for k, v in acts.items():
+            extra = extra_token_values(v, geometry[k])
+            if extra is not None:
+                out.extra[k] = extra.detach()[0].float().cpu().numpy()
     out.probs = class_probs(out.acts, model.layers, len(model.labels))
     if job.occlusion:
         out.occlusion = occlusion_map(model, x, settings.occlusion_patch, settings.occlusion_steps)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _first(value: torch.Tensor, layer: str, geometry: dict | None) -> np.ndarray:
+    """The first batch item as numpy, as maps / vectors when the layer's geometry is known."""
+    if geometry is not None:
+        from dvis.geometry import to_maps
+
+        value = to_maps(value.detach(), geometry[layer])
+    return value.detach()[0].float().cpu().numpy()
 
 
 def occlusion_map(model, x: torch.Tensor, patch: float, steps: int) -> np.ndarray:
