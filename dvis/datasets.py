@@ -1,7 +1,9 @@
-"""Image sources for the precompute pipeline: a folder, a list file or a tar archive, read by index.
+"""Image sources: a folder, a list file, a tar archive or one image, read by index. Every command
+that reads images goes through this module.
 
 A source is an ordered list of image names plus a way to fetch each image's bytes; the order is
-fixed (natural sort) so an image's index is stable across runs, processes and shards.
+fixed (natural sort) so an image's index is stable across runs, processes and shards. Unreadable
+files are skipped with one warning each (:func:`warn_skip`) and counted in the command's summary.
 """
 from __future__ import annotations
 
@@ -13,12 +15,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from dvis.errors import DvisError
+from dvis.errors import DvisError, first_line
 from dvis.images import IMAGE_EXTENSIONS, list_images, natural_key, read_image
-from dvis.model_loading import prepare_image
+from dvis.preprocess import prepare_image
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 #: Compressed tars cannot be read by offset, so their members are held in memory up to this size.
@@ -67,6 +68,64 @@ class ImageSource:
         if not data:
             raise DvisError("empty file")
         return read_image(data)
+
+    def try_load(self, i: int) -> np.ndarray | None:
+        """Image ``i``, or None (after one warning naming the file) when it cannot be read."""
+        try:
+            return self.load(i)
+        except UNREADABLE as exc:
+            warn_skip(self.names[i], exc)
+            return None
+
+    def read_all(self) -> "ReadImages":
+        """Decode every image, skipping unreadable ones (one warning each)."""
+        images, names, skipped = [], [], []
+        for i in range(len(self)):
+            img = self.try_load(i)
+            if img is None:
+                skipped.append(self.names[i])
+            else:
+                images.append(img)
+                names.append(self.path(i))
+        return ReadImages(images, names, skipped)
+
+
+#: What decoding a bad file raises (DvisError from dvis.images, OSError from the file system).
+UNREADABLE = (DvisError, OSError, ValueError, cv2.error)
+
+
+def warn_skip(name: str, exc: BaseException) -> None:
+    """The one warning an unreadable image gets before it is skipped."""
+    warnings.warn(f"skipping unreadable image {name}: {first_line(exc)}", stacklevel=2)
+
+
+@dataclass
+class ReadImages:
+    """Decoded images (HxWx3 uint8 RGB) with their locators, and the names of the files skipped."""
+
+    images: list[np.ndarray]
+    names: list[str]
+    skipped: list[str]
+
+    def summary(self) -> str:
+        """'12 images (3 skipped as unreadable)'."""
+        return f"{len(self.images)} images ({len(self.skipped)} skipped as unreadable)"
+
+
+def read_sources(specs: str | list[str]) -> ReadImages:
+    """Decode all images of one or several sources (folders, list files, tars, image files), in
+    order, skipping unreadable ones; raises DvisError when none is readable."""
+    specs = [specs] if isinstance(specs, (str, os.PathLike)) else list(specs)
+    images, names, skipped = [], [], []
+    for spec in specs:
+        part = open_source(spec).read_all()
+        images += part.images
+        names += part.names
+        skipped += part.skipped
+    if not images:
+        raise DvisError(f"no readable images in {', '.join(map(str, specs))}"
+                        + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
+    return ReadImages(images, names, skipped)
 
 
 def _tar_source(spec: str) -> ImageSource:
@@ -129,16 +188,14 @@ class ImageDataset(Dataset):
     composition (which keeps floating-point results identical across resumes and shards).
     """
 
-    def __init__(self, source: ImageSource, size: tuple[int, int], channels: int = 3):
+    def __init__(self, source: ImageSource, size: tuple[int, int], channels: int = 3, decode: str = "cpu"):
+        from dvis.decode import Decoder
+
         self.source, self.size, self.channels = source, tuple(size), channels
+        self.decoder = Decoder(source, self.size, channels, decode)  # dvis.decode: --decode cpu|gpu
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, int]:
-        try:
-            arr = fit_image(self.source.load(i), self.size, self.channels)
-            return torch.from_numpy(arr), True, i
-        except (DvisError, OSError, ValueError, cv2.error) as exc:
-            warnings.warn(f"skipping unreadable image {self.source.names[i]}: {exc}", stacklevel=1)
-            return torch.zeros((self.channels,) + self.size, dtype=torch.uint8), False, i
+    def __getitem__(self, i: int) -> tuple:
+        return self.decoder.item(i)

@@ -3,26 +3,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 from torch import nn
-
-
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """Return a new conv equal to ``bn(conv(x))`` in eval mode."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
-    )
-    with torch.no_grad():
-        fused.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1))
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
-    return fused
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def fold_batchnorm(net: nn.Sequential) -> nn.Sequential:
-    """Fold every Conv2d directly followed by BatchNorm2d in a Sequential; other modules are kept."""
+    """Fold every Conv2d directly followed by BatchNorm2d in a Sequential (PyTorch's
+    ``fuse_conv_bn_eval``, on eval-mode copies); other modules are kept."""
     items = list(net.named_children())
     out: list[tuple[str, nn.Module]] = []
     i = 0
@@ -30,7 +17,8 @@ def fold_batchnorm(net: nn.Sequential) -> nn.Sequential:
         name, mod = items[i]
         nxt = items[i + 1][1] if i + 1 < len(items) else None
         if isinstance(mod, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
-            out.append((name, fold_conv_bn(mod, nxt)))
+            # Folding uses the running statistics, i.e. the eval-mode behaviour of the pair.
+            out.append((name, fuse_conv_bn_eval(mod.eval(), nxt.eval())))
             i += 2
         else:
             out.append((name, mod))

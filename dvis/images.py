@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dvis.errors import DvisError
+from dvis.errors import DvisError, first_line
 
 #: File extensions (lower case, with the dot) that :func:`list_images` treats as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+#: Images with more pixels are refused before decoding (decompression-bomb guard: a small file whose
+#: header claims 20000x20000 pixels would need gigabytes). 8192 x 8192 covers every real photo input.
+MAX_PIXELS = 8192 * 8192
 
 # Transparent pixels are shown over white, as an image viewer on a white page shows them.
 _BACKGROUND = 255
@@ -61,11 +65,6 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     return to_rgb(np.asarray(im))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def read_image(path_or_bytes: str | os.PathLike | bytes) -> np.ndarray:
     """Read an image file (or its bytes) as an HxWx3 uint8 RGB array, EXIF orientation applied.
 
@@ -80,12 +79,17 @@ def read_image(path_or_bytes: str | os.PathLike | bytes) -> np.ndarray:
             raise DvisError(f"{name}: no such image file")
     try:
         with Image.open(source) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DvisError(f"{name}: {im.width}x{im.height} pixels, over the {MAX_PIXELS // 1_000_000} Mpx limit "
+                                "(decompression-bomb guard)")
             im = ImageOps.exif_transpose(im)
             return _pil_to_rgb(im)
+    except DvisError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise DvisError(f"{name}: not a readable image ({type(exc).__name__})") from exc
     except Exception as exc:  # Pillow's decoders and EXIF parser raise many types on corrupt data
-        raise DvisError(f"{name}: corrupt or unreadable image ({_first_line(exc)})") from exc
+        raise DvisError(f"{name}: corrupt or unreadable image ({first_line(exc)})") from exc
 
 
 def natural_key(text: str) -> list:

@@ -92,11 +92,13 @@ def weights_digest(net: nn.Module) -> str:
     return h.hexdigest()
 
 
-def fingerprint(model, source, layers: list[str], top: int, batch_size: int) -> str:
-    """Identifies a computation (model weights, images, layers, k, batching): a checkpoint or a
-    finished run is only reused by the same command on the same data and weights."""
+def fingerprint(model, source, layers: list[str], top: int, batch_size: int, precision: str = "fp32") -> str:
+    """Identifies a computation (model weights, images, layers, k, batching, forward precision): a
+    checkpoint or a finished run is only reused by the same command on the same data and weights."""
     h = hashlib.sha1()
     h.update(json.dumps([model.name, weights_digest(model.net), source.spec, layers, top, batch_size]).encode())
+    if precision != "fp32":  # fp32 runs keep the fingerprints they always had
+        h.update(precision.encode())
     h.update("\n".join(source.names).encode())
     return h.hexdigest()
 

@@ -27,7 +27,7 @@ from torch import nn
 from dvis.errors import DvisError
 
 if TYPE_CHECKING:
-    from dvis.model_loading import ModelSpec
+    from dvis.model_spec import ModelSpec
 
 PREFIX = "timm:"
 #: The ``weights:`` value that asks for timm's pretrained weights.
@@ -73,7 +73,7 @@ def build(spec: ModelSpec) -> tuple[nn.Module, str]:
     Also fills ``spec.input_size``, ``spec.mean`` and ``spec.std`` from timm's data config where
     model.yaml left them out.
     """
-    from dvis.model_loading import load_state_dict_file
+    from dvis.weights import load_state_dict_file
 
     name = model_name(spec.architecture)
     timm = import_timm(spec.architecture)

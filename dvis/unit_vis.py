@@ -30,6 +30,7 @@ a previous complete layer readable.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -155,13 +156,20 @@ def write_sprite(root: str | Path, layer: str, kind: str, tiles: np.ndarray, pre
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise DvisError(f"cannot encode sprite {layer}/{kind}")
-    path = folder / f"{kind}.jpg"
-    _atomic_write(path, buf.tobytes())
+    # A new file name per content, then the layout entry: a kill at any moment leaves the old
+    # layout pointing at the old sprite (same geometry), or the new layout at the new one.
+    data = buf.tobytes()
+    path = folder / f"{kind}-{hashlib.sha1(data).hexdigest()[:10]}.jpg"
+    _atomic_write(path, data)
     layout_path = folder / "layout.json"
     layout = json.loads(layout_path.read_text()) if layout_path.is_file() else {}
     layout[kind] = {"file": path.name, "tile": [h, w], "cols": cols, "units": n,
                     "present": [int(p) for p in np.asarray(present, bool)]}
     _atomic_write(layout_path, json.dumps(layout).encode())
+    used = {e["file"] for e in layout.values()}
+    for old in [folder / f"{kind}.jpg", *folder.glob(f"{kind}-*.jpg")]:  # earlier versions and orphans of kills
+        if old.name not in used:
+            old.unlink(missing_ok=True)
     return path
 
 

@@ -89,7 +89,7 @@ def test_command_writes_figure_and_numbers(tmp_path, capsys):
     write_images(tmp_path / "imgs", ["cifar_cat_0000.png", "cifar_ship_0001.png"])
     out = tmp_path / "out"
     rc, stdout, _ = run_cli(capsys, "invariance", "--model", folder, "--images", tmp_path / "imgs",
-                            "--layers", "conv1", "fc7", "--out", out)
+                            "--layers", "conv1,fc7", "--out", out)
     assert rc == 0 and "rotate" in stdout
     assert_png(out / "invariance.png")
     numbers = json.loads((out / "invariance.json").read_text())

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dvis.errors import DvisError
-from dvis.model_loading import load_model, prepare_image
+from dvis.model_loading import load_model
+from dvis.preprocess import prepare_image
 from models_helpers import EXAMPLE
 
 pytestmark = [

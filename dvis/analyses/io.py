@@ -12,13 +12,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dvis.errors import DvisError
-from dvis.images import list_images, read_image
+from dvis.cli import add_model_argument
+from dvis.datasets import read_sources
 from dvis.model_loading import load_model
 
 
 def add_common_args(parser, out_default: str) -> None:
     """``--model``, ``--device``, ``--out`` and ``--batch-size``, shared by every experiment command."""
-    parser.add_argument("--model", default=None, help="model name, folder or model.yaml (default: zf-cifar10)")
+    add_model_argument(parser)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--out", default=out_default, help=f"folder for the figure and numbers (default: {out_default})")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
@@ -37,22 +38,17 @@ def auto_targets(paths: Sequence[str], labels: Sequence[str], spec: str | None) 
 
 
 def load_inputs(model, sources: Sequence[str]) -> tuple[torch.Tensor, list[np.ndarray], list[str]]:
-    """Read every image named by ``sources`` (files, folders or list files).
+    """Read every image named by ``sources`` (files, folders, list files or tars) through
+    :func:`dvis.datasets.read_sources`: unreadable files are skipped with one warning each and
+    counted in the line this prints.
 
     Returns the normalized batch (N x C x H x W on the model's device), the resized RGB uint8
-    images for figures, and the paths.
+    images for figures, and the paths of the images read.
     """
-    paths = [p for src in sources for p in _listed(src)]
-    if not paths:
-        raise DvisError(f"no images found in {', '.join(sources)}")
-    x = torch.cat([model.preprocess(read_image(p)) for p in paths])
-    return x, [model.deprocess(t) for t in x], paths
-
-
-def _listed(src: str) -> list[str]:
-    if not Path(src).exists():
-        raise DvisError(f"image not found: {src}")
-    return list_images(src)
+    read = read_sources(list(sources))
+    print(f"images: {read.summary()}")
+    x = torch.cat([model.preprocess(img) for img in read.images])
+    return x, [model.deprocess(t) for t in x], read.names
 
 
 def resolve_class(labels: Sequence[str], spec: str | int) -> int:

@@ -7,6 +7,7 @@ import torch
 
 from dvis.analyses.correspondence import RANDOM, correspondence, load_spec, plot_correspondence, random_boxes, scale_boxes
 from dvis.analyses.io import add_common_args, load_inputs, open_model, save_figure, write_json
+from dvis.cli import add_layers_argument, parse_layers
 from dvis.images import read_image
 from dvis.layers import default_layers
 
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("correspondence", help="consistency of feature changes when occluding the same part in several images (ZF Table 1)")
     add_common_args(p, "dvis-correspondence")
     p.add_argument("--spec", required=True, help="YAML file listing images and part boxes (see docs/analyses.md)")
-    p.add_argument("--layers", nargs="+", default=None, help="layers (default: the spec's, else all but the output layer)")
+    add_layers_argument(p, "the spec's, else all but the output layer")
     p.add_argument("--random", type=int, default=None, help="number of random box sets (default: the spec's, else 5)")
     p.add_argument("--seed", type=int, default=None, help="seed for the random boxes (default: the spec's, else 0)")
     p.add_argument("--no-rectify", action="store_true", help="compare raw layer outputs instead of rectified ones")
@@ -34,7 +35,7 @@ def run(args) -> int:
     if count > 0:
         boxes[RANDOM] = random_boxes(len(paths), count, tuple(hw.tolist()), model.input_size,
                                      spec.seed if args.seed is None else args.seed)
-    layers = args.layers or spec.layers or default_layers(model)[:-1]
+    layers = parse_layers(args.layers, model) or spec.layers or default_layers(model)[:-1]
     table = correspondence(model, x, boxes, layers, rectify=not args.no_rectify, batch_size=args.batch_size, progress=True)
     out = Path(args.out)
     save_figure(plot_correspondence(pixels, boxes, table), out / "correspondence.png")

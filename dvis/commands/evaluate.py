@@ -8,54 +8,57 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from torch.utils.data import DataLoader
+
+from dvis.datasets import ImageDataset, open_source
 from dvis.errors import DvisError
-from dvis.imagefolder_arrays import iter_split
-from dvis.images import read_image
 from dvis.model_loading import load_model
 
 
-def evaluate_split(model, source: str | Path, split: str, batch_size: int = 256) -> dict:
-    """Classify every image of ``source/split/<class>/*``; classes are matched to ``model.labels`` by name."""
+def evaluate_split(model, source: str | Path, split: str, batch_size: int = 256, workers: int = 0) -> dict:
+    """Classify every image of ``source/split/<class>/*`` (a folder or tar, read by
+    :func:`dvis.datasets.open_source`); classes are matched to ``model.labels`` by name.
+    Unreadable images are skipped with one warning each and counted in ``skipped``."""
     if not model.labels:
         raise DvisError(f"model '{model.name}' has no labels file; cannot score a labelled dataset")
     index = {name: i for i, name in enumerate(model.labels)}
-    correct1 = correct5 = total = 0
-    per_class: dict[str, list[int]] = {}
-
-    def flush(xs: list[torch.Tensor], ys: list[int], names: list[str]) -> None:
-        nonlocal correct1, correct5, total
-        with torch.inference_mode():
-            logits = model.net(torch.cat(xs))
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices.cpu()
-        y = torch.tensor(ys)
-        hit1 = top[:, 0] == y
-        correct1 += int(hit1.sum())
-        correct5 += int((top == y[:, None]).any(1).sum())
-        total += len(ys)
-        for name, ok in zip(names, hit1.tolist()):
-            per_class.setdefault(name, [0, 0])[0] += ok
-            per_class[name][1] += 1
-
-    xs, ys, names = [], [], []
-    for rel, data in tqdm(iter_split(source, split), desc=f"evaluate {model.name}", unit="img"):
-        cls = rel.split("/")[1]
-        if cls not in index:
-            raise DvisError(f"class folder '{cls}' is not among the labels of model '{model.name}'")
-        xs.append(model.preprocess(read_image(data)))
-        ys.append(index[cls])
-        names.append(cls)
-        if len(xs) == batch_size:
-            flush(xs, ys, names)
-            xs, ys, names = [], [], []
-    if xs:
-        flush(xs, ys, names)
-    if not total:
+    images = open_source(source)
+    chosen, classes = [], []
+    for i, name in enumerate(images.names):
+        parts = Path(name).parts
+        if split in parts[:-2]:  # .../SPLIT/<class>/<file>
+            cls = parts[parts.index(split) + 1]
+            if cls not in index:
+                raise DvisError(f"class folder '{cls}' is not among the labels of model '{model.name}'")
+            chosen.append(i)
+            classes.append(index[cls])
+    if not chosen:
         raise DvisError(f"no images under '{split}/<class>/' in {source}")
+    label_of = dict(zip(chosen, classes))
+    loader = DataLoader(ImageDataset(images, model.input_size, model.channels), batch_size=batch_size,
+                        sampler=chosen, num_workers=workers)
+    hits1, hits5, ys = [], [], []
+    with torch.inference_mode():
+        for x, ok, idx in tqdm(loader, desc=f"evaluate {model.name}", unit="batch"):
+            x, idx = x[ok], idx[ok]
+            if not len(idx):
+                continue
+            logits = model.net(model.normalize(x.to(model.device).float().div_(255)))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+            y = torch.tensor([label_of[int(i)] for i in idx])
+            hits1.append(top[:, 0] == y)
+            hits5.append((top == y[:, None]).any(1))
+            ys.append(y)
+    total = sum(len(y) for y in ys)
+    if not total:
+        raise DvisError(f"no readable images under '{split}/<class>/' in {source}")
+    hit1, hit5, y = torch.cat(hits1), torch.cat(hits5), torch.cat(ys)
+    per_class = torch.bincount(y[hit1], minlength=len(model.labels)) / torch.bincount(y, minlength=len(model.labels)).clamp_min(1)
+    seen = torch.unique(y).tolist()
     return {
-        "model": model.name, "split": split, "images": total,
-        "top1": correct1 / total, "top5": correct5 / total,
-        "per_class_top1": {c: ok / n for c, (ok, n) in sorted(per_class.items())},
+        "model": model.name, "split": split, "images": total, "skipped": len(chosen) - total,
+        "top1": float(hit1.float().mean()), "top5": float(hit5.float().mean()),
+        "per_class_top1": {model.labels[c]: float(per_class[c]) for c in sorted(seen, key=lambda c: model.labels[c])},
     }
 
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     result = evaluate_split(model, args.data, args.split, args.batch_size)
     print(f"{result['model']}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} on {result['images']} "
-          f"'{args.split}' images of {args.data}")
+          f"'{args.split}' images of {args.data} ({result['skipped']} skipped as unreadable)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

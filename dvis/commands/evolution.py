@@ -8,6 +8,8 @@ import numpy as np
 from dvis.analyses.common import conv_layers, logits_and_features
 from dvis.analyses.evolution import feature_evolution, plot_evolution
 from dvis.analyses.io import add_common_args, load_inputs, open_model, save_figure, write_json
+from dvis.cli import add_layers_argument, parse_layers
+from dvis.constants import BACK_MODES
 from dvis.errors import DvisError
 from dvis.layers import check_layers
 
@@ -20,10 +22,10 @@ def register(subparsers) -> None:
     add_common_args(p, "dvis-evolution")
     p.add_argument("--checkpoints", nargs="+", default=None, help="state-dict files in training order (default: the model's)")
     p.add_argument("--images", nargs="+", required=True, help="probe images: files, folders or list files")
-    p.add_argument("--layers", nargs="+", default=None, help="layers (default: the model's conv layers)")
+    add_layers_argument(p, "the model's conv layers")
     p.add_argument("--units", nargs="+", default=None,
                    help=f"unit indices for every layer, or LAYER:UNIT pairs (default: {DEFAULT_UNITS} evenly spaced units per layer)")
-    p.add_argument("--mode", choices=("deconv", "guided", "grad"), default="deconv", help="projection method")
+    p.add_argument("--mode", choices=BACK_MODES, default="deconv", help="projection method")
     p.set_defaults(func=run)
 
 
@@ -51,7 +53,7 @@ def run(args) -> int:
     if missing:
         raise DvisError(f"checkpoint not found: {missing[0]}")
     x, _, paths = load_inputs(model, args.images)
-    layers = args.layers or conv_layers(model)
+    layers = parse_layers(args.layers, model) or conv_layers(model)
     feats = logits_and_features(model, x[:1], check_layers(model, layers))[1]
     widths = {k: v.shape[1] for k, v in feats.items()}
     units = parse_units(args.units, layers, widths)

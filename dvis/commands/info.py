@@ -6,6 +6,7 @@ import argparse
 import torch
 
 from dvis.activations import activations
+from dvis.cli import add_model_argument
 from dvis.errors import DvisError
 from dvis.model_loading import LoadedModel, load_model
 from dvis.receptive_field import receptive_field
@@ -66,6 +67,12 @@ def format_info(model: LoadedModel, rows: list[dict[str, str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.paths:
+        from dvis.paths import lookup_report
+
+        for what, path in lookup_report():
+            print(f"{what:<26} {path}{'' if path.exists() else '  (missing)'}")
+        return 0
     model = load_model(args.model, device=args.device, weights=args.weights)
     print(format_info(model, layer_rows(model)))
     return 0
@@ -74,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="show a model's input, weights, labels and visualizable layers",
                               description="Show a model's input, weights, labels and a table of its visualizable layers.")
-    p.add_argument("model", nargs="?", default=None,
-                   help="model folder name or path, model.yaml, or torchvision architecture (default: zf-cifar10)")
+    add_model_argument(p, positional=True)
+    p.add_argument("--paths", action="store_true", help="print every place dvis looks things up, in order, and exit")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--weights", default=None,
                    help="override model.yaml's weights: a state_dict file, a torchvision weights name, or none")

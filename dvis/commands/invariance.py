@@ -7,6 +7,7 @@ import numpy as np
 
 from dvis.analyses.invariance import TRANSFORMS, affine_thetas, default_amounts, invariance_sweep, plot_invariance, transform_images
 from dvis.analyses.io import add_common_args, auto_targets, load_inputs, open_model, save_figure, write_json
+from dvis.cli import add_layers_argument, parse_layers
 from dvis.layers import default_layers
 from dvis.tiling import tile
 
@@ -18,7 +19,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("invariance", help="feature distance and true-class probability under translation, scale, rotation (ZF Fig. 5)")
     add_common_args(p, "dvis-invariance")
     p.add_argument("--images", nargs="+", required=True, help="image files, folders or list files")
-    p.add_argument("--layers", nargs="+", default=None, help="layers to compare (default: all but the output layer)")
+    add_layers_argument(p, "all but the output layer")
     p.add_argument("--transforms", nargs="+", choices=list(TRANSFORMS), default=list(TRANSFORMS))
     p.add_argument("--target", default=None, help="true class for all images (default: the class in each file name, else the top class)")
     p.add_argument("--no-rectify", action="store_true", help="compare raw layer outputs instead of rectified ones")
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     model = open_model(args)
     x, _, paths = load_inputs(model, args.images)
-    layers = args.layers or default_layers(model)[:-1]
+    layers = parse_layers(args.layers, model) or default_layers(model)[:-1]
     targets = auto_targets(paths, model.labels, args.target)
     sweeps, examples = [], {}
     for kind in args.transforms:

@@ -11,7 +11,8 @@ from dvis.analyses.occlusion import occlusion_maps, plot_occlusion
 def register(subparsers) -> None:
     p = subparsers.add_parser("occlusion", help="slide a grey square over the input and map class probability and a feature map (ZF Fig. 7)")
     add_common_args(p, "dvis-occlusion")
-    p.add_argument("--image", nargs="+", required=True, help="image files or folders")
+    p.add_argument("--images", "--image", dest="images", nargs="+", required=True,
+                   help="image files, folders, list files or tars")
     p.add_argument("--size", type=int, default=8, help="occluder side in model-input pixels")
     p.add_argument("--stride", type=int, default=2, help="occluder step in model-input pixels")
     p.add_argument("--layer", default=None, help="layer whose feature map is tracked (default: the last conv layer)")
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     model = open_model(args)
-    x, pixels, paths = load_inputs(model, args.image)
+    x, pixels, paths = load_inputs(model, args.images)
     layer = args.layer or conv_layers(model)[-1]
     targets = auto_targets(paths, model.labels, args.target)
     out = Path(args.out)

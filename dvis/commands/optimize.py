@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dvis.commands.maxes import parse_layers
+from dvis.cli import add_model_argument, parse_layers
 from dvis.errors import DvisError
 from dvis.optvis.settings import LR_POLICIES, STARTS, OptSettings
 
@@ -48,13 +48,16 @@ def settings_from(args) -> OptSettings:
 def register(sub) -> None:
     p = sub.add_parser("optimize", help="optimize images that maximally activate units",
                        description="Regularized gradient ascent (Yosinski et al. 2015), batched across units and seeds.")
-    p.add_argument("--model", default=None, help="anything dvis.load_model accepts (default: zf-cifar10)")
-    p.add_argument("--layer", required=True, help="layer name, a comma-separated list, or 'all'")
+    add_model_argument(p)
+    p.add_argument("--layers", "--layer", dest="layers", required=True, help="comma-separated layer names or 'all'")
     p.add_argument("--units", default="all", help="'all' or e.g. 0,3,10-20")
     p.add_argument("--out", default=None, help="unit_vis folder (default: the model's)")
     p.add_argument("--maxes", default=None, help="maxes run to compare activations with (default: <unit_vis>/maxes)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="recompute layers already done with the same settings")
+    p.add_argument("--shard", help="i/N: compute only shard i of N (the last shard to finish merges); "
+                                   "or launch with torchrun")
+    p.add_argument("--force", action="store_true",
+                   help="recompute complete layers, and replace optimized images made with other settings")
     p.add_argument("--quiet", action="store_true")
     add_opt_arguments(p)
     p.set_defaults(func=run)
@@ -62,15 +65,22 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from dvis.model_loading import load_model
+    from dvis.distributed import setup
     from dvis.precompute import default_run_dir, format_opt_summary, run_optimize_step, unit_vis_root
 
-    model = load_model(args.model, device=args.device)
+    shard, device = setup(args.device, args.shard)
+    model = load_model(args.model, device=device)
     root = unit_vis_root(model, args.out)
-    layers = list(model.layers) if args.layer == "all" else parse_layers(args.layer)
+    layers = parse_layers(args.layers, model)
     units = parse_units(args.units)
     run_dir = Path(args.maxes) if args.maxes else default_run_dir(root)
     settings = settings_from(args)
     for layer in layers:
-        summary = run_optimize_step(model, layer, root, settings, units, run_dir, args.force, not args.quiet)
-        print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+        summary = run_optimize_step(model, layer, root, settings, units, run_dir, args.force,
+                                    not args.quiet and shard.main, shard)
+        if summary or shard.main and not shard.files:
+            print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+        elif shard.files:
+            print(f"optimize {layer}: shard {shard.rank}/{shard.world} done; the last shard to finish writes it")
+    shard.close()
     return 0

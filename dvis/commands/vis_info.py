@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dvis.cli import add_model_argument
 from dvis.errors import DvisError
 
 from dvis.constants import COMPLETE_KINDS as KINDS
@@ -10,7 +11,7 @@ from dvis.constants import COMPLETE_KINDS as KINDS
 
 def register(sub) -> None:
     p = sub.add_parser("vis-info", help="report the per-unit images of a model's unit_vis folder")
-    p.add_argument("model", nargs="?", default=None, help="anything dvis.load_model accepts (default: zf-cifar10)")
+    add_model_argument(p, positional=True)
     p.add_argument("--out", default=None, help="unit_vis folder (default: the model's)")
     p.set_defaults(func=run)
 

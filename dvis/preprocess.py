@@ -1,0 +1,41 @@
+"""Images in and out of a net: resize to the input size, normalize, and back to displayable uint8."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from dvis.errors import DvisError
+from dvis.images import to_rgb
+
+
+def prepare_image(img: np.ndarray, input_size: tuple[int, int], channels: int) -> np.ndarray:
+    """HxW / HxWx3 / HxWx4 uint8 of any size -> input_size HxWxC uint8 (grayscale when ``channels`` is 1)."""
+    rgb = to_rgb(img)
+    h, w = input_size
+    shrink = rgb.shape[0] >= h and rgb.shape[1] >= w
+    # Area averaging avoids aliasing when shrinking; bilinear is smoother when enlarging.
+    resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if channels == 1:
+        return cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[:, :, None]
+    return resized
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """NxCxHxW in [0, 1] -> (x - mean) / std with per-channel ``mean``/``std`` (C-vectors)."""
+    if x.ndim != 4 or x.shape[1] != mean.numel():
+        raise DvisError(f"expected an Nx{mean.numel()}xHxW batch, got shape {tuple(x.shape)}")
+    return (x - mean.to(x).view(1, -1, 1, 1)) / std.to(x).view(1, -1, 1, 1)
+
+
+def deprocess(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
+    """1xCxHxW or CxHxW normalized tensor -> HxWx3 uint8 (1-channel images repeated to gray RGB)."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise DvisError(f"deprocess takes one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.ndim != 3 or x.shape[0] != mean.numel():
+        raise DvisError(f"expected a {mean.numel()}xHxW image tensor, got shape {tuple(x.shape)}")
+    x = x.detach().float().cpu() * std.view(-1, 1, 1) + mean.view(-1, 1, 1)
+    img = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else np.ascontiguousarray(img)

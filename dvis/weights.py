@@ -1,0 +1,84 @@
+"""Weights: torchvision weights names (fetched into torch's hub cache by
+``WeightsEnum.get_state_dict``) and state_dict files, loaded with one-line errors naming the file."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from dvis.errors import DvisError, did_you_mean, first_line
+
+#: What a LoadedModel's ``weights_source`` says for random init.
+NO_WEIGHTS = "none (random init)"
+_WEIGHTS_ENUM = re.compile(r"^[A-Za-z]\w*_Weights\.\w+$")
+
+
+def is_weights_name(text: str) -> bool:
+    """Whether ``text`` names torchvision weights (``ResNet18_Weights.IMAGENET1K_V1``)."""
+    return bool(_WEIGHTS_ENUM.match(text))
+
+
+def hub_cache_file(weights: tvm.WeightsEnum) -> Path:
+    """Where torch's hub cache keeps (or will keep) ``weights``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url.split("?")[0])
+
+
+def weights_unavailable(weights: tvm.WeightsEnum, path: Path, exc: BaseException) -> DvisError:
+    """The error for weights that are neither cached nor downloadable."""
+    reason = " ".join(str(getattr(exc, "reason", exc)).split()) or type(exc).__name__
+    return DvisError(f"weights {weights} not available: {path} is missing and downloading {weights.url} failed "
+                     f"({reason}); run once with internet access or put the file there")
+
+
+def weights_enum(name: str, architecture: str) -> tvm.WeightsEnum:
+    try:
+        weights = tvm.get_weight(name)
+    except (ValueError, KeyError, AttributeError) as exc:
+        enums = [str(w) for arch in tvm.list_models(module=tvm) for w in tvm.get_model_weights(arch)]
+        raise DvisError(f"unknown torchvision weights {name!r}{did_you_mean(name, enums)}") from exc
+    if ":" not in architecture and weights not in list(tvm.get_model_weights(architecture)):
+        raise DvisError(f"weights {name} do not belong to architecture {architecture!r}; use one of "
+                        f"{', '.join(str(w) for w in tvm.get_model_weights(architecture))}")
+    return weights
+
+
+def load_state_dict(net: nn.Module, obj, where: str | os.PathLike) -> None:
+    """Load a state_dict (plain, or under a ``state_dict``/``model`` key) into ``net``; raises
+    :class:`DvisError` naming ``where`` when it does not fit."""
+    path = where
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DvisError(f"{path}: not a state_dict (expected a dict of tensors)")
+    if obj and all(k.startswith("module.") for k in obj):  # saved from nn.DataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    own = net.state_dict()
+    problems = [
+        f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+        for label, keys in (
+            ("missing", [k for k in own if k not in obj]),
+            ("unexpected", [k for k in obj if k not in own]),
+            ("shape mismatch in", [k for k in own if k in obj and obj[k].shape != own[k].shape]),
+        )
+        if keys
+    ]
+    if problems:
+        raise DvisError(f"{path}: weights do not fit the net: {'; '.join(problems)}")
+    net.load_state_dict(obj)
+
+
+def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state_dict file into ``net`` (see :func:`load_state_dict`).
+
+    Raises :class:`DvisError` naming the file when it is unreadable or does not fit the net.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types on corrupt files; report one line naming the file
+        raise DvisError(f"{path}: not a readable state_dict file ({first_line(exc)})") from exc
+    load_state_dict(net, obj, path)
