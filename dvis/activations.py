@@ -7,7 +7,6 @@ The forward stops as soon as every requested layer has been captured.
 """
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Iterable
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from dvis.errors import DvisError
+from dvis.hooks import forward_hooks
 from dvis.layers import as_net, check_input, check_layers, default_layers, describe_input
 
 
@@ -44,34 +44,30 @@ def capture(
     wanted = detached | attached
     if not wanted:
         return {}, {}
-    modules = dict(net.named_modules())
-    owner = threading.get_ident()
     seen: set[str] = set()
     values: dict[str, torch.Tensor] = {}
     graph: dict[str, torch.Tensor] = {}
 
-    def make_hook(name: str):
-        def hook(module: nn.Module, args, output):
-            if threading.get_ident() != owner or name in seen:
-                return None
-            seen.add(name)
-            if not isinstance(output, torch.Tensor):
-                if name in attached:
-                    raise DvisError(f"layer {name!r} outputs a {type(output).__name__}, not a tensor")
-                warnings.warn(f"layer {name!r} outputs a {type(output).__name__}, not a tensor; skipped")
-            else:
-                if name in detached:
-                    values[name] = output.detach().clone()
-                if name in attached:
-                    graph[name] = output
-            if len(seen) == len(wanted):
-                raise _StopForward
-            return output.clone() if name in attached else None
-        return hook
+    def hook(name: str, module: nn.Module, args, output):
+        if name in seen:
+            return None
+        seen.add(name)
+        if not isinstance(output, torch.Tensor):
+            if name in attached:
+                raise DvisError(f"layer {name!r} outputs a {type(output).__name__}, not a tensor")
+            warnings.warn(f"layer {name!r} outputs a {type(output).__name__}, not a tensor; skipped")
+        else:
+            if name in detached:
+                values[name] = output.detach().clone()
+            if name in attached:
+                graph[name] = output
+        if len(seen) == len(wanted):
+            raise _StopForward
+        return output.clone() if name in attached else None
 
-    handles = [modules[name].register_forward_hook(make_hook(name)) for name in wanted]
     try:
-        net(x)
+        with forward_hooks(net, wanted, hook):
+            net(x)
     except _StopForward:
         pass
     except RuntimeError as err:
@@ -80,9 +76,6 @@ def capture(
         raise DvisError(
             f"forward pass failed for input {shape} (expected {describe_input(model_or_net)}): {first}"
         ) from err
-    finally:
-        for handle in handles:
-            handle.remove()
     missing = sorted(name for name in wanted if name not in seen)
     if missing and (required or attached & set(missing)):
         raise DvisError(f"layer(s) {', '.join(missing)} not reached in the forward pass")

@@ -2,13 +2,17 @@
 
 All three modes are one autograd backward pass; they differ only in how a ReLU passes the signal
 back (``grad``: where its forward input was positive; ``guided``: there and only positive signal;
-``deconv`` (Zeiler & Fergus): positive signal anywhere, ignoring the forward). Max-pools use
+``deconv`` (Zeiler & Fergus): positive signal anywhere, ignoring the forward). The other activations
+(GELU, SiLU, Hardswish, ReLU6, LeakyReLU, ELU/SELU/CELU, Mish; :mod:`dvis.hooks`) get the same
+rules generalized (:data:`dvis.hooks.RULES`): deconv passes ``max(g, 0)``, guided
+``max(g, 0) * max(f'(x), 0)``; ``rectify="relu"`` keeps the plain gradient at all but ReLU/ReLU6. Max-pools use
 autograd's own backward, which routes through the switches recorded in the forward (exact also
 for overlapping pools), and convolutions use the transposed filters, which is autograd's
 backward too (computed as a forward convolution over the stride phases, which is faster on CPU).
-ReLUs and convolutions are swapped for custom autograd Functions by a ``TorchFunctionMode`` while
-the forward runs, so ``nn.ReLU`` (in-place or not, called once or twice), ``F.relu``,
-``torch.relu`` and ``Tensor.relu_`` are all caught and the user's modules are never touched.
+Activations and convolutions are swapped for custom autograd Functions by a ``TorchFunctionMode``
+while the forward runs, so ``nn.ReLU`` (in-place or not, called once or twice), ``F.relu``,
+``torch.relu``, ``Tensor.relu_``, ``nn.GELU`` and ``F.gelu`` alike are all caught and the user's
+modules are never touched.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from dvis.activations import activations, capture
 from dvis.errors import DvisError
+from dvis.hooks import INPLACE_RELUS, RECTIFY, RELU, activation_of, activation_params, back_rule, forward_hooks, leaf_names
 from dvis.layers import as_net, check_input, check_layers, frozen_params
 
 MODES = ("deconv", "guided", "grad")
@@ -65,8 +70,35 @@ def _relu_function(guided: bool, inplace: bool) -> type[torch.autograd.Function]
 
 
 _FUNCTIONS = {(g, i): _relu_function(g, i) for g in (False, True) for i in (False, True)}
-_INPLACE_RELUS = {F.relu_, torch.relu_, torch.Tensor.relu_}
-_RELUS = _INPLACE_RELUS | {F.relu, torch.relu, torch.Tensor.relu}
+
+
+class _BackActivation(torch.autograd.Function):
+    """A non-ReLU activation (out of place) whose backward applies the deconv or guided rule of
+    :data:`dvis.hooks.RULES`: deconv ``max(g, 0)`` (LeakyReLU: its own slope on the signal), guided
+    ``max(g, 0) * max(f'(x), 0)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, act, params, guided):
+        return act.forward(x, **params)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.act, ctx.params, ctx.guided = inputs
+        if ctx.guided:
+            ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.guided:
+            (x,) = ctx.saved_tensors
+            grad = grad.clamp(min=0) * ctx.act.derivative(x, **ctx.params).clamp(min=0)
+        elif ctx.act.leaky:
+            grad = torch.where(grad > 0, grad, grad * ctx.params.get("negative_slope", 0.01))
+        else:
+            grad = grad.clamp(min=0)
+        return grad, None, None, None
 
 
 def _conv2d_input_grad(grad, weight, size, stride, padding):
@@ -136,28 +168,38 @@ def _fast_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, grou
 
 
 class _BackMode(TorchFunctionMode):
-    """While the forward runs: ReLUs through the deconv/guided Functions, conv2d through :class:`_Conv2d`."""
+    """While the forward runs: activations through the deconv/guided Functions (all of
+    :data:`dvis.hooks.ACTIVATION_FUNCTIONS`, or ReLU/ReLU6 only with ``rectify="relu"``), conv2d
+    through :class:`_Conv2d`."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, rectify: str):
         super().__init__()
         self.mode = mode
+        self.rectify = rectify
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.conv2d:
             return _fast_conv2d(*args, **kwargs)
-        if func in _RELUS and self.mode != "grad":
-            inplace = func in _INPLACE_RELUS or (
+        act = activation_of(func, args, kwargs) if self.mode != "grad" else None
+        if act is None or back_rule(act, self.mode, self.rectify) == "grad":
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs["input"]
+        if act is RELU:
+            inplace = func in INPLACE_RELUS or (
                 func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
             )
-            return _FUNCTIONS[self.mode == "guided", inplace].apply(args[0] if args else kwargs["input"])
-        return func(*args, **kwargs)
+            return _FUNCTIONS[self.mode == "guided", inplace].apply(x)
+        # Out of place: the module's `inplace` only saves memory, and the guided rule needs x.
+        return _BackActivation.apply(x, act, activation_params(act, func, args, kwargs), self.mode == "guided")
 
 
-def _back_mode(mode: str) -> _BackMode:
+def _back_mode(mode: str, rectify: str = "all") -> _BackMode:
     if mode not in MODES:
         raise DvisError(f"unknown back-projection mode {mode!r}; use one of {', '.join(MODES)}")
-    return _BackMode(mode)
+    if rectify not in RECTIFY:
+        raise DvisError(f"unknown rectify setting {rectify!r}; use one of {', '.join(RECTIFY)}")
+    return _BackMode(mode, rectify)
 
 
 def _units(units) -> torch.Tensor:
@@ -235,16 +277,12 @@ def _largest_output(net: torch.nn.Module) -> Iterator[list[int]]:
     """Track the size in bytes of the largest leaf-module output of the forward run inside."""
     largest = [0]
 
-    def hook(module, args, output):
+    def hook(name, module, args, output):
         if isinstance(output, torch.Tensor):
             largest[0] = max(largest[0], output.numel() * output.element_size())
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if next(m.children(), None) is None]
-    try:
+    with forward_hooks(net, leaf_names(net), hook):
         yield largest
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def backproject_batch(
@@ -256,6 +294,7 @@ def backproject_batch(
     at="max",
     *,
     chunk_size: int | None = None,
+    rectify: str = "all",
 ) -> torch.Tensor:
     """Back-project many targets of ``layer`` at once; returns N x (x's C x H x W).
 
@@ -265,11 +304,12 @@ def backproject_batch(
     (one batched forward and backward). ``at``: ``"max"`` seeds 1 at the channel's argmax,
     ``"map"`` seeds the whole channel map with its own values, a (y, x) position or an (N, 2)
     LongTensor of positions seeds 1 there; ignored for fc layers. The forward stops at ``layer``.
+    ``rectify``: ``"all"`` (deconv/guided rules at every activation) or ``"relu"`` (ReLU/ReLU6 only).
     """
     check_layers(model_or_net, [layer])
     x = check_input(model_or_net, x)
     units = _units(units)
-    back_mode = _back_mode(mode)
+    back_mode = _back_mode(mode, rectify)
     net = as_net(model_or_net)
     if x.shape[0] != 1 or len(units) == 1:
         _each_unit(x, units)
@@ -304,20 +344,22 @@ def backproject_batch(
     return out
 
 
-def backproject(model_or_net, x: torch.Tensor, layer: str, unit: int, mode: str = "deconv", at="max") -> torch.Tensor:
+def backproject(model_or_net, x: torch.Tensor, layer: str, unit: int, mode: str = "deconv", at="max",
+                *, rectify: str = "all") -> torch.Tensor:
     """Back-project one unit of ``layer`` to the input; returns a tensor shaped like ``x``.
 
     ``mode``: ``"deconv"`` (Zeiler & Fergus deconvnet), ``"guided"`` (guided backprop) or ``"grad"``.
     ``at``: ``"max"`` (seed 1 at the channel's argmax), ``(y, x)`` (seed 1 at that unit) or ``"map"``
     (the channel's whole map seeded with its own activation); ignored for fc layers, where
     ``unit`` is the index. With several images the same unit is back-projected in each.
+    ``rectify``: ``"all"`` or ``"relu"`` (see :func:`backproject_batch`).
     """
     try:
         unit = operator.index(unit)
     except TypeError as err:
         raise DvisError(f"unit must be an integer, got {unit!r}") from err
     x = check_input(model_or_net, x)
-    return backproject_batch(model_or_net, x, layer, [unit] * x.shape[0], mode, at)
+    return backproject_batch(model_or_net, x, layer, [unit] * x.shape[0], mode, at, rectify=rectify)
 
 
 class VisResult(NamedTuple):
@@ -337,12 +379,15 @@ def forward_and_back(
     mode: str = "deconv",
     at="max",
     diff_layers: Iterable[str] = (),
+    *,
+    rectify: str = "all",
 ) -> VisResult:
     """One forward capturing ``layers`` plus one backward from ``unit`` of ``back_layer``.
 
     Forward values are the same in every mode. ``diffs`` holds the backward signal (gradient
     w.r.t. the layer's output) at each of ``diff_layers``; zeros where the layer is not on the
-    way back (e.g. past ``back_layer``). ``back_layer=None`` runs the forward only.
+    way back (e.g. past ``back_layer``). ``back_layer=None`` runs the forward only. ``rectify``:
+    ``"all"`` or ``"relu"`` (see :func:`backproject_batch`).
     """
     layers = check_layers(model_or_net, layers)
     if back_layer is None:
@@ -354,7 +399,7 @@ def forward_and_back(
         units = _units([operator.index(unit)] * x.shape[0])
     except TypeError as err:
         raise DvisError(f"unit must be an integer, got {unit!r}") from err
-    back_mode = _back_mode(mode)
+    back_mode = _back_mode(mode, rectify)
     xx = x.detach().requires_grad_(True)
     with frozen_params(as_net(model_or_net)):
         with back_mode, torch.enable_grad():

@@ -54,6 +54,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from dvis.errors import DvisError
+from dvis.hooks import activation_of, forward_hooks
 
 LAYOUTS = ("chw", "hwc", "tokens", "vector", "other")
 #: Plain nets have no recorded input size; this is the usual ImageNet one.
@@ -856,12 +857,16 @@ class _Tracer(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.descs = WeakTensorKeyDictionary()
+        self.activations: dict[str, int] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func in _SKIP:
             return out
+        act = activation_of(func, args, kwargs)
+        if act is not None:
+            self.activations[act.name] = self.activations.get(act.name, 0) + 1
         try:
             self._track(func, args, kwargs, out)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError):
@@ -1001,9 +1006,9 @@ def model_geometry(model_or_net, input_size=None, channels=None) -> dict[str, La
     """:class:`LayerGeometry` of every named module (except the root), in execution order.
 
     One traced forward at ``input_size`` (default: the LoadedModel's, else 224x224) with
-    ``channels`` input channels (default: the model's or its first conv's). Cached per net,
-    input size and channels (geometry does not depend on the weights). Modules the forward never
-    reaches come last with ``runs=False``.
+    ``channels`` input channels (default: the model's or its first conv's), in eval mode (the
+    net's train/eval flags are restored). Cached per net, input size and channels (geometry does
+    not depend on the weights). Modules the eval forward never reaches come last with ``runs=False``.
     """
     from dvis.layers import as_net, expected_input
 
@@ -1011,18 +1016,29 @@ def model_geometry(model_or_net, input_size=None, channels=None) -> dict[str, La
     size = input_size_of(model_or_net, input_size)
     if channels is None:
         channels = expected_input(model_or_net)[1] or 3
-    key = (size, int(channels), net.training)
+    return _traced(net, size, int(channels))[0]
+
+
+def traced_activations(model_or_net, input_size=None, channels=None) -> dict[str, int]:
+    """{activation name: calls} seen by the same traced forward as :func:`model_geometry`."""
+    from dvis.layers import as_net, expected_input
+
+    channels = channels if channels is not None else expected_input(model_or_net)[1] or 3
+    return dict(_traced(as_net(model_or_net), input_size_of(model_or_net, input_size), int(channels))[1])
+
+
+def _traced(net: nn.Module, size, channels):
+    key = (size, channels)
     with _cache_lock:
         cached = _cache.get(net, {}).get(key)
-    if cached is not None:
-        return cached
-    geo = _trace(net, size, int(channels))
-    with _cache_lock:
-        _cache.setdefault(net, {})[key] = geo
-    return geo
+    if cached is None:
+        cached = _trace(net, size, channels)
+        with _cache_lock:
+            _cache.setdefault(net, {})[key] = cached
+    return cached
 
 
-def _trace(net: nn.Module, size, channels) -> dict[str, LayerGeometry]:
+def _trace(net: nn.Module, size, channels) -> tuple[dict[str, LayerGeometry], dict[str, int]]:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     try:
@@ -1046,9 +1062,7 @@ def _device(net):
     return p.device if p is not None else torch.device("cpu")
 
 
-def _run(net: nn.Module, x: torch.Tensor, size, fake_mode) -> dict[str, LayerGeometry]:
-    from dvis.hooks import forward_hooks
-
+def _run(net: nn.Module, x: torch.Tensor, size, fake_mode) -> tuple[dict[str, LayerGeometry], dict[str, int]]:
     tracer = _Tracer()
     tracer.descs[x] = _Desc(((("n", x.shape[0]),), (("c", x.shape[1]),) if x.shape[1] != 1 else (),
                              (("h", size[0]),), (("w", size[1]),)), (0,) * 4,
@@ -1063,6 +1077,9 @@ def _run(net: nn.Module, x: torch.Tensor, size, fake_mode) -> dict[str, LayerGeo
             found[name] = _layer(name, output, d, size)
 
     names = [n for n, _ in net.named_modules() if n]
+    # Geometry is that of the eval forward (what dvis runs): aux heads off, batch norm per channel.
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
     try:
         with forward_hooks(net, names, record), torch.no_grad():
             if fake_mode is not None:
@@ -1071,16 +1088,21 @@ def _run(net: nn.Module, x: torch.Tensor, size, fake_mode) -> dict[str, LayerGeo
             else:
                 with tracer:
                     net(x)
-    except RuntimeError as err:
+    except DvisError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the user's forward becomes one line
         if fake_mode is not None:
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DvisError(f"geometry: forward failed for input {'x'.join(map(str, x.shape[1:]))}: {first}") from err
+    finally:
+        for m, training in modes:
+            m.training = training
     for name in names:
         if name not in found:
             found[name] = LayerGeometry(name, (), "other", 0, None, 0, None, False, False,
                                         "never called in the forward (an aux head in eval mode, or weights used directly by its parent)")
-    return found
+    return found, tracer.activations
 
 
 def to_maps(t: torch.Tensor, geom: LayerGeometry) -> torch.Tensor:

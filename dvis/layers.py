@@ -64,7 +64,14 @@ def default_layers(model_or_net) -> list[str]:
     layers = getattr(model_or_net, "layers", None)
     if not isinstance(model_or_net, nn.Module) and layers is not None:
         return list(layers)
-    return list(_visual_order(as_net(model_or_net), "", None, False))
+    names = list(_visual_order(as_net(model_or_net), "", None, False))
+    from dvis.geometry import model_geometry
+
+    try:
+        geo = model_geometry(model_or_net)
+    except DvisError:  # not an image net at the default size (e.g. a 1-D net): no geometry to filter by
+        return names
+    return [n for n in names if geo[n].runs]
 
 
 def check_layers(model_or_net, names: str | Iterable[str]) -> list[str]:
