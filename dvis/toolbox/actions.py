@@ -36,6 +36,16 @@ def _image_step(step: int) -> Callable[[State, Geometry], State]:
     return lambda s, g: replace(s, image=(s.image + step) % g.n_images if g.n_images else 0, image_step=step)
 
 
+def _stats_view(view: str) -> Callable[[State, Geometry], State]:
+    return lambda s, g: replace(s, stats_view="off" if s.stats_view == view else view)
+
+
+def _jump_correlated(s: State, g: Geometry) -> State:
+    row = g.most_correlated[s.layer] if s.layer < len(g.most_correlated) else ()
+    best = row[s.unit] if s.unit < len(row) else -1
+    return replace(s, unit=best, on_layer_list=False) if best >= 0 else s
+
+
 def _reset(s: State, g: Geometry) -> State:
     return State(image=s.image, camera=s.camera, crop=s.crop, checkpoint=s.checkpoint,
                  show_top5=s.show_top5, show_unit_images=s.show_unit_images)
@@ -70,6 +80,11 @@ TABLE: tuple[Action, ...] = (
     Action("zoom", ("z",), "zoom: unit / back-projection / off",
            lambda s, g: replace(s, zoom=next_item(ZOOM_MODES, s.zoom))),
     Action("pattern", ("s",), "pattern mode: optimized images as tiles", toggle("pattern")),
+    Action("hist_mode", ("1",), "histogram mode: each tile its unit's score histogram (dead units red)",
+           _stats_view("hist")),
+    Action("corr_mode", ("r",), "correlation mode: tiles coloured by correlation with the selected unit",
+           _stats_view("corr")),
+    Action("jump_correlated", ("R", "2"), "jump to the unit most correlated with the selected one", _jump_correlated),
     Action("boost_indiv", ("t",), "per-channel contrast boost",
            lambda s, g: replace(s, boost_indiv=(s.boost_indiv + 1) % g.n_boost_indiv)),
     Action("boost_gamma", ("T", "y"), "gamma contrast boost",

@@ -21,6 +21,7 @@ import numpy as np
 from dvis.errors import DvisError
 from dvis.geometry import model_geometry
 from dvis.toolbox import render as R
+from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
 from dvis.toolbox.actions import apply, select_at
 from dvis.toolbox.inputs import Camera, FileSource, model_view
@@ -80,13 +81,15 @@ class Toolbox:
             R.tile_layout(s[0], s[1:] if len(s) == 3 else (1, 1), (lh, lw), settings.tile_sep, settings.fc_tile_max)
             for s in (self.shapes[layer] for layer in model.layers)]
         self.files = FileSource(settings.images, settings.images_recursive, settings.images_pattern)
+        self.unit_stats, self.stats_message = SP.load_stats(model)
         self.geo = Geometry(
             grids=tuple((t.rows, t.cols) for t in self.tile_layouts),
             n_units=tuple(self.shapes[layer][0] for layer in model.layers),
             n_images=len(self.files), n_checkpoints=len(model.checkpoints),
             n_boost_indiv=len(settings.boost_indiv_choices), n_boost_gamma=len(settings.boost_gamma_choices),
             back_presets=tuple(settings.back_presets), back_modes=tuple(settings.back_modes),
-            back_filters=tuple(settings.back_filters))
+            back_filters=tuple(settings.back_filters),
+            most_correlated=SP.correlated_table(self.unit_stats, model.layers))
         self.state = State(crop=settings.crop, show_top5=settings.show_top5,
                            show_unit_images=settings.show_unit_images)
         self.message = self.files.message
@@ -282,6 +285,9 @@ class Toolbox:
             R.render_back(pane, self.style, back_img, self._back_caption() if back_img is not None else
                           "zoom: back-projection off (b)")
             return
+        if st.stats_view != "off":
+            self._render_stats_tiles(pane)
+            return
         if tiles is None:
             R.fill(pane, self.style.stale, self._waiting(), self.style)
             return
@@ -302,6 +308,27 @@ class Toolbox:
         grid = self._cached("layers", (st.layer,), images, lambda: self._draw_tiles(images, layout))
         np.copyto(pane, grid)
         R.render_outlines(pane, layout, len(images), self.style, st.unit, frozen)
+
+    def _layer_stats(self):
+        layer = self.model.layers[self.state.layer]
+        return self.unit_stats.layer(layer) if self.unit_stats is not None and layer in self.unit_stats.shapes else None
+
+    def _render_stats_tiles(self, pane: np.ndarray) -> None:
+        """Histogram or correlation mode: one statistics image per tile (dvis.toolbox.stats_panes)."""
+        st, layer, ls = self.state, self.model.layers[self.state.layer], self._layer_stats()
+        if ls is None:
+            R.fill(pane, self.style.disabled, f"{st.stats_view}: {self.stats_message or 'no statistics for ' + layer}",
+                   self.style)
+            return
+        if st.stats_view == "hist":
+            images = self._cached("stats_tiles", (layer, "hist"), ls, lambda: SP.hist_tiles(ls, self.style))
+        else:
+            images = self._cached("stats_tiles", (layer, "corr", st.unit), ls,
+                                  lambda: SP.corr_tiles(ls.corr_with(st.unit), st.unit, len(ls.mean), self.style))
+        layout = self.tile_layouts[st.layer]
+        grid = self._cached("layers", (st.layer, st.stats_view), images, lambda: self._draw_tiles(images, layout))
+        np.copyto(pane, grid)
+        R.render_outlines(pane, layout, len(images), self.style, st.unit, None)
 
     def _draw_tiles(self, images: np.ndarray, layout: R.TileLayout) -> np.ndarray:
         pane = np.empty(self._pane("layers").shape, np.uint8)
@@ -354,6 +381,8 @@ class Toolbox:
         if extra is not None:  # class / register tokens are shown apart from the patch grid
             caption += " | tokens " + " ".join(f"{v:.3g}" for v in extra[:, st.unit])
         R.render_aux(pane, self.style, tiles[st.unit], caption=caption)
+        classes = self.unit_stats.classes if self.unit_stats is not None else []
+        SP.render_lines(pane, SP.unit_lines(self._layer_stats(), st.unit, classes), self.style)
 
     def _render_unit_images(self) -> None:
         st, pane = self.state, self._pane("unit_images")
@@ -389,6 +418,7 @@ class Toolbox:
         if st.back_on and st.frozen:
             back += f" from {self._names()[st.frozen[0]]}:{st.frozen[1]}"
         view = "diffs" if st.show_diffs else ("patterns" if st.pattern else "acts")
+        view = st.stats_view if st.stats_view != "off" else view
         ckpt = f" | {self.model.checkpoints[st.checkpoint].stem}" if st.checkpoint >= 0 else ""
         out = self.worker.output
         rate = 1 / out.seconds if out is not None and out.seconds > 0 else 0.0

@@ -19,6 +19,8 @@ class Geometry:
     back_presets: tuple[tuple[str, str], ...] = (("grad", "raw"),)
     back_modes: tuple[str, ...] = ("grad", "deconv", "guided")
     back_filters: tuple[str, ...] = ("raw", "gray", "norm", "normblur")
+    # per layer, per unit: the most correlated other unit (-1: none), from the unit statistics
+    most_correlated: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class State:
     show_diffs: bool = False  # tiles show back diffs instead of activations
     zoom: str = "off"
     pattern: bool = False
+    stats_view: str = "off"  # tiles show unit statistics: "hist" (histograms) or "corr" (correlation)
     boost_indiv: int = 0  # index into Settings.boost_indiv_choices
     boost_gamma: int = 0  # index into Settings.boost_gamma_choices
     show_top5: bool = True

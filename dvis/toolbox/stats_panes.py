@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from dvis.toolbox.render import Style, put_text
-from dvis.unit_stats import CENTER, LayerStats
+from dvis.errors import DvisError
+from dvis.unit_stats import CENTER, HOW_TO, LayerStats, UnitStats, find_stats
 
 #: Tile side of the histogram and correlation tiles (the tile grid scales them to the pane).
 TILE = 48
@@ -100,3 +101,34 @@ def render_lines(pane: np.ndarray, lines: list[str], style: Style) -> None:
     for i, line in enumerate(lines):
         put_text(pane, line, (i + 1) * lh + 2, 4, style, scale=0.85, outline=True)
 
+
+
+def correlated_table(stats: UnitStats | None, layers: list[str]) -> tuple[tuple[int, ...], ...]:
+    """Per layer, per unit, its most correlated other unit (-1: none or outside the subsample); the
+    table :class:`~dvis.toolbox.state.Geometry` carries for the jump key. Empty without statistics."""
+    if stats is None:
+        return ()
+    out = []
+    for layer in layers:
+        if layer not in stats.shapes:
+            out.append(())
+            continue
+        s = stats.layer(layer)
+        c = s.corr.copy()
+        np.fill_diagonal(c, np.nan)
+        key = np.where(np.isfinite(c), c, -np.inf)
+        j = key.argmax(1)
+        best = np.full(len(s.mean), -1, np.int64)
+        ok = np.isfinite(key.max(1))
+        best[s.corr_units[ok]] = s.corr_units[j[ok]]
+        out.append(tuple(int(b) for b in best))
+    return tuple(out)
+
+
+def load_stats(model) -> tuple[UnitStats | None, str]:
+    """The model's unit statistics and a status message (why there are none, or "")."""
+    try:
+        stats = find_stats(model)
+    except DvisError as exc:
+        return None, str(exc)
+    return stats, "" if stats is not None else HOW_TO
