@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import torch
 
+from dvis.constants import BACK_FILTERS
 from dvis.errors import DvisError
 
-BACK_FILTERS = ("raw", "gray", "norm", "normblur")
 
 #: The original toolbox blurred with sigma 4 px on 227 px inputs; other sizes scale with it.
 BLUR_SIGMA_PER_PX = 4.0 / 227

@@ -274,27 +274,42 @@ def _decode_sprite(path: str, mtime: float) -> np.ndarray:
 
 
 class UnitImages:
-    """Reader of a unit_vis folder (see the module docstring for the layout)."""
+    """Reader of a unit_vis folder (see the module docstring for the layout).
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        path = self.root / "manifest.json"
-        self.manifest = json.loads(path.read_text()) if path.is_file() else {"layers": []}
-        if self.manifest.get("format", FORMAT) != FORMAT or self.manifest.get("version", VERSION) != VERSION:
+    With ``fallbacks`` (further folders, in order of preference) each layer is read from the first
+    folder whose manifest lists it: a model's computed images before the shipped ones, layer by layer.
+    """
+
+    def __init__(self, root: str | Path, *fallbacks: str | Path):
+        self.roots = [Path(r) for r in (root, *fallbacks)]
+        self.root = self.roots[0]
+        self.manifests = [self._manifest(r) for r in self.roots]
+        self.manifest = self.manifests[0]
+
+    @staticmethod
+    def _manifest(root: Path) -> dict:
+        path = root / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {"layers": []}
+        if manifest.get("format", FORMAT) != FORMAT or manifest.get("version", VERSION) != VERSION:
             raise DvisError(f"{path}: not a {FORMAT} v{VERSION} folder")
+        return manifest
 
     def layers(self) -> list[str]:
-        return list(self.manifest.get("layers", []))
+        return list(dict.fromkeys(n for m in self.manifests for n in m.get("layers", [])))
+
+    def origin(self, layer: str) -> Path:
+        """The folder ``layer`` is read from."""
+        return next((r for r, m in zip(self.roots, self.manifests) if layer in m.get("layers", [])), self.root)
 
     def layout(self, layer: str) -> dict:
         """Per kind: file, tile, cols, units, present (empty dict when the layer has no images)."""
-        return layout(self.root, layer)
+        return layout(self.origin(layer), layer)
 
     def _sprite_image(self, layer: str, kind: str) -> tuple[np.ndarray, dict] | None:
         entry = self.layout(layer).get(kind)
         if not entry:
             return None
-        path = self.root / layer / entry["file"]
+        path = self.origin(layer) / layer / entry["file"]
         if not path.is_file():
             return None
         return _decode_sprite(str(path), path.stat().st_mtime), entry
@@ -327,7 +342,7 @@ class UnitImages:
         results; None if neither was computed."""
         out = {}
         for name in ("crops", "opt"):
-            path = self.root / layer / f"{name}.json"
+            path = self.origin(layer) / layer / f"{name}.json"
             if path.is_file():
                 units = _read_json(str(path), path.stat().st_mtime)["units"]
                 if 0 <= unit < len(units) and units[unit] is not None:

@@ -107,6 +107,10 @@ def test_packaged_model_outputs_go_to_the_user_data_folder(tiny, tmp_path, monke
     again = load_model(None)
     assert again.unit_vis_dir == computed and again.unit_vis_dirs == [computed, shipped.shipped_unit_vis_dir]
     assert paths.unit_vis_origin(again) == f"computed ({computed})"
+    vis = UnitImages(*again.unit_vis_dirs)  # what the toolbox reads: computed layers first, the rest shipped
+    assert vis.origin("conv1") == computed and vis.origin("conv2") == shipped.shipped_unit_vis_dir
+    assert vis.load("conv2", 0, "top9") is not None and vis.load("conv1", 0, "top9") is not None
+    assert vis.layers()[:2] == ["conv1", "pool1"] and len(vis.layers()) == 11
 
     own = load_model(str(tiny / "models" / "tiny-blob"))  # a user's own model folder keeps its images inside
     assert not paths.is_packaged(own.folder) and unit_vis_root(own, None) == own.folder / "unit_vis"

@@ -92,14 +92,17 @@ class Toolbox:
             most_correlated=SP.correlated_table(self.unit_stats, model.layers))
         self.state = State(crop=settings.crop, show_top5=settings.show_top5,
                            show_unit_images=settings.show_unit_images)
-        self.message = self.files.message
+        from dvis.paths import unit_vis_origin
+
+        self.message = self.files.message or f"unit images: {unit_vis_origin(model)}"  # computed or shipped
         self.camera = None  # what camera_factory returned while the camera is on
         self.frame: np.ndarray | None = None  # the model view of the current frame
         self.frame_id = None
         self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         self._loop_times: list[float] = []
         self.worker = ComputeWorker(model, settings, functools.partial(compute_fn, geometry=self.layer_geometry))
-        self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir), settings.unit_cache_bytes)
+        self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir, *getattr(model, "unit_vis_dirs", [])[1:]),
+                                  settings.unit_cache_bytes)
         if settings.start_in_camera:
             self.set_state(replace(self.state, camera=True))
 

@@ -376,14 +376,14 @@ class ImageLoader(_ThreadWorker):
                 self._loaded += 1
 
 
-def unit_image_loader(root: Path | None) -> Callable[[Hashable], np.ndarray | None]:
+def unit_image_loader(root: Path | None, *fallbacks: Path) -> Callable[[Hashable], np.ndarray | None]:
     """``load_fn`` for :class:`ImageLoader` reading :class:`UnitImageKey` and :class:`SpriteKey`
-    keys through :class:`dvis.unit_vis.UnitImages`."""
+    keys through :class:`dvis.unit_vis.UnitImages` (layers missing in ``root`` from ``fallbacks``)."""
     if root is None or not Path(root).is_dir():
         return lambda key: None
     from dvis.unit_vis import UnitImages
 
-    images = UnitImages(root)
+    images = UnitImages(root, *fallbacks)
 
     def load(key: Hashable) -> np.ndarray | None:
         if isinstance(key, SpriteKey):
