@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Back-project the argmax unit of every channel of AlexNet conv5 (random init, 224x224, CPU).
+"""Back-project the argmax unit of every channel of AlexNet conv5 (random init, 224x224).
 
-    python bench/backproject.py [--mode deconv] [--repeats 1] [--chunks 32,64,128,256]
+    python bench/backproject.py [--mode deconv] [--repeats 1] [--chunks 32,64,128,256] [--device cuda]
 
 Times three ways of getting all 256 back-projections and prints the ratios:
   (a) one forward + backward per unit (``backproject`` in a loop),
@@ -23,11 +23,18 @@ from dvis.backproject import backproject, backproject_batch
 LAYER = "features.10"
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up (allocator, oneDNN primitives)
+    fn()  # warm-up (allocator, oneDNN primitives, CUDA kernels)
+    _sync()
     t0 = time.perf_counter()
     for _ in range(repeats):
         out = fn()
+    _sync()
     return (time.perf_counter() - t0) / repeats, out
 
 
@@ -36,13 +43,14 @@ def main() -> None:
     ap.add_argument("--mode", default="deconv", choices=["deconv", "guided", "grad"])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--chunks", default="", help="extra chunk sizes to time for (b), comma-separated")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.manual_seed(0)
-    net = torchvision.models.alexnet(weights=None).eval()
-    x = torch.randn(1, 3, 224, 224)
+    net = torchvision.models.alexnet(weights=None).eval().to(args.device)
+    x = torch.randn(1, 3, 224, 224, device=args.device)
     units = list(range(256))
-    print(f"AlexNet {LAYER}, 256 units, mode {args.mode}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    where = torch.cuda.get_device_name() if x.is_cuda else f"{torch.get_num_threads()} threads"
+    print(f"AlexNet {LAYER}, 256 units, mode {args.mode}, torch {torch.__version__}, {args.device} ({where})")
 
     def per_unit():
         return torch.cat([backproject(net, x, LAYER, u, args.mode) for u in units])

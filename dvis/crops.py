@@ -10,7 +10,6 @@ recorded by ``maxes``; a mismatch reveals nondeterminism or preprocessing drift.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,17 +18,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from dvis.backproject import backproject_batch
-from dvis.datasets import ImageSource, fit_image
+from dvis.constants import BACK_MODES
+from dvis.datasets import ImageSource
+from dvis.decode import decode_cpu
+from dvis.distributed import Shard
 from dvis.errors import DvisError
-from dvis.maxes import MaxResult
+from dvis.maxes_run import MaxResult
 from dvis.receptive_field import receptive_field
-from dvis.tiling import tile
-from dvis.unit_vis import round16
 
-MODES = ("deconv", "guided", "grad")
-MIN_PATCH = 48  # display size of the smallest patches (32x32 inputs give 3 px conv1 patches)
+MODES = BACK_MODES
 MAX_PATCH = 96  # larger patches (e.g. fc layers of 224 px nets) are shrunk: mosaics stay pane-sized
-MOSAIC_SEP = 2
 WINDOW_MAX_AREA = 0.5  # use receptive-field windows for fields under this fraction of the image
 
 
@@ -47,6 +45,7 @@ class LayerCrops:
     valid: np.ndarray
     mismatches: int = 0
     fallbacks: int = 0  # pairs whose window result differed and were recomputed on the whole image
+    done: np.ndarray | None = None  # (units, k) slots this process computed (all filled ones unsharded)
 
 
 def layer_boxes(model, layer: str, result: MaxResult) -> tuple[np.ndarray, tuple[int, int]]:
@@ -116,8 +115,9 @@ class _EntryImages(Dataset):
         return len(self.indices)
 
     def __getitem__(self, j):
-        # Images were readable during maxes; a failure now is a real error, not a skip.
-        return torch.from_numpy(fit_image(self.source.load(int(self.indices[j])), self.size, self.channels))
+        # Images were readable during maxes; a failure now is a real error, not a skip. The cpu
+        # decoder is the one maxes uses by default, so the re-measured activations match.
+        return torch.from_numpy(decode_cpu(self.source.read_bytes(int(self.indices[j])), self.size, self.channels))
 
 
 def _back_and_value(model, layer: str, x: torch.Tensor, units: torch.Tensor, at, rel_boxes: torch.Tensor,
@@ -134,9 +134,20 @@ def _back_and_value(model, layer: str, x: torch.Tensor, units: torch.Tensor, at,
     return crops, (out[r, units, at[:, 0], at[:, 1]] if conv else out[r, units]).float().cpu()
 
 
+def crop_batches(index: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Flat (unit * k + slot) entries of a layer's filled top-k slots, in batches of whole units
+    (``batch_size // k`` units, at least one): the same batches for one process or many, so sharded
+    runs compute every patch exactly as one process does."""
+    units, k = index.shape
+    per = max(1, batch_size // k)
+    filled = index.reshape(-1) >= 0
+    return [e for lo in range(0, units, per)
+            if len(e := np.flatnonzero(filled[lo * k:min(lo + per, units) * k]) + lo * k)]
+
+
 def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, modes: tuple[str, ...] = ("deconv",),
                   batch_size: int = 64, workers: int = 2, rtol: float = 1e-3, max_patch: int = MAX_PATCH,
-                  windows: bool = True, progress=None) -> LayerCrops:
+                  windows: bool = True, progress=None, shard: Shard = Shard()) -> LayerCrops:
     """Patches, back-projections (``modes``) and re-measured activations of ``layer``'s top images.
 
     With ``windows`` conv units whose receptive field covers less than ``WINDOW_MAX_AREA`` of the
@@ -144,6 +155,8 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     (:func:`window_boxes`), grouped by window size, instead of the whole image; any pair whose
     re-measured value then differs from the recorded one is recomputed on the whole image.
     Patches (and back-projections) larger than ``max_patch`` pixels are shrunk as they are cut.
+    With a ``shard`` of several processes only its batches (:func:`crop_batches`, dealt by
+    :meth:`Shard.mine`) are computed; ``LayerCrops.done`` marks them and :func:`merge_crops` joins shares.
     """
     bad = [m for m in modes if m not in MODES]
     if bad:
@@ -154,13 +167,14 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     ph, pw = int(boxes[0, 0, 2] - boxes[0, 0, 0]), int(boxes[0, 0, 3] - boxes[0, 0, 1])
     sh, sw = shrink(torch.zeros(1, ph, pw, 1), max_patch).shape[1:3]
     flat_valid = (index >= 0).reshape(-1)
-    entries = np.flatnonzero(flat_valid)
-    unit_of = entries // k
+    batches = shard.mine(crop_batches(index, batch_size))
+    entries = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     recorded = torch.from_numpy(result.values[layer].reshape(-1).astype(np.float32))
     atol = rtol * float(recorded[flat_valid].abs().max() if flat_valid.any() else 1)
     patches = torch.zeros((units * k, sh, sw, 3), dtype=torch.uint8)
     backs = {m: torch.zeros((units * k, sh, sw, 3), dtype=torch.uint8) for m in modes}
     recheck = torch.full((units * k,), torch.nan)
+    done = np.zeros(units * k, bool)
     conv = result.is_conv(layer)
     # Windows pay off when fields are small; near whole-image fields only split the batch by size.
     use_windows = windows and conv and ph * pw < WINDOW_MAX_AREA * model.input_size[0] * model.input_size[1]
@@ -171,15 +185,14 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     def hook(_m, _i, out):
         captured.append(out.detach())
 
-    loader = DataLoader(_EntryImages(source, index.reshape(-1)[entries], model.input_size, model.channels),
-                        batch_size=batch_size, num_workers=workers)
+    dataset = _EntryImages(source, index.reshape(-1)[entries], model.input_size, model.channels)
+    offsets = np.cumsum([0] + [len(b) for b in batches])
+    loader = DataLoader(dataset, batch_sampler=[list(range(offsets[j], offsets[j + 1])) for j in range(len(batches))],
+                        num_workers=workers)
     handle = module.register_forward_hook(hook)
     try:
-        start = 0
-        for images in loader:
-            sel = entries[start:start + len(images)]
-            start += len(images)
-            u = torch.from_numpy(unit_of[start - len(images):start]).to(model.device)
+        for sel, images in zip(batches, loader):
+            u = torch.from_numpy(sel // k).to(model.device)
             x = model.normalize(images.to(model.device).float().div_(255))
             b = torch.from_numpy(boxes.reshape(-1, 4)[sel]).to(model.device)
             at = torch.from_numpy(pos.reshape(-1, 2)[sel].astype(np.int64)).to(model.device) if conv else "max"
@@ -212,55 +225,60 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
                 backs[m][sel] = backs_to_uint8(shrink(crops[m], max_patch)).cpu()
             recheck[sel] = values
             patches[sel] = images_to_uint8(shrink(crop_batch(images, b.cpu(), (ph, pw)), max_patch))
+            done[sel] = True
             if progress is not None:
                 progress(len(images))
     finally:
         handle.remove()
     ok = torch.isclose(recheck, recorded, rtol=rtol, atol=atol)
-    mismatches = int((~ok & torch.from_numpy(flat_valid)).sum())
+    mismatches = int((~ok & torch.from_numpy(done)).sum())
     shape = (units, k, sh, sw, 3)
     return LayerCrops(layer, patches.view(shape).numpy(), {m: v.view(shape).numpy() for m, v in backs.items()},
-                      boxes, recheck.view(units, k).numpy(), flat_valid.reshape(units, k), mismatches, fallbacks)
+                      boxes, recheck.view(units, k).numpy(), flat_valid.reshape(units, k), mismatches, fallbacks,
+                      done.reshape(units, k))
 
 
-def display_size(patch: int, min_patch: int = MIN_PATCH, sep: int = MOSAIC_SEP, n: int = 3) -> int:
-    """Patch side (>= ``patch`` and ``min_patch``) making an n x n mosaic a multiple of 16 pixels wide."""
-    p = max(patch, min_patch)
-    while (n * p + (n - 1) * sep) % 16:
-        p += 1
-    return p
+def crops_part(lc: LayerCrops) -> dict[str, np.ndarray]:
+    """The arrays of the entries ``lc`` computed (its share), for :meth:`Shard.collect`."""
+    sel = lc.done.reshape(-1)
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])[sel]  # noqa: E731
+    part = {"done": lc.done, "patches": flat(lc.patches), "recheck": flat(lc.recheck),
+            "counts": np.array([lc.mismatches, lc.fallbacks])}
+    part.update({f"back:{m}": flat(v) for m, v in lc.backs.items()})
+    return part
 
 
-def upscale(patches: np.ndarray, size: int) -> np.ndarray:
-    """(N, h, w, 3) uint8 -> (N, size*, size*, 3), the longer side scaled to ``size``; nearest for
-    tiny patches so single pixels stay crisp, bilinear otherwise."""
-    n, h, w, _ = patches.shape
-    scale = size / max(h, w)
-    if scale == 1 or n == 0:
-        return patches
-    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float()
-    mode = "nearest" if max(h, w) < 8 else "bilinear"
-    kw = {} if mode == "nearest" else {"align_corners": False}
-    out = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode=mode, **kw)
-    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def merge_crops(like: LayerCrops, parts: list[dict[str, np.ndarray]]) -> LayerCrops:
+    """Join the shares ``parts`` (from :func:`crops_part`) of every process into ``like``'s layout
+    (any process's LayerCrops of the layer); every filled slot must be computed exactly once."""
+    done = np.zeros_like(like.valid)
+    patches, recheck = np.zeros_like(like.patches), np.full(like.recheck.shape, np.nan, np.float32)
+    backs = {m: np.zeros_like(v) for m, v in like.backs.items()}
+    mismatches = fallbacks = 0
+    for p in parts:
+        sel = p["done"]
+        if (done & sel).any():
+            raise DvisError(f"crops {like.layer}: shards overlap")
+        done |= sel
+        patches[sel], recheck[sel] = p["patches"], p["recheck"]
+        for m in backs:
+            backs[m][sel] = p[f"back:{m}"]
+        mismatches += int(p["counts"][0])
+        fallbacks += int(p["counts"][1])
+    if not np.array_equal(done, like.valid):
+        raise DvisError(f"crops {like.layer}: shards cover {int(done.sum())} of {int(like.valid.sum())} patches")
+    return LayerCrops(like.layer, patches, backs, like.boxes, recheck, like.valid, mismatches, fallbacks, done)
 
 
-def mosaics(patches: np.ndarray, min_patch: int = MIN_PATCH) -> np.ndarray:
-    """(units, k, h, w, 3) patches -> (units, S, S, 3) square mosaics (S a multiple of 16), all units
-    tiled in one call by folding the units into the channel axis."""
-    units, k, h, w, _ = patches.shape
-    n = math.ceil(math.sqrt(k))
-    p = display_size(max(h, w), min_patch, MOSAIC_SEP, n)
-    big = upscale(patches.reshape(units * k, h, w, 3), p)
-    bh, bw = big.shape[1:3]
-    cells = np.zeros((units, k, p, p, 3), np.uint8)
-    oy, ox = (p - bh) // 2, (p - bw) // 2
-    cells[:, :, oy:oy + bh, ox:ox + bw] = big.reshape(units, k, bh, bw, 3)
-    stacked = cells.transpose(1, 2, 3, 0, 4).reshape(k, p, p, units * 3)
-    canvas = tile(stacked, rows=n, cols=n, sep=MOSAIC_SEP, sep_value=0)
-    side = canvas.shape[0]
-    out = canvas.reshape(side, side, units, 3).transpose(2, 0, 1, 3)
-    s16 = round16(side)
-    if s16 != side:
-        out = np.pad(out, ((0, 0), (0, s16 - side), (0, s16 - side), (0, 0)))
-    return np.ascontiguousarray(out)
+def layer_crops(model, result: MaxResult, source: ImageSource, layer: str, modes: tuple[str, ...], batch_size: int,
+                workers: int, shard: Shard, folder, key, progress=None) -> LayerCrops | None:
+    """:func:`compute_crops` of this process's share, merged with the other processes' shares
+    where the merge happens (:meth:`Shard.collect`: rank 0, or the last ``--shard`` to finish);
+    None elsewhere. ``folder`` holds ``--shard`` part files, ``key`` identifies the settings."""
+    lc = compute_crops(model, result, source, layer, modes, batch_size, workers, progress=progress, shard=shard)
+    if shard.split:
+        n_units = int(lc.done.any(1).sum())
+        print(f"crops {layer}: shard {shard.rank}/{shard.world} computed {n_units} of {len(lc.done)} units "
+              f"({int(lc.done.sum())} patches)", flush=True)
+    parts = shard.collect(crops_part(lc), folder, f"crops-{layer}", key)
+    return None if parts is None else merge_crops(lc, parts)

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader
 
 from dvis.atomic import atomic_savez
 from dvis.datasets import ImageDataset, ImageSource
+from dvis.distributed import shard_batches
+from dvis.precision import autocast
 from dvis.errors import DvisError
 from dvis.layers import check_layers
 from dvis.maxes_run import MaxResult, array_key, fingerprint, result_from_arrays
@@ -196,17 +198,6 @@ def layer_shapes(net: nn.Module, layers: list[str], input_shape: tuple[int, ...]
 # Running over a dataset
 
 
-def shard_batches(n_images: int, batch_size: int, shard: tuple[int, int]) -> list[list[int]]:
-    """Image indices of the batches that shard ``i`` of ``n`` processes: batch b goes to b % n.
-
-    Sharding whole batches keeps each image in the same batch as a single-process run, so values
-    are bit-identical however the work is split.
-    """
-    i, n = shard
-    starts = range(i * batch_size, n_images, n * batch_size)
-    return [list(range(s, min(s + batch_size, n_images))) for s in starts]
-
-
 @dataclass
 class TrackConfig:
     top: int = 9
@@ -214,6 +205,8 @@ class TrackConfig:
     workers: int = 2
     checkpoint_every: float = 30.0  # seconds between checkpoints
     progress: bool = True
+    decode: str = "cpu"  # "cpu" or "gpu" (dvis.decode.resolve)
+    precision: str = "fp32"  # forward precision (dvis.precision)
     stats: bool = True  # gather unit statistics (dvis.unit_stats) in the same pass
     bottom_k: int = 0  # also keep each unit's bottom-k (least-activating) images
 
@@ -239,7 +232,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
     check_layers(net, layers)
     shapes = layer_shapes(net, layers, (model.channels,) + tuple(model.input_size), model.device)
     batches = shard_batches(len(source), cfg.batch_size, shard)
-    fp = fingerprint(model, source, layers, cfg.top, cfg.batch_size)
+    fp = fingerprint(model, source, layers, cfg.top, cfg.batch_size, cfg.precision)
 
     units = {n: s[0] for n, s in shapes.items()}
     state = TopKState(units, cfg.top, model.device)
@@ -276,14 +269,16 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                          skipped=np.array(skipped, dtype=np.int64), stats_key=np.array(stats_key),
                          **state.to_arrays(), **extra)
 
-    dataset = ImageDataset(source, model.input_size, model.channels)
-    loader = DataLoader(dataset, batch_sampler=batches[done:], num_workers=cfg.workers,
+    dataset = ImageDataset(source, model.input_size, model.channels, cfg.decode)
+    loader = DataLoader(dataset, batch_sampler=batches[done:], num_workers=cfg.workers, collate_fn=dataset.decoder.collate,
                         pin_memory=model.device.type == "cuda", persistent_workers=False)
     last_save = time.monotonic()
     bar = tqdm(total=len(batches), initial=done, unit="batch", desc="maxes", disable=not cfg.progress)
-    with max_hooks(net, state, layers, stats, bottom) as batch, torch.inference_mode():
-        for images, ok, index in loader:
-            x = model.normalize(images.to(model.device, non_blocking=True).float().div_(255))
+    with max_hooks(net, state, layers, stats, bottom) as batch, torch.inference_mode(), \
+            autocast(cfg.precision, model.device):
+        for raw in loader:
+            images, ok, index = dataset.decoder.finish(raw, model.device)
+            x = model.normalize(images.float().div_(255))
             skipped += index[~ok].tolist()
             batch["index"] = torch.where(ok, index, -1).to(model.device)
             batch["labels"] = None if lab is None else lab[batch["index"].clamp(min=0)]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dvis.activations import forward_to
+from dvis.distributed import Shard
 from dvis.errors import DvisError
 from dvis.optvis.objectives import unit_activations
 from dvis.optvis.param import clamp_pixels, start_images, to_display, to_input
@@ -74,12 +75,22 @@ def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettin
     return best, best_act
 
 
+def opt_batches(n_units: int, s: OptSettings) -> list[np.ndarray]:
+    """Positions (into the unit list) of each batch: ``batch_size // seeds`` whole units (at least
+    one), all their seeds together. The same batches for one process or many, so a sharded run
+    optimizes every image exactly as one process does."""
+    per = max(1, s.batch_size // s.seeds)
+    return [np.arange(lo, min(lo + per, n_units)) for lo in range(0, n_units, per)]
+
+
 def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = None, settings: OptSettings | None = None,
-                   progress: Callable[[int], None] | None = None) -> OptResult:
+                   progress: Callable[[int], None] | None = None, shard: Shard = Shard()) -> OptResult:
     """Optimize an image per (unit, seed) of ``layer`` (all units when ``units`` is None).
 
-    Seed s starts every unit from the same draw of a generator seeded with s, so results do not
-    depend on batching. Conv units are optimized at the centre of the layer's output.
+    Seed s starts every unit from the same draw of a generator seeded with s, so results depend
+    neither on batching nor on which process optimizes the unit. Conv units are optimized at the
+    centre of the layer's output. With a ``shard`` of several processes only its batches
+    (:func:`opt_batches` dealt by :meth:`Shard.mine`) are optimized: the result lists those units.
     """
     s = settings or OptSettings()
     s.validate()
@@ -91,21 +102,48 @@ def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = Non
     if len(units) and (units.min() < 0 or units.max() >= n_units):
         raise DvisError(f"layer {layer} has units 0..{n_units - 1}; got {units.min()}..{units.max()}")
     mean = torch.tensor(model.mean)
-    starts = []
-    for seed in range(s.seeds):
-        g = torch.Generator().manual_seed(seed)
-        starts.append(start_images(1, model.channels, model.input_size, mean, s.start, g).expand(len(units), -1, -1, -1))
-    # Order (unit, seed) pairs unit-major so a unit's seeds sit in one batch.
-    c0 = torch.stack(starts, 1).reshape((-1, model.channels) + tuple(model.input_size))
-    unit_ids = torch.from_numpy(units).repeat_interleave(s.seeds)
-    best, acts = torch.empty_like(c0), torch.empty(len(c0))
-    for lo in range(0, len(c0), s.batch_size):
-        hi = min(lo + s.batch_size, len(c0))
-        b, a = ascend(model, layer, unit_ids[lo:hi].to(dev), c0[lo:hi].to(dev), s)
-        best[lo:hi], acts[lo:hi] = b.cpu(), a.cpu()
+    starts = torch.stack([start_images(1, model.channels, model.input_size, mean, s.start,
+                                       torch.Generator().manual_seed(seed))[0] for seed in range(s.seeds)])
+    batches = shard.mine(opt_batches(len(units), s))
+    mine = units[np.concatenate(batches)] if batches else units[:0]
+    best = torch.empty((len(mine), s.seeds, model.channels) + tuple(model.input_size))
+    acts = torch.empty(len(mine), s.seeds)
+    lo = 0
+    for batch in batches:
+        hi = lo + len(batch)
+        # Unit-major (unit, seed) pairs: a unit's seeds sit in one batch.
+        ids = torch.from_numpy(mine[lo:hi]).repeat_interleave(s.seeds).to(dev)
+        c0 = starts.repeat(hi - lo, 1, 1, 1).to(dev)
+        b, a = ascend(model, layer, ids, c0, s)
+        best[lo:hi], acts[lo:hi] = b.cpu().view(best[lo:hi].shape), a.cpu().view(hi - lo, s.seeds)
+        lo = hi
         if progress:
-            progress(hi - lo)
-    images = to_display(best, mean).numpy()
-    u, k = len(units), s.seeds
-    return OptResult(layer, units, images.reshape((u, k) + images.shape[1:]), acts.view(u, k).numpy(),
-                     best.view((u, k) + best.shape[1:]).numpy())
+            progress(len(ids))
+    flat = best.flatten(0, 1)
+    images = to_display(flat, mean).numpy()
+    u, k = len(mine), s.seeds
+    return OptResult(layer, mine, images.reshape((u, k) + images.shape[1:]), acts.numpy(), best.numpy())
+
+
+def merge_opt(layer: str, units: np.ndarray, parts: list[dict[str, np.ndarray]]) -> OptResult:
+    """Join every process's share (``OptResult`` fields as arrays) into the result for ``units``, in that order."""
+    got = np.concatenate([p["units"] for p in parts])
+    if len(got) != len(units) or set(got.tolist()) != set(np.asarray(units).tolist()):
+        raise DvisError(f"optimize {layer}: shards cover {len(set(got.tolist()))} of {len(units)} units")
+    order = np.argsort(got)[np.searchsorted(np.sort(got), units)]
+    cat = {f: np.concatenate([p[f] for p in parts])[order] for f in ("images", "activations", "pixels")}
+    return OptResult(layer, np.asarray(units), cat["images"], cat["activations"], cat["pixels"])
+
+
+def sharded_optimize(model, layer: str, units: np.ndarray, settings: OptSettings, shard: Shard, folder, key,
+                     progress: Callable[[int], None] | None = None) -> OptResult | None:
+    """:func:`optimize_units` of this process's share, merged with the other shares where the
+    merge happens (:meth:`Shard.collect`); None elsewhere."""
+    res = optimize_units(model, layer, units, settings, progress, shard)
+    if not shard.split:
+        return res
+    print(f"optimize {layer}: shard {shard.rank}/{shard.world} optimized {len(res.units)} of {len(units)} units",
+          flush=True)
+    parts = shard.collect({"units": res.units, "images": res.images, "activations": res.activations,
+                           "pixels": res.pixels}, folder, f"opt-{layer}", key)
+    return None if parts is None else merge_opt(layer, units, parts)

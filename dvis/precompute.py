@@ -16,11 +16,12 @@ import numpy as np
 from tqdm import tqdm
 
 from dvis import maxes_run, unit_vis
-from dvis.crops import compute_crops
+from dvis.crops import layer_crops
 from dvis.datasets import open_source
+from dvis.distributed import Shard
 from dvis.errors import DvisError
 from dvis.maxes import TrackConfig, layer_shapes, track_maxes
-from dvis.optimize import OptSettings, optimize_units
+from dvis.optimize import OptSettings, sharded_optimize
 from dvis.paths import unit_vis_write_dir
 from dvis.receptive_field import receptive_field
 
@@ -54,28 +55,34 @@ def refuse_replace(root: Path, what: list[tuple[str, dict | None]], new: str) ->
 
 
 def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, cfg: TrackConfig,
-                   model_spec: str | None) -> bool:
-    """Run ``maxes`` unless ``run_dir`` already holds the same computation; returns whether it ran."""
+                   model_spec: str | None, shard: Shard = Shard()) -> bool:
+    """Run ``maxes`` unless ``run_dir`` already holds the same computation; returns whether it ran.
+    Under torchrun (``shard.group``) each rank tracks its batches and rank 0 merges and writes."""
     source = open_source(images)
     layers = list(layers or model.layers)
     fp = maxes_run.fingerprint(model, source, layers, cfg.top, cfg.batch_size)
-    if maxes_run.is_complete(run_dir, fp):
+    if shard.agree(maxes_run.is_complete(run_dir, fp)):
         return False
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = maxes_run.checkpoint_path(run_dir)
-    result = track_maxes(model, source, layers, cfg, checkpoint=ckpt)
-    maxes_run.save_result(result, run_dir, maxes_run.build_manifest(model, model_spec, source, cfg.batch_size, fp),
-                          source.names)
+    ckpt = maxes_run.checkpoint_path(run_dir, (shard.rank, shard.world))
+    result = track_maxes(model, source, layers, cfg, shard=(shard.rank, shard.world), checkpoint=ckpt)
+    parts = shard.gather(result)
+    if parts is not None:
+        result = maxes_run.merge_results(parts)
+        maxes_run.save_result(result, run_dir, maxes_run.build_manifest(model, model_spec, source, cfg.batch_size, fp),
+                              source.names)
+        print(f"maxes: {result.n_images} images ({len(result.skipped)} skipped as unreadable) -> {run_dir}")
+    shard.barrier()
     ckpt.unlink(missing_ok=True)
-    print(f"maxes: {result.n_images} images ({len(result.skipped)} skipped as unreadable) -> {run_dir}")
     return True
 
 
 def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = None, modes=("deconv",),
                    batch_size: int = 64, workers: int = 2, images: str | None = None, force: bool = False,
-                   progress: bool = True) -> dict[str, int]:
+                   progress: bool = True, shard: Shard = Shard()) -> dict[str, int]:
     """Write top-9 and back-projection mosaics plus crops.json for each layer; returns per layer the
-    number of re-run activation mismatches (skipped layers are not listed)."""
+    number of re-run activation mismatches (skipped layers are not listed). With a ``shard`` each
+    process computes its units and the merging process writes (see :func:`dvis.crops.layer_crops`)."""
     result, manifest, names = maxes_run.load_result(run_dir)
     if manifest.get("weights") not in (None, maxes_run.weights_digest(model.net)):
         raise DvisError(f"{run_dir} was computed with other weights of {model.name}; rerun `dvis maxes`")
@@ -87,7 +94,7 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
     if missing:
         raise DvisError(f"{run_dir} has no maxes for layer(s) {', '.join(missing)}; it has {', '.join(result.layers)}")
     fp = manifest["fingerprint"]
-    todo = [n for n in layers if force or not unit_vis.crops_complete(root, n, modes, fp)]
+    todo = shard.agree([n for n in layers if force or not unit_vis.crops_complete(root, n, modes, fp)])
     meta = {"maxes_fingerprint": fp, "source": manifest["source"], "n_images": manifest["n_images"]}
     if not force:
         refuse_replace(root, [(n, unit_vis.provenance(root, n, "crops")) for n in todo],
@@ -96,8 +103,12 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
     for layer in todo:
         n = int((result.index[layer] >= 0).sum())
         with tqdm(total=n, unit="patch", desc=f"crops {layer}", disable=not progress) as bar:
-            lc = compute_crops(model, result, source, layer, tuple(modes), batch_size, workers, progress=bar.update)
+            lc = layer_crops(model, result, source, layer, tuple(modes), batch_size, workers, shard, root / layer,
+                             dict(meta, modes=list(modes), batch_size=batch_size), progress=bar.update)
+        if lc is None:  # another process merges and writes this layer
+            continue
         unit_vis.write_crops_layer(root, model.name, layer, lc, result, names, meta)
+        shard.drop_parts(root / layer, f"crops-{layer}")
         mismatches[layer] = lc.mismatches
         if lc.fallbacks:
             print(f"crops {layer}: {lc.fallbacks} receptive-field windows differed from the whole image; "
@@ -125,11 +136,11 @@ def opt_key(model, settings: OptSettings) -> dict:
 
 
 def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, units=None, run_dir: Path | None = None,
-                      force: bool = False, progress: bool = True) -> dict | None:
+                      force: bool = False, progress: bool = True, shard: Shard = Shard()) -> dict | None:
     """Optimize images for ``layer``'s units and write opt/opt_seeds sprites and opt.json; returns a
-    summary (None when skipped as complete)."""
+    summary (None when skipped as complete, and where another process of a ``shard`` writes)."""
     key = opt_key(model, settings)
-    if not force and units is None and unit_vis.opt_complete(root, layer, key):
+    if shard.agree(not force and units is None and unit_vis.opt_complete(root, layer, key)):
         return None
     if not force:
         old = unit_vis.provenance(root, layer, "opt")
@@ -143,7 +154,11 @@ def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, unit
     n_total = layer_shapes(model.net, [layer], (model.channels,) + tuple(model.input_size), model.device)[layer][0]
     unit_list = np.arange(n_total) if units is None else np.asarray(units)
     with tqdm(total=len(unit_list) * settings.seeds, unit="image", desc=f"optimize {layer}", disable=not progress) as bar:
-        res = optimize_units(model, layer, unit_list, settings, progress=bar.update)
+        res = sharded_optimize(model, layer, unit_list, settings, shard, root / layer,
+                               dict(key, units=np.asarray(unit_list).tolist()), progress=bar.update)
+    if res is None:
+        return None
+    shard.drop_parts(root / layer, f"opt-{layer}")
     ratios = unit_vis.write_opt_layer(root, model.name, layer, n_total, unit_list, crop_to_field(model, layer, res.images),
                                       res.activations, key, dataset_best)
     summary = {"layer": layer, "units": len(unit_list), "mean_activation": float(res.activations.max(1).mean())}
@@ -181,11 +196,13 @@ def format_opt_summary(s: dict) -> str:
 def precompute(model, images: str | Path, out: str | Path | None = None, run_dir: str | Path | None = None,
                layers: list[str] | None = None, track: TrackConfig | None = None, modes=("deconv",),
                settings: OptSettings | None = None, skip: tuple[str, ...] = (), force: bool = False,
-               model_spec: str | None = None) -> Path:
+               model_spec: str | None = None, shard: Shard = Shard()) -> Path:
     """Run maxes, crops and optimize for ``model`` (a LoadedModel) over ``images`` into its unit_vis
     folder (or ``out``), skipping steps and layers already complete; returns the folder.
 
     ``model_spec`` is what the maxes manifest records to reload the model (None: the default model).
+    Under torchrun (``shard``) every rank runs each step on its share, rank 0 writes, and all
+    wait for each other between steps.
     """
     root = unit_vis_root(model, out)
     run_dir = Path(run_dir) if run_dir else default_run_dir(root)
@@ -197,21 +214,28 @@ def precompute(model, images: str | Path, out: str | Path | None = None, run_dir
         check_replace(model, root, str(images), layers, track, tuple(modes), settings, skip)
     t0 = time.monotonic()
     if "maxes" not in skip:
-        if force:
+        if force and shard.main:
             (run_dir / maxes_run.MANIFEST).unlink(missing_ok=True)
-        if not run_maxes_step(model, str(images), run_dir, layers, track, model_spec):
+        shard.barrier()
+        if not run_maxes_step(model, str(images), run_dir, layers, track, model_spec, shard) and shard.main:
             print(f"maxes: {run_dir} is already complete")
-        print(f"maxes: {time.monotonic() - t0:.0f} s")
+        if shard.main:
+            print(f"maxes: {time.monotonic() - t0:.0f} s")
     t1 = time.monotonic()
     if "crops" not in skip:
         mism = run_crops_step(model, run_dir, root, layers, tuple(modes), track.batch_size, track.workers,
-                              str(images), force, progress)
-        print(f"crops: {len(mism)} layer(s) written, {sum(mism.values())} activation mismatch(es), "
-              f"{time.monotonic() - t1:.0f} s")
+                              str(images), force, progress, shard)
+        shard.barrier()
+        if shard.main:
+            print(f"crops: {len(mism)} layer(s) written, {sum(mism.values())} activation mismatch(es), "
+                  f"{time.monotonic() - t1:.0f} s")
     t2 = time.monotonic()
     if "optimize" not in skip:
         for layer in layers:
-            summary = run_optimize_step(model, layer, root, settings, None, run_dir, force, progress)
-            print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
-        print(f"optimize: {time.monotonic() - t2:.0f} s")
+            summary = run_optimize_step(model, layer, root, settings, None, run_dir, force, progress, shard)
+            if shard.main:
+                print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+        shard.barrier()
+        if shard.main:
+            print(f"optimize: {time.monotonic() - t2:.0f} s")
     return root

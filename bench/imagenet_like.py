@@ -1,0 +1,157 @@
+"""ImageNet-shaped benchmark of `dvis maxes`: decoding, forward and the whole command.
+
+    python bench/imagenet_like.py --n 2000 --device cpu
+    python bench/imagenet_like.py --n 20000 --device cuda
+
+Writes N JPEGs shaped like ImageNet's training images (mostly 500x375, some 375x500 and 500x333,
+quality 90; random crops, scales and flips of scikit-image's photos) into a temporary folder,
+then prints decode-only img/s per decoder, forward-only img/s, `dvis maxes` end-to-end img/s for
+AlexNet and ResNet-50 (random init, no download), each end-to-end figure as a fraction of
+min(decode-only, forward-only), and the projected wall time for ImageNet's 1.28 M images.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+IMAGENET = 1_281_167
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
+          "motorcycle_right.png", "retina.jpg", "rocket.jpg", "camera.png", "moon.png", "coins.png", "grass.png",
+          "gravel.png", "brick.png")
+SHAPES = ((500, 375), (500, 375), (500, 375), (375, 500), (500, 333))  # (width, height), ImageNet's common ones
+
+
+def photos() -> list[Image.Image]:
+    """scikit-image's bundled photos (the `test` extra installs scikit-image)."""
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    return [Image.open(folder / name).convert("RGB") for name in PHOTOS]
+
+
+def write_images(folder: str | Path, n: int, seed: int = 0, quality: int = 90) -> list[Path]:
+    """Write ``n`` ImageNet-shaped JPEGs (random scale, crop and flip of a photo) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    src = photos()
+    paths = []
+    for i in range(n):
+        p = src[i % len(src)]
+        w, h = SHAPES[int(rng.integers(len(SHAPES)))]
+        s = max(w / p.width, h / p.height) * rng.uniform(1.0, 1.6)
+        big = p.resize((max(w, round(p.width * s)), max(h, round(p.height * s))), Image.BICUBIC)
+        x, y = int(rng.integers(0, big.width - w + 1)), int(rng.integers(0, big.height - h + 1))
+        img = big.crop((x, y, x + w, y + h))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        path = folder / f"{i // 1000:03d}" / f"img{i:06d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        img.save(path, quality=quality)
+        paths.append(path)
+    return paths
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def decode_rate(source, size, mode: str, device, workers: int, batch: int, reference: bool = False) -> float:
+    """img/s of decoding ``source`` to ``size`` through DataLoader workers (the pipeline's decode
+    capacity), with ``reference`` Pillow + OpenCV resize instead of dvis.decode's choice."""
+    from dvis.datasets import ImageDataset, fit_image
+
+    class Reference(ImageDataset):
+        def __getitem__(self, i):
+            return torch.from_numpy(fit_image(self.source.load(i), self.size, self.channels)), True, i
+
+    ds = (Reference if reference else ImageDataset)(source, size, 3, mode)
+    loader = DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=ds.decoder.collate)
+    t = time.perf_counter()
+    for raw in loader:
+        ds.decoder.finish(raw, device)
+    _sync(device)
+    return len(source) / (time.perf_counter() - t)
+
+
+def forward_rate(model, n: int, batch: int, precision: str) -> float:
+    """img/s of the plain forward (normalize + net) over in-memory uint8 batches on the device."""
+    from dvis.precision import autocast
+
+    x = torch.randint(0, 256, (batch, 3) + tuple(model.input_size), dtype=torch.uint8, device=model.device)
+    with torch.inference_mode(), autocast(precision, model.device):
+        model.net(model.normalize(x.float().div(255)))  # warm-up
+        _sync(model.device)
+        t = time.perf_counter()
+        for _ in range(max(1, n // batch)):
+            model.net(model.normalize(x.float().div(255)))
+        _sync(model.device)
+    return max(1, n // batch) * batch / (time.perf_counter() - t)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1000, help="JPEGs to write and read")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: dvis maxes' default)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--models", default="alexnet,resnet50")
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    from dvis.cli import default_workers
+    from dvis.datasets import open_source
+    from dvis.decode import resolve
+    from dvis.maxes import TrackConfig, track_maxes
+    from dvis.model_loading import load_model
+
+    workers = args.workers if args.workers is not None else default_workers()
+    cuda = torch.device(args.device).type == "cuda"
+    where = torch.cuda.get_device_name() if cuda else f"{os.cpu_count()} CPUs visible"
+    print(f"device {args.device} ({where}), {workers} decode workers, batch {args.batch_size}, "
+          f"precision {args.precision}, torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        write_images(tmp, args.n)
+        print(f"wrote {args.n} ImageNet-shaped JPEGs in {time.perf_counter() - t:.0f} s")
+        source = open_source(tmp)
+        size = (224, 224)
+        decoders = {"pillow (reference)": ("cpu", True), "cpu (dvis.decode)": ("cpu", False)}
+        if cuda:
+            decoders["gpu (nvjpeg)"] = ("gpu", False)
+        rates = {}
+        for name, (mode, ref) in decoders.items():
+            r = decode_rate(source, size, mode, args.device, workers, args.batch_size, ref)
+            if not ref:
+                rates[mode] = r
+            print(f"decode only, {name:20s}: {r:8.0f} img/s")
+        decode = resolve("auto", args.device)
+        dec_rate = rates[decode]
+        for arch in args.models.split(","):
+            model = load_model(arch, device=args.device, weights="none")  # random init: no download
+            fwd = forward_rate(model, min(args.n, 2048), args.batch_size, args.precision)
+            cfg = TrackConfig(top=9, batch_size=args.batch_size, workers=workers, progress=False, decode=decode,
+                              precision=args.precision)
+            t = time.perf_counter()
+            track_maxes(model, source, None, cfg)  # what `dvis maxes` runs, with its defaults (stats on)
+            e2e = len(source) / (time.perf_counter() - t)
+            limit = min(dec_rate, fwd)
+            print(f"{arch:9s} forward only {fwd:8.0f} img/s | dvis maxes end to end ({decode} decode) {e2e:8.0f} img/s "
+                  f"= {e2e / limit:.2f} of min(decode {dec_rate:.0f}, forward {fwd:.0f}) | "
+                  f"1.28 M images: {IMAGENET / e2e / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
