@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--modes", default="deconv", help="back-projections for crops")
     p.add_argument("--skip", default="", help="comma-separated steps to skip: maxes, crops, optimize")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--decode", choices=("cpu", "gpu", "auto"), default="auto",
+                   help="JPEG decoding for maxes: gpu = nvjpeg on the device (auto: gpu on a CUDA device)")
     p.add_argument("--force", action="store_true",
                    help="recompute everything, replacing complete unit images made from other runs or settings")
     p.add_argument("--quiet", action="store_true")
@@ -30,13 +32,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from dvis.maxes import TrackConfig
     from dvis.model_loading import load_model
+    from dvis.decode import resolve
     from dvis.distributed import setup
     from dvis.precompute import precompute
 
     shard, device = setup(args.device)  # torchrun: all three steps in one launch, rank 0 writes
     model = load_model(args.model, device=device)
     track = TrackConfig(top=args.top, batch_size=args.batch_size, workers=args.workers,
-                        progress=not args.quiet and shard.main)
+                        progress=not args.quiet and shard.main, decode=resolve(args.decode, model.device))
     root = precompute(model, args.images, args.out, args.run, parse_layers(args.layers, model), track,
                       tuple(parse_list(args.modes)), settings_from(args), tuple(parse_list(args.skip)), args.force,
                       args.model, shard)
