@@ -21,6 +21,7 @@ from dvis.datasets import open_source
 from dvis.distributed import Shard
 from dvis.errors import DvisError
 from dvis.maxes import TrackConfig, layer_shapes, track_maxes
+from dvis.unit_stats import source_labels, stats_complete
 from dvis.optimize import OptSettings, sharded_optimize
 from dvis.paths import unit_vis_write_dir
 from dvis.receptive_field import receptive_field
@@ -61,11 +62,13 @@ def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, 
     source = open_source(images)
     layers = list(layers or model.layers)
     fp = maxes_run.fingerprint(model, source, layers, cfg.top, cfg.batch_size)
-    if shard.agree(maxes_run.is_complete(run_dir, fp)):
+    labels = source_labels(source, known=model.labels) if cfg.stats else None  # unit statistics by class folder
+    stats_done = not cfg.stats or stats_complete(run_dir, fp, labels[0], cfg.bottom_k or None)
+    if shard.agree(maxes_run.is_complete(run_dir, fp) and stats_done):
         return False
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = maxes_run.checkpoint_path(run_dir, (shard.rank, shard.world))
-    result = track_maxes(model, source, layers, cfg, shard=(shard.rank, shard.world), checkpoint=ckpt)
+    result = track_maxes(model, source, layers, cfg, shard=(shard.rank, shard.world), checkpoint=ckpt, labels=labels)
     parts = shard.gather(result)
     if parts is not None:
         result = maxes_run.merge_results(parts)

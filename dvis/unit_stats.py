@@ -8,8 +8,8 @@ map unit, the value of a vector unit; the same number the top-k ranks by):
 - images where the unit is positive anywhere, positions where it is positive (maps), and the sum
   of per-image spatial means (mean over positions);
 - a histogram of the score on a fixed grid shared by every layer and model (:data:`EDGES`):
-  8 bins per decade of ``|score|`` from 1e-4 to 1e4 on each side of an exact-zero bin, plus a
-  bin below 1e-4 and one at or above 1e4 on each side (133 bins). The grid does not depend on
+  16 bins per decade of ``|score|`` from 1e-4 to 1e4 on each side of an exact-zero bin, plus a
+  bin below 1e-4 and one at or above 1e4 on each side (261 bins). The grid does not depend on
   the data, so shard histograms add up exactly;
 - with class labels: per class the sum of the rectified score ``max(score, 0)`` and the image
   count (class means, Morcos et al. 2018 selectivity), and at the end the class counts of the
@@ -48,8 +48,11 @@ VERSION = 1
 ARRAYS = "stats.npz"
 META = "stats.json"
 
-#: Positive bin edges of the histogram grid: 10 ** (j / 8) for j in -32..32 (1e-4 .. 1e4).
-EDGES = 10.0 ** (np.arange(-32, 33) / 8.0)
+#: Histogram grid: BINS_PER_DECADE bins per decade of |score| over 10**-DECADES .. 10**DECADES.
+BINS_PER_DECADE = 16
+DECADES = 4
+#: Positive bin edges: 10 ** (j / BINS_PER_DECADE) for j in -DECADES*BINS_PER_DECADE .. +DECADES*BINS_PER_DECADE.
+EDGES = 10.0 ** (np.arange(-DECADES * BINS_PER_DECADE, DECADES * BINS_PER_DECADE + 1) / BINS_PER_DECADE)
 CENTER = len(EDGES) + 1  # the exact-zero bin
 N_BINS = 2 * CENTER + 1
 #: A unit positive on fewer than this fraction of images (and not dead) is rare.
@@ -285,7 +288,9 @@ def save_stats(run_dir: str | Path, stats: StatsArrays, index: dict[str, np.ndar
     meta = dict(format=FORMAT, version=VERSION, maxes_fingerprint=maxes_fingerprint, layers=list(layers),
                 shapes={n: list(shapes[n]) for n in layers}, n_images=n_images, classes=stats.classes,
                 bottom_k=stats.bottom_k, rare_fraction=RARE_FRACTION, corr_max_units=CORR_MAX_UNITS,
-                histogram={"grid": "symmetric log: 0, +-10**(j/8) for j in -32..32, open ends", "bins": N_BINS,
+                histogram={"grid": f"symmetric log: 0, +-10**(j/{BINS_PER_DECADE}) for |j| <= "
+                                   f"{DECADES * BINS_PER_DECADE}, open ends", "bins": N_BINS,
+                           "bins_per_decade": BINS_PER_DECADE, "decades": DECADES,
                            "of": "per-image score (spatial max for maps)"})
     atomic_write_text(run / META, json.dumps(meta, indent=1))
 
@@ -322,6 +327,8 @@ def _read_meta(run: Path) -> dict:
         raise DvisError(f"{path}: unreadable ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DvisError(f"{path}: not a {FORMAT} v{VERSION} file")
+    if meta.get("histogram", {}).get("bins") != N_BINS:
+        raise DvisError(f"{path}: histograms on another grid than this dvis's {N_BINS} bins; {HOW_TO} again")
     return meta
 
 
@@ -361,8 +368,9 @@ class LayerStats:
             return []
         row = self.corr[where[0]].copy()
         row[where[0]] = np.nan
-        order = [j for j in np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable") if np.isfinite(row[j])][:k]
-        return [(int(self.corr_units[j]), float(row[j])) for j in order]
+        order = np.argsort(-np.where(np.isfinite(row), row, -np.inf), kind="stable")[:k]
+        order = order[np.isfinite(row[order])]
+        return [(int(u), float(r)) for u, r in zip(self.corr_units[order], row[order])]
 
     def corr_with(self, unit: int) -> np.ndarray | None:
         """Correlation of every unit of the layer with ``unit`` (NaN outside the subsample), or None."""

@@ -18,15 +18,20 @@ RARE: tuple[int, int, int] = (220, 140, 0)
 MISSING = ["no unit statistics:", "`dvis maxes` or `dvis precompute`", "computes them"]
 
 
-def hist_range(hist: np.ndarray) -> tuple[int, int]:
-    """The bins (first, last + 1) any unit of the layer occupies: one x axis for every tile."""
-    used = np.nonzero(hist.sum(0))[0]
-    return (int(used[0]), int(used[-1]) + 1) if len(used) else (0, hist.shape[1])
+def hist_range(hist: np.ndarray, tail: float = 1e-3) -> tuple[int, int]:
+    """The bins (first, last + 1) holding the layer's pooled scores but for ``tail`` of them at each
+    end: one x axis for every tile, not stretched by a few outliers over decades of the log grid."""
+    pooled = np.cumsum(hist.sum(0))
+    if not pooled[-1]:
+        return 0, hist.shape[1]
+    lo = int(np.searchsorted(pooled, tail * pooled[-1], side="right"))
+    hi = int(np.searchsorted(pooled, (1 - tail) * pooled[-1], side="left")) + 1
+    return lo, max(hi, lo + 1)
 
 
 def hist_tiles(stats: LayerStats, style: Style, tile: int = TILE) -> np.ndarray:
     """N x tile x tile x 3 uint8: each unit's histogram of per-image scores (bar heights relative to
-    its own fullest bin) on the layer's common bin range, the zero bin marked; dead units get a red
+    its own fullest bin) on the layer's common bin range (:func:`hist_range`), the zero bin marked; dead units get a red
     frame and cross, rare ones an orange frame."""
     lo, hi = hist_range(stats.hist)
     h = stats.hist[:, lo:hi].astype(np.float64)

@@ -3,9 +3,9 @@
 "use strict";
 (function () {
   var site = atlas.site;
-  // The histogram grid of dvis.unit_stats: 0, +-10^(j/8) for j in -32..32, open ends.
-  var EDGES = [];
-  for (var j = -32; j <= 32; j++) EDGES.push(Math.pow(10, j / 8));
+  // The histogram grid of dvis.unit_stats: 0, +-10^(j/B) for |j| <= D*B, open ends.
+  var EDGES = [], B = site.hist_grid[0], D = site.hist_grid[1];
+  for (var j = -D * B; j <= D * B; j++) EDGES.push(Math.pow(10, j / B));
   var CENTER = EDGES.length + 1;
 
   function el(tag, attrs, children) {
