@@ -36,10 +36,13 @@ adds global context but keeps the local field; reductions, softmax, attention, m
 over a spatial dimension, roll and adaptive pools that do not tile evenly make the field the whole
 input on that axis. GroupNorm/InstanceNorm/LayerNorm over space add global context. An operation
 the trace does not know that changes the shape makes the field the whole input (``reason`` says
-which). Fractional strides (upsampling) are rounded outward to whole pixels.
+which). Fractional strides (upsampling) are rounded outward to whole pixels. A position whose
+field is the whole input along an axis gets stride = the grid's spacing (input side / positions)
+and size/padding that make every position's box cover that side (clipped: the whole input).
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -372,10 +375,11 @@ def _conv_transpose(func, args, kwargs, d, x, out):
         dims[dim] = ((atoms[0][0], out.shape[dim]),)
         f = field[a]
         if f is not None:
-            # output o gets inputs i with i*s - p + t*d = o, t < k: i in [(o + p - d(k-1))/s, (o + p)/s]
+            # output o gets inputs i with i*s - p + t*d = o, t < k: i in [(o + p - d(k-1))/s, (o + p)/s],
+            # so its field lies in [o*js + (p - d(k-1))*js - P, o*js + p*js - P + S) with js = J/s
             js = f.stride / stride[j]
-            field[a] = _Axis(f.size + dil[j] * (kernel[j] - 1) * js + f.stride - js, js,
-                             f.pad + dil[j] * (kernel[j] - 1) * js - padding[j] * js + f.stride - js)
+            field[a] = _Axis(f.size + dil[j] * (kernel[j] - 1) * js, js,
+                             f.pad + (dil[j] * (kernel[j] - 1) - padding[j]) * js)
     return _channels_out(_Desc(tuple(dims), d.extra, tuple(field), d.gctx, d.note), first - 1, out)
 
 
@@ -922,15 +926,18 @@ class _Tracer(TorchFunctionMode):
 
 # --- from descriptors to LayerGeometry --------------------------------------------------------------
 
-def _px(f: _Axis | None, side: int) -> tuple[int, int, int]:
+def _px(f: _Axis | None, side: int, n: int) -> tuple[int, int, int]:
     if f is None:
-        return side, side, 0
+        # Every one of the n positions sees the whole side: with the grid's spacing as stride, the
+        # box of position i (i*stride - padding, + size) covers the input for all i.
+        stride = max(1, round(side / n))
+        return side + (n - 1) * stride, stride, (n - 1) * stride
     pad = math.ceil(f.pad)
     return math.ceil(f.size + (pad - f.pad)), max(1, round(f.stride)), pad
 
 
-def _field(d: _Desc, input_size) -> ReceptiveField:
-    (sh, jh, ph), (sw, jw, pw) = (_px(f, s) for f, s in zip(d.field, input_size))
+def _field(d: _Desc, input_size, grid=(1, 1)) -> ReceptiveField:
+    (sh, jh, ph), (sw, jw, pw) = (_px(f, s, n) for f, s, n in zip(d.field, input_size, grid))
     return ReceptiveField((sh, sw), (jh, jw), (ph, pw), tuple(input_size))
 
 
@@ -974,6 +981,8 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
         layout, channels, n_extra = "tokens", shape[1], extra[0]
         grid = (sizes.get("h", 1), sizes.get("w", 1))
     reason = d.note if gctx else ""
+    if grid is not None:
+        rf = _field(d, input_size, grid)
     if layout == "other":
         rf = None
         reason = "not a map, token grid or vector: per-sample dimensions " + " x ".join(
@@ -1041,6 +1050,9 @@ def _traced(net: nn.Module, size, channels):
 def _trace(net: nn.Module, size, channels) -> tuple[dict[str, LayerGeometry], dict[str, int]]:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # a failing fake op logs a traceback; the real run below reports it
     try:
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             x = torch.zeros((2, channels) + tuple(size), dtype=_dtype(net), device=_device(net))
@@ -1048,8 +1060,11 @@ def _trace(net: nn.Module, size, channels) -> tuple[dict[str, LayerGeometry], di
     except DvisError:
         raise
     except Exception:  # noqa: BLE001 - fake tensors cannot run everything (e.g. .item()): run it for real
-        x = torch.zeros((2, channels) + tuple(size), dtype=_dtype(net), device=_device(net))
-        return _run(net, x, size, None)
+        pass
+    finally:
+        log.setLevel(level)
+    x = torch.zeros((2, channels) + tuple(size), dtype=_dtype(net), device=_device(net))
+    return _run(net, x, size, None)
 
 
 def _dtype(net):
