@@ -455,11 +455,13 @@ class UnitStats:
 
 
 def find_stats(model) -> UnitStats | None:
-    """The statistics shipped with a LoadedModel (its unit_vis ``maxes`` run), or None."""
-    folder = getattr(model, "unit_vis_dir", None)
-    if folder is None or not (Path(folder) / "maxes" / META).is_file():
-        return None
-    return UnitStats(Path(folder) / "maxes")
+    """The statistics of a LoadedModel: those of the maxes run in its unit_vis folder (the user's
+    computed folder first, then the shipped one), or None."""
+    folders = list(getattr(model, "unit_vis_dirs", None) or [getattr(model, "unit_vis_dir", None)])
+    for folder in folders:
+        if folder is not None and (Path(folder) / "maxes" / META).is_file():
+            return UnitStats(Path(folder) / "maxes")
+    return None
 
 
 def source_labels(source, labels_file: str | Path | None = None, known: list[str] = ()
