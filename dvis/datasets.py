@@ -66,8 +66,8 @@ class ImageSource:
         """Image ``i`` as HxWx3 uint8 RGB; raises DvisError (or OSError) if it cannot be decoded."""
         data = self.read_bytes(i)
         if not data:
-            raise DvisError("empty file")
-        return read_image(data)
+            raise DvisError(f"{self.names[i]}: empty file")
+        return read_image(data, name=self.names[i])
 
     def try_load(self, i: int) -> np.ndarray | None:
         """Image ``i``, or None (after one warning naming the file) when it cannot be read."""
@@ -96,7 +96,8 @@ UNREADABLE = (DvisError, OSError, ValueError, cv2.error)
 
 def warn_skip(name: str, exc: BaseException) -> None:
     """The one warning an unreadable image gets before it is skipped."""
-    warnings.warn(f"skipping unreadable image {name}: {first_line(exc)}", stacklevel=2)
+    text = first_line(exc)
+    warnings.warn(f"skipping unreadable image {name}: {text.removeprefix(name + ': ')}", stacklevel=2)
 
 
 @dataclass

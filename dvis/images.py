@@ -65,14 +65,15 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     return to_rgb(np.asarray(im))
 
 
-def read_image(path_or_bytes: str | os.PathLike | bytes) -> np.ndarray:
+def read_image(path_or_bytes: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
     """Read an image file (or its bytes) as an HxWx3 uint8 RGB array, EXIF orientation applied.
 
     Grayscale, RGBA/LA (composited over white), 16-bit, palette and CMYK images are converted.
-    Raises :class:`DvisError` with one line naming the file when it is missing or not a readable image.
+    Raises :class:`DvisError` with one line naming the file (``name`` for bytes) when it is missing
+    or not a readable image.
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        name, source = f"<{len(path_or_bytes)} bytes>", io.BytesIO(bytes(path_or_bytes))
+        name, source = name or f"<{len(path_or_bytes)} bytes>", io.BytesIO(bytes(path_or_bytes))
     else:
         name = source = os.fspath(path_or_bytes)
         if not os.path.isfile(name):

@@ -16,7 +16,6 @@ dataset info when the head has the right number of classes. ``args`` go to ``tim
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from dvis.errors import DvisError
+from dvis.errors import DvisError, first_line, suggestions
 
 if TYPE_CHECKING:
     from dvis.model_spec import ModelSpec
@@ -56,15 +55,10 @@ def model_name(architecture: str) -> str:
     name = architecture[len(PREFIX):]
     if not name or not timm.is_model(name):
         base = name.split(".", 1)[0]
-        close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+        close = suggestions(base, timm.list_models())
         hint = f" (did you mean {', '.join(PREFIX + c for c in close)}?)" if close else ""
         raise DvisError(f"unknown timm model {name!r}{hint}: see timm.list_models()")
     return name
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def build(spec: ModelSpec) -> tuple[nn.Module, str]:
@@ -85,9 +79,9 @@ def build(spec: ModelSpec) -> tuple[nn.Module, str]:
     except Exception as exc:  # bad args, a failed download, a model without weights: one line
         if pretrained:
             raise DvisError(
-                f"{spec.architecture}: timm's pretrained weights are not available ({_first_line(exc)}); run once "
+                f"{spec.architecture}: timm's pretrained weights are not available ({type(exc).__name__}: {first_line(exc)}); run once "
                 f"with internet access (timm caches them) or use weights: none or a state_dict file") from exc
-        raise DvisError(f"architecture {spec.architecture!r} failed to build ({_first_line(exc)})") from exc
+        raise DvisError(f"architecture {spec.architecture!r} failed to build ({type(exc).__name__}: {first_line(exc)})") from exc
     _fill_data_config(spec, timm.data.resolve_data_config({}, model=net))
     if pretrained:
         cfg = getattr(net, "pretrained_cfg", None) or {}

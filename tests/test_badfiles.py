@@ -100,3 +100,21 @@ def test_toolbox_headless_steps_through_bad_files(setup, tmp_path, capsys):
                "--out", str(tmp_path / "shots")])
     assert rc == 0, capsys.readouterr().err
     assert len(list((tmp_path / "shots").glob("*.png"))) >= 1
+
+
+def test_toolbox_with_only_bad_files_says_no_images_in_every_pane(setup, tmp_path):
+    from dvis.model_loading import load_model
+    from dvis.toolbox.app import Toolbox
+    from dvis.toolbox.settings import load_settings
+
+    _, model, images = setup
+    for name in BAD:
+        (tmp_path / name).write_bytes((images / name).read_bytes())
+    tb = Toolbox(load_model(str(model)), load_settings(None, {"images": str(tmp_path)}), headless=True)
+    try:
+        tb.settle()
+        tb.render()
+        assert tb.frame is None
+        assert tb._waiting().startswith("no images: no readable images") and "\n" not in tb._waiting()
+    finally:
+        tb.close()

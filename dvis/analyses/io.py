@@ -1,6 +1,7 @@
 """Command-side input and output for the experiments: images in, figures and numbers out."""
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dvis.errors import DvisError
+from dvis.atomic import atomic_write_bytes, atomic_write_text
 from dvis.cli import add_model_argument
 from dvis.datasets import read_sources
 from dvis.model_loading import load_model
@@ -74,14 +76,16 @@ def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG through the Agg canvas (no display needed); creates the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 def write_json(path: Path, data) -> Path:
     """Write ``data`` as indented JSON, converting tensors and numpy values to plain lists/numbers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_plain) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1, default=_plain) + "\n")
     return path
 
 

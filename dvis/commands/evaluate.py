@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from torch.utils.data import DataLoader
 
+from dvis.atomic import atomic_write_text
 from dvis.datasets import ImageDataset, open_source
 from dvis.errors import DvisError
 from dvis.model_loading import load_model
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result['model']}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} on {result['images']} "
           f"'{args.split}' images of {args.data} ({result['skipped']} skipped as unreadable)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        atomic_write_text(args.json, json.dumps(result, indent=1))
     return 0
 
 

@@ -7,14 +7,13 @@ an unknown name is an error that names the closest valid one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import runpy
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dvis.errors import DvisError
+from dvis.errors import DvisError, suggestions
 from dvis.toolbox.actions import default_bindings
 
 RGB = tuple[int, int, int]
@@ -110,7 +109,7 @@ def check_names(names: list[str] | tuple[str, ...], source: str) -> None:
     """Raise :class:`DvisError` for the first name that is not a setting, suggesting the closest."""
     for name in names:
         if name not in SETTING_NAMES:
-            close = difflib.get_close_matches(name, SETTING_NAMES, n=1)
+            close = suggestions(name, SETTING_NAMES, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise DvisError(f"{source}: unknown setting '{name}'{hint}")
 
