@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from dvis.activations import activations
 from dvis.cli import add_model_argument
-from dvis.errors import DvisError
+from dvis.geometry import model_geometry
+from dvis.hooks import RULES, activation_summary, rule_table
 from dvis.model_loading import LoadedModel, load_model
-from dvis.receptive_field import receptive_field
 
-_COLUMNS = ("layer", "display", "output", "rf size", "rf stride", "units")
+_COLUMNS = ("layer", "display", "output", "rf size", "rf stride", "units", "layout")
 
 
 def _hw(value: int | tuple[int, ...] | list[int]) -> str:
@@ -20,23 +17,22 @@ def _hw(value: int | tuple[int, ...] | list[int]) -> str:
 
 
 def layer_rows(model: LoadedModel) -> list[dict[str, str]]:
-    """One row per visualizable layer: name, display name, output shape (one forward of a zero
-    input), receptive field size and stride ('-' where it cannot be computed), number of units."""
-    h, w = model.input_size
-    with torch.no_grad():
-        acts = activations(model, torch.zeros(1, model.channels, h, w, device=model.device), model.layers)
+    """One row per layer of ``model.layers`` from the one-pass geometry: name, display name, output
+    shape, receptive field size and stride, units per position, and the layout (``chw``, ``hwc``,
+    ``tokens+N`` with N class tokens, ``vector``, ``other``; ``*`` marks global context).
+    '-' where a layer never runs or has no field."""
+    geo = model_geometry(model)
     rows = []
     for layer in model.layers:
-        if layer in acts:
-            shape = tuple(acts[layer].shape[1:])
-            output, units = "x".join(map(str, shape)) or "1", str(shape[0]) if shape else "1"
-        else:  # activations() skips (with a warning) layers the forward never reaches
+        g = geo[layer]
+        if g.runs:
+            output = "x".join(map(str, g.shape)) or "1"
+            units = str(g.channels) if g.layout != "other" else "-"
+            layout = g.layout + (f"+{g.extra_tokens}" if g.extra_tokens else "") + ("*" if g.global_context else "")
+        else:
             output = units = "-"
-        try:
-            rf = receptive_field(model, layer, model.input_size)
-            size, stride = _hw(rf.size), _hw(rf.stride)
-        except (DvisError, ValueError):  # e.g. a layer the forward never reaches
-            size = stride = "-"
+            layout = "not run"
+        size, stride = (_hw(g.rf.size), _hw(g.rf.stride)) if g.rf is not None else ("-", "-")
         rows.append({
             "layer": layer,
             "display": model.display_names[layer],
@@ -44,12 +40,26 @@ def layer_rows(model: LoadedModel) -> list[dict[str, str]]:
             "rf size": size,
             "rf stride": stride,
             "units": units,
+            "layout": layout,
         })
     return rows
 
 
+def activation_lines(model) -> list[str]:
+    """The activations the forward calls (modules and functional forms) and how each back mode treats them."""
+    counts = activation_summary(model)
+    if not counts:
+        return ["activations  none"]
+    lines = ["activations  " + ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))]
+    lines += [f"  {mode:<10} {rule}" for mode, rule in RULES.items()]
+    others = [n for n, rules in rule_table(counts, rectify="relu").items() if rules["guided"] == RULES["grad"]]
+    if others:
+        lines.append(f"  rectify=relu: {', '.join(sorted(others))} pass the plain gradient in every mode")
+    return lines
+
+
 def format_info(model: LoadedModel, rows: list[dict[str, str]]) -> str:
-    """The header lines and the aligned layer table that ``dvis info`` prints."""
+    """The header lines, the activation rules and the aligned layer table that ``dvis info`` prints."""
     h, w = model.input_size
     header = [
         ("model", model.name + (f"  ({model.folder})" if model.folder else "  (torchvision)")),
@@ -59,10 +69,12 @@ def format_info(model: LoadedModel, rows: list[dict[str, str]]) -> str:
         ("device", str(model.device)),
         ("layers", str(len(model.layers))),
     ]
-    lines = [f"{key:<9}{value}" for key, value in header] + [""]
+    lines = [f"{key:<9}{value}" for key, value in header] + activation_lines(model) + [""]
     widths = [max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS]
     lines.append("  ".join(c.ljust(wd) for c, wd in zip(_COLUMNS, widths)).rstrip())
     lines += ["  ".join(r[c].ljust(wd) for c, wd in zip(_COLUMNS, widths)).rstrip() for r in rows]
+    if any(r["layout"].endswith("*") for r in rows):
+        lines += ["", "* a global operation (squeeze-and-excitation gate, attention, global pooling) feeds the layer"]
     return "\n".join(lines)
 
 
