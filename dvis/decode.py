@@ -22,9 +22,11 @@ import struct
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import get_worker_info
 from PIL import Image, ImageOps
 
 from dvis.errors import DvisError, first_line
@@ -188,6 +190,7 @@ class Decoder:
 
     def __init__(self, source, size: tuple[int, int], channels: int = 3, mode: str = "cpu"):
         self.source, self.size, self.channels, self.mode = source, tuple(size), channels, mode
+        self._worker_ready = False
 
     def _cpu(self, data: bytes) -> torch.Tensor:
         return torch.from_numpy(decode_cpu(data, self.size, self.channels))
@@ -195,6 +198,12 @@ class Decoder:
     def item(self, i: int) -> tuple:
         """cpu: (image CxHxW uint8, ok, i); gpu: (image, JPEG bytes for the device or an empty
         tensor, ok, i)."""
+        if not self._worker_ready:
+            self._worker_ready = True
+            if get_worker_info() is not None:
+                # One thread per worker (PyTorch sets its own; OpenCV's resize pool would
+                # otherwise compete with the other workers and the forward for the same cores).
+                cv2.setNumThreads(1)
         zeros = torch.zeros((self.channels,) + self.size, dtype=torch.uint8)
         empty = torch.zeros(0, dtype=torch.uint8)
         try:
