@@ -297,19 +297,27 @@ class UnitImages:
     def layers(self) -> list[str]:
         return list(dict.fromkeys(n for m in self.manifests for n in m.get("layers", [])))
 
-    def origin(self, layer: str) -> Path:
-        """The folder ``layer`` is read from."""
-        return next((r for r, m in zip(self.roots, self.manifests) if layer in m.get("layers", [])), self.root)
+    def origin(self, layer: str, kind: str | None = None) -> Path:
+        """The folder ``layer``'s images (of ``kind``) are read from: the first that has them."""
+        for root, manifest in zip(self.roots, self.manifests):
+            if layer in manifest.get("layers", []) and (kind is None or kind in layout(root, layer)):
+                return root
+        return self.root
 
     def layout(self, layer: str) -> dict:
-        """Per kind: file, tile, cols, units, present (empty dict when the layer has no images)."""
-        return layout(self.origin(layer), layer)
+        """Per kind: file, tile, cols, units, present (empty dict when the layer has no images),
+        each kind from the folder it is read from."""
+        merged: dict = {}
+        for root in reversed([r for r, m in zip(self.roots, self.manifests) if layer in m.get("layers", [])]):
+            merged.update(layout(root, layer))
+        return merged or layout(self.root, layer)
 
     def _sprite_image(self, layer: str, kind: str) -> tuple[np.ndarray, dict] | None:
-        entry = self.layout(layer).get(kind)
+        root = self.origin(layer, kind)
+        entry = layout(root, layer).get(kind)
         if not entry:
             return None
-        path = self.origin(layer) / layer / entry["file"]
+        path = root / layer / entry["file"]
         if not path.is_file():
             return None
         return _decode_sprite(str(path), path.stat().st_mtime), entry
@@ -341,8 +349,8 @@ class UnitImages:
         """Values, image names, boxes and positions of the unit's top patches and its optimization
         results; None if neither was computed."""
         out = {}
-        for name in ("crops", "opt"):
-            path = self.origin(layer) / layer / f"{name}.json"
+        for name, kind in (("crops", "top9"), ("opt", "opt")):
+            path = self.origin(layer, kind) / layer / f"{name}.json"
             if path.is_file():
                 units = _read_json(str(path), path.stat().st_mtime)["units"]
                 if 0 <= unit < len(units) and units[unit] is not None:

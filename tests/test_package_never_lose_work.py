@@ -111,6 +111,15 @@ def test_packaged_model_outputs_go_to_the_user_data_folder(tiny, tmp_path, monke
     assert vis.origin("conv1") == computed and vis.origin("conv2") == shipped.shipped_unit_vis_dir
     assert vis.load("conv2", 0, "top9") is not None and vis.load("conv1", 0, "top9") is not None
     assert vis.layers()[:2] == ["conv1", "pool1"] and len(vis.layers()) == 11
+    # computed crops without optimized images: those still come from the shipped folder, kind by kind
+    layout_path = computed / "conv1" / "layout.json"
+    layout = json.loads(layout_path.read_text())
+    layout.pop("opt")
+    layout_path.write_text(json.dumps(layout))
+    (computed / "conv1" / "opt.json").unlink()
+    vis = UnitImages(*again.unit_vis_dirs)
+    assert vis.origin("conv1", "top9") == computed and vis.origin("conv1", "opt") == shipped.shipped_unit_vis_dir
+    assert vis.load("conv1", 3, "opt") is not None and "opt_activations" in vis.info("conv1", 3)
 
     own = load_model(str(tiny / "models" / "tiny-blob"))  # a user's own model folder keeps its images inside
     assert not paths.is_packaged(own.folder) and unit_vis_root(own, None) == own.folder / "unit_vis"
