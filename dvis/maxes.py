@@ -27,6 +27,8 @@ from dvis.datasets import ImageDataset, ImageSource
 from dvis.distributed import shard_batches
 from dvis.precision import autocast
 from dvis.errors import DvisError
+from dvis.geometry import model_geometry, to_maps
+from dvis.hooks import forward_hooks
 from dvis.layers import check_layers
 from dvis.maxes_run import MaxResult, array_key, fingerprint, result_from_arrays
 from dvis.unit_stats import StatsArrays, StatsState
@@ -137,18 +139,23 @@ class TopKState:
 
 @contextmanager
 def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsState | None = None,
-              bottom: TopKState | None = None) -> Iterator[dict[str, torch.Tensor]]:
+              bottom: TopKState | None = None, geometry: dict | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hooks merging each layer's output into ``state`` (and ``stats``, ``bottom``) at
     capture time (before any in-place ReLU that follows), so no feature map is kept or cloned.
     Yields a dict whose ``"index"`` (B image indices, ``-1`` to ignore) and, with statistics,
-    ``"labels"`` (B class indices, ``-1`` unknown, or None) the caller sets before each forward."""
+    ``"labels"`` (B class indices, ``-1`` unknown, or None) the caller sets before each forward.
+    With ``geometry`` (:func:`dvis.geometry.model_geometry`), channels-last and token layers are
+    tracked as N x C x H x W maps (class tokens left out)."""
     batch: dict[str, torch.Tensor] = {}
-    modules = dict(net.named_modules())
 
     def make(name: str):
+        geom = geometry.get(name) if geometry else None
+
         def hook(_module, _inputs, out):
             if isinstance(out, (tuple, list)):
                 out = out[0]
+            if geom is not None and geom.layout in ("hwc", "tokens"):
+                out = to_maps(out, geom)
             if out.dim() == 4:
                 scores, maps = out.flatten(2).amax(2), out
             elif out.dim() == 2:
@@ -163,34 +170,28 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
                 stats.update(name, scores, index >= 0, maps=maps, labels=batch.get("labels"))
         return hook
 
-    handles = [modules[n].register_forward_hook(make(n)) for n in layers]
-    try:
+    hooks = {n: make(n) for n in layers}
+    # All threads: DataParallel runs the replicas' hooks in its worker threads.
+    with forward_hooks(net, layers, lambda name, m, i, out: hooks[name](m, i, out), all_threads=True):
         yield batch
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def layer_shapes(net: nn.Module, layers: list[str], input_shape: tuple[int, ...], device) -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of each layer for one input of ``input_shape`` (C, H, W)."""
+    """Tracked shape (without batch) of each layer for inputs of ``input_shape`` (C, H, W), from
+    :func:`dvis.geometry.model_geometry`: C x H x W for maps and token grids (whatever their
+    layout), C for vectors. ``device`` is unused (the geometry trace runs on the net's device)."""
+    geo = model_geometry(net, tuple(input_shape[1:]), channels=input_shape[0])
     shapes: dict[str, tuple[int, ...]] = {}
-    modules = dict(net.named_modules())
-
-    def make(name):
-        def hook(_m, _i, out):
-            shapes[name] = tuple((out[0] if isinstance(out, (tuple, list)) else out).shape[1:])
-        return hook
-
-    handles = [modules[n].register_forward_hook(make(n)) for n in layers]
-    try:
-        with torch.inference_mode():
-            net(torch.zeros((1,) + tuple(input_shape), device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    for n, s in shapes.items():
-        if len(s) not in (1, 3):
-            raise DvisError(f"layer {n} has output shape {list(s)}; only conv (CxHxW) and fc (C) layers are tracked")
+    for n in layers:
+        g = geo[n]
+        if not g.runs:
+            raise DvisError(f"layer {n} is never reached by the forward pass: {g.reason}")
+        if g.layout == "vector":
+            shapes[n] = (g.channels,)
+        elif g.spatial:
+            shapes[n] = (g.channels,) + tuple(g.grid)
+        else:
+            raise DvisError(f"layer {n} has output shape {list(g.shape)}; only maps, token grids and vectors are tracked ({g.reason})")
     return shapes
 
 
@@ -274,7 +275,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                         pin_memory=model.device.type == "cuda", persistent_workers=False)
     last_save = time.monotonic()
     bar = tqdm(total=len(batches), initial=done, unit="batch", desc="maxes", disable=not cfg.progress)
-    with max_hooks(net, state, layers, stats, bottom) as batch, torch.inference_mode(), \
+    with max_hooks(net, state, layers, stats, bottom, model_geometry(model)) as batch, torch.inference_mode(), \
             autocast(cfg.precision, model.device):
         for raw in loader:
             images, ok, index = dataset.decoder.finish(raw, model.device)
