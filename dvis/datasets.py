@@ -8,6 +8,7 @@ files are skipped with one warning each (:func:`warn_skip`) and counted in the c
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 import warnings
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ def read_sources(specs: str | list[str]) -> ReadImages:
     return ReadImages(images, names, skipped)
 
 
-def _tar_source(spec: str) -> ImageSource:
+def _tar_source(spec: str, regex: re.Pattern | None = None) -> ImageSource:
     compressed = not spec.lower().endswith(".tar")
     names: list[str] = []
     offsets: list[tuple[int, int]] = []
@@ -139,6 +140,8 @@ def _tar_source(spec: str) -> ImageSource:
         with tarfile.open(spec) as tf:
             for m in tf:
                 if not m.isfile() or not m.name.lower().endswith(tuple(IMAGE_EXTENSIONS)):
+                    continue
+                if regex is not None and not regex.search(m.name):
                     continue
                 names.append(m.name)
                 if compressed:
@@ -157,19 +160,25 @@ def _tar_source(spec: str) -> ImageSource:
                        _blobs=[blobs[i] for i in order] if compressed else None)
 
 
-def open_source(spec: str | Path) -> ImageSource:
-    """Open an image folder (recursive), a text file listing image paths, or a tar archive."""
+def open_source(spec: str | Path, recursive: bool = True, pattern: str | None = None) -> ImageSource:
+    """Open an image folder (sub-folders too when ``recursive``), a text file listing image paths,
+    a tar archive or one image; ``pattern`` is a regular expression searched in each relative path
+    (as :func:`dvis.images.list_images`)."""
     spec = str(spec)
     if not os.path.exists(spec):
         raise DvisError(f"image source not found: {spec}")
     if os.path.isfile(spec) and is_tar(spec):
-        source = _tar_source(spec)
+        try:
+            regex = re.compile(pattern) if pattern else None
+        except re.error as exc:
+            raise DvisError(f"bad image pattern {pattern!r}: {exc}") from exc
+        source = _tar_source(spec, regex)
     elif os.path.isdir(spec):
         root = str(Path(spec).resolve())
-        paths = list_images(spec, recursive=True)
+        paths = list_images(spec, recursive=recursive, pattern=pattern)
         source = ImageSource(spec, "folder", [os.path.relpath(os.path.abspath(p), root) for p in paths], root=root)
     else:
-        paths = list_images(spec)
+        paths = list_images(spec, pattern=pattern)
         kind = "file" if spec.lower().endswith(tuple(IMAGE_EXTENSIONS)) else "list"
         source = ImageSource(spec, kind, [str(p) for p in paths])
     if not source.names:

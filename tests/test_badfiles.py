@@ -118,3 +118,21 @@ def test_toolbox_with_only_bad_files_says_no_images_in_every_pane(setup, tmp_pat
         assert tb._waiting().startswith("no images: no readable images") and "\n" not in tb._waiting()
     finally:
         tb.close()
+
+
+def test_toolbox_reads_a_tar_through_the_same_reader(setup, tmp_path):
+    import tarfile
+
+    from dvis.toolbox.inputs import FileSource
+
+    _, _, images = setup
+    archive = tmp_path / "images.tar"
+    with tarfile.open(archive, "w") as tf:
+        for p in sorted(images.iterdir()):
+            tf.add(p, arcname=f"imgs/{p.name}")
+    src = FileSource(str(archive), pattern=r"cat_|zero|text")
+    assert len(src) == len(PLAIN) + 2 and all("::imgs/" in p for p in src.paths)
+    index, frame, msg = src.read(0)  # natural order: cat_0, cat_1, text, zero
+    assert index == 0 and frame.shape == (32, 32, 3)
+    index, frame, msg = src.read(2)
+    assert index == 0 and "skipped 2" in msg and frame is not None  # text and zero skipped, wrapped to cat_0

@@ -7,8 +7,8 @@ import threading
 import cv2
 import numpy as np
 
+from dvis.datasets import UNREADABLE, open_source
 from dvis.errors import DvisError
-from dvis.images import list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ class FileSource:
 
     def __init__(self, src: str, recursive: bool = True, pattern: str | None = None):
         self.message = ""
+        self.source = None  # dvis.datasets: the one reader of folders, list files and tars
         try:
-            self.paths = list_images(src, recursive=recursive, pattern=pattern)
+            self.source = open_source(src, recursive=recursive, pattern=pattern)
+            self.paths = [self.source.path(i) for i in range(len(self.source))]
         except DvisError as exc:
             self.paths, self.message = [], str(exc)
         if not self.paths and not self.message:
@@ -70,8 +72,8 @@ class FileSource:
         for k in range(len(self.paths)):
             i = (index + k * (1 if step >= 0 else -1)) % len(self.paths)
             try:
-                frame = self._memory[i] if i in self._memory else read_image(self.paths[i])
-            except DvisError as exc:
+                frame = self._memory[i] if i in self._memory else self.source.load(i)
+            except UNREADABLE as exc:
                 skipped.append(str(exc))
                 log.warning("skipping %s", exc)
                 continue
