@@ -131,14 +131,14 @@ def run_one(name: str, device: str, frames: int) -> dict:
 
     def forward() -> float:
         times = []
-        for _ in range(2):
+        for _ in range(2):  # the first is cold (allocations, kernel selection)
             _sync(dev)
             t = time.perf_counter()
             with torch.no_grad():
                 model.net(x)
             _sync(dev)
             times.append(time.perf_counter() - t)
-            if times[-1] > 2:  # one is enough for the slow ones
+            if times[-1] > 10:  # one is enough for the slowest
                 break
         return min(times) * 1000
 
@@ -158,6 +158,7 @@ def run_one(name: str, device: str, frames: int) -> dict:
             return tb
 
         def geometry():
+            dvis.geometry._cache.pop(model.net, None)  # load_model may have traced it already
             t = time.perf_counter()
             geo = model_geometry(model)
             row["geom_s"] = time.perf_counter() - t
@@ -295,7 +296,9 @@ def model_names(spec: list[str]) -> list[str]:
     import torchvision.models as tvm
 
     if spec == ["all"]:
-        return tvm.list_models(module=tvm)
+        # cheapest first (torchvision's GFLOPs of the default weights), so a sweep cut short has covered most
+        names = tvm.list_models(module=tvm)
+        return sorted(names, key=lambda n: tvm.get_model_weights(n).DEFAULT.meta.get("_ops", 0.0))
     if spec == ["small"]:
         return list(SMALL)
     return spec
@@ -332,6 +335,7 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
             row = {"model": name, "errors": {"process": f"timed out after {args.timeout:.0f} s"}}
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         row["wall_s"] = time.perf_counter() - start
+        row["load_avg"] = os.getloadavg()[0]  # timings on a shared machine need this beside them
         if row.get("peak_rss_mb") and row.get("plain_rss_mb"):
             row["rss_ratio"] = row["peak_rss_mb"] / row["plain_rss_mb"]
         if log_dir:
@@ -355,10 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", help="write the rows as JSON here (after every model)")
     p.add_argument("--logs", help="folder for each model's stderr")
+    p.add_argument("--report", metavar="JSON", help="print the table and totals of a --json file and exit")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args.worker, args.device, args.frames, args.threads)
+    if args.report:
+        rows = json.loads(Path(args.report).read_text())
+        print("\n".join([table_header()] + [table_row(r) for r in rows]) + "\n\n" + totals(rows))
+        return 0
     run_sweep(args)
     return 0
 

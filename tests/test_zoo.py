@@ -164,7 +164,12 @@ def test_maxes_and_crops(case, tmp_path):
     yaml_text, layer, units = PIPELINE[case]
     folder = tmp_path / "model"
     folder.mkdir()
+    # random init differs per process: maxes and crops must see the same weights, from a file
     (folder / "model.yaml").write_text(f"name: zoo-{case}\nweights: none\n" + yaml_text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(load_model(str(folder)).net.state_dict(), folder / "weights.pt")
+    (folder / "model.yaml").write_text(f"name: zoo-{case}\nweights: weights.pt\n" + yaml_text)
     images = _images(tmp_path / "images", 6)
     run, uv = tmp_path / "run", tmp_path / "uv"
     env_cmd = [sys.executable, "-W", "ignore", "-m", "dvis"]
