@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         sock.bind((args.host, args.port))
     except OSError as exc:
         raise DvisError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    sock.listen(128)  # connections wait in the backlog until the server accepts them
     port = sock.getsockname()[1]
     shown = "127.0.0.1" if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")

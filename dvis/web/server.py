@@ -3,11 +3,13 @@
 Protocol (one WebSocket per tab, ``/ws``):
 
 * page -> server, text JSON: ``{"t": "key", "key": NAME, "seq": N}``, ``{"t": "click", "x": X, "y": Y,
-  "seq": N}``, ``{"t": "ack"}`` (a frame was drawn), ``{"t": "camera_error", "text": ...}``;
+  "seq": N}``, ``{"t": "ack"}`` (a frame was drawn), ``{"t": "full"}`` (send the whole canvas next),
+  ``{"t": "camera_error", "text": ...}``;
   binary: ``b"C"`` + JPEG bytes, a browser camera frame.
 * server -> page, binary: ``b"F"`` or ``b"S"`` (screenshot), 4-byte big-endian header length, a JSON
-  header (``w``, ``h``, ``mime``, ``seq``: the last input of this tab the image reflects, ``settled``:
-  the worker has caught up), then the image bytes; text JSON: ``{"type": "seq"|"info"|"error"|
+  header (``w``, ``h``: the canvas, ``mime``, ``seq``: the last input of this tab the frame reflects,
+  ``settled``: the worker has caught up, ``rects``: [x, y, w, h, nbytes] of each changed rectangle),
+  then the rectangles' images (a frame carries only what changed since the one the tab drew last); text JSON: ``{"type": "seq"|"info"|"error"|
   "camera", ...}``.
 
 Security (docs/web.md): every request needs the token (``?token=`` once, then the cookie set by the
@@ -100,6 +102,43 @@ def pack(kind: bytes, header: dict, payload: bytes) -> bytes:
     return kind + struct.pack(">I", len(head)) + head + payload
 
 
+def changed_rects(base: np.ndarray | None, canvas: np.ndarray,
+                  panes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) rectangles covering every pixel where ``canvas`` differs from
+    ``base``: the changed part of each pane, plus one for changes outside the panes. The whole canvas
+    when there is no base of the same size."""
+    h, w = canvas.shape[:2]
+    if base is None or base.shape != canvas.shape:
+        return [(0, 0, h, w)]
+    # Rows x (columns * 3): reductions over a last axis of 3 are very slow in numpy.
+    diff = cv2.absdiff(base, canvas).reshape(h, w * 3)
+    rects = []
+
+    def bbox(t: int, l: int, sub: np.ndarray) -> None:
+        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0)) // 3
+        if rows.size:
+            rects.append((t + int(rows[0]), l + int(cols[0]), int(rows[-1] - rows[0]) + 1,
+                          int(cols[-1] - cols[0]) + 1))
+
+    for t, l, ph, pw in panes:
+        bbox(t, l, diff[t:t + ph, 3 * l:3 * (l + pw)])
+        diff[t:t + ph, 3 * l:3 * (l + pw)] = 0
+    bbox(0, 0, diff)  # changes outside the panes, e.g. the gaps between them under the help overlay
+    return rects
+
+
+def encode_delta(base: np.ndarray | None, canvas: np.ndarray, panes, fmt: str,
+                 quality: int) -> tuple[list[list[int]], bytes]:
+    """The frame a tab needs to turn ``base`` (what it shows) into ``canvas``: rectangles
+    [x, y, w, h, nbytes] and their images concatenated."""
+    rects, parts = [], []
+    for t, l, h, w in changed_rects(base, canvas, panes):
+        data = encode(canvas[t:t + h, l:l + w], fmt, quality)
+        rects.append([l, t, w, h, len(data)])
+        parts.append(data)
+    return rects, b"".join(parts)
+
+
 class RateLimit:
     """Token bucket: ``rate`` messages per second, bursts up to twice that."""
 
@@ -129,10 +168,13 @@ class RateLimit:
 class Client:
     """One connected tab: its socket, the newest frame waiting for it (latest wins) and its input seq."""
 
-    def __init__(self, ws: WebSocket, config: WebConfig, number: int):
-        self.ws, self.number = ws, number
+    def __init__(self, ws: WebSocket, config: WebConfig, number: int, session: Session | None = None):
+        self.ws, self.number, self.session = ws, number, session
+        self.config = config
+        self.base: np.ndarray | None = None  # the canvas this tab shows (what the next delta is against)
         self.wake = asyncio.Event()
-        self.frame: bytes | None = None  # the newest unsent frame; a newer one replaces it
+        self.frame: tuple[dict, np.ndarray] | None = None  # newest unsent (header, canvas); a newer one replaces it
+        self.told_settled = False  # the settled flag the tab last got
         self.texts: list[dict] = []  # small JSON messages (bounded)
         self.files: list[bytes] = []  # screenshots to download (bounded)
         self.acked_at: float | None = 0.0  # None while a frame is in flight (sent, not drawn yet)
@@ -142,15 +184,20 @@ class Client:
         self.ack_timeout = config.ack_timeout_s
         self.camera_frame: tuple[int, np.ndarray] | None = None
 
-    def offer(self, frame: bytes, seq: int) -> None:
-        self.frame, self.told_seq = frame, max(self.told_seq, seq)
+    def offer(self, header: dict, canvas: np.ndarray) -> None:
+        self.frame = (header, canvas)
+        self.told_seq, self.told_settled = max(self.told_seq, header["seq"]), header["settled"]
         self.wake.set()
 
-    def unchanged(self, seq: int) -> None:
-        """Inputs up to ``seq`` were applied and did not change the canvas: tell the tab."""
-        if seq > self.told_seq:
-            self.told_seq = seq
-            self.say({"type": "seq", "seq": seq})
+    def unchanged(self, seq: int, settled: bool) -> None:
+        """Inputs up to ``seq`` were applied without changing the canvas (or the worker settled on the
+        same canvas): tell the tab, in the waiting frame's header if there is one (it stays in order)."""
+        if self.frame is not None:
+            header = self.frame[0]
+            header["seq"], header["settled"] = max(header["seq"], seq), settled
+        elif seq > self.told_seq or settled != self.told_settled:
+            self.say({"type": "seq", "seq": seq, "settled": settled})
+        self.told_seq, self.told_settled = max(self.told_seq, seq), settled
 
     def say(self, message: dict) -> None:
         if len(self.texts) < 32:
@@ -179,9 +226,20 @@ class Client:
             while self.files:
                 await self.ws.send_bytes(self.files.pop(0))
             if self.frame is not None and self.can_send_frame():
-                data, self.frame = self.frame, None
+                (header, canvas), self.frame = self.frame, None
                 self.acked_at, self._sent_at = None, time.monotonic()
-                await self.ws.send_bytes(data)
+                rects, payload = await asyncio.get_running_loop().run_in_executor(None, self._delta, canvas)
+                self.base = canvas
+                await self.ws.send_bytes(pack(b"F", {**header, "rects": rects}, payload))
+
+    def _delta(self, canvas: np.ndarray) -> tuple[list[list[int]], bytes]:
+        start = time.thread_time()
+        out = encode_delta(self.base, canvas, self.session.panes if self.session else [],
+                           self.config.frame_format, self.config.quality)
+        if self.session is not None:
+            self.session.web_seconds += time.thread_time() - start
+            self.session.frame_bytes += len(out[1])
+        return out
 
     def ack(self) -> None:
         self.acked_at = time.monotonic()
@@ -222,11 +280,13 @@ class Session:
         self.uploads = 0
         self.frames = 0
         self.frame_bytes = 0
-        self.core_seconds = 0.0
+        self.web_seconds = 0.0  # CPU spent comparing and encoding frames (what the window does not do)
+        self.panes: list[tuple[int, int, int, int]] = []
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.tb = await self.loop.run_in_executor(self.core, self._build)
+        self.panes = list(self.tb.panes.values())
         self._task = asyncio.create_task(self._frames())
 
     def _build(self):
@@ -290,23 +350,24 @@ class Session:
         out = tb.worker.output
         return (tb.state, id(out), tb.loader.version, tb.message, tb.frame_id, tb.worker.busy)
 
-    def _produce(self) -> tuple[bytes, np.ndarray] | None:
-        """Core thread: update; when anything shown may have changed, render, and encode if it did."""
-        start = time.process_time()
+    def _produce(self) -> tuple[np.ndarray | None, bool]:
+        """Core thread: update; when anything shown may have changed, render. Returns (a copy of the
+        canvas, or None when it did not change, settled). Each tab's sender encodes what it lacks."""
         tb = self.tb
         tb.update()
         rev = self._revision()
         if rev == self._last_key:
-            return None
+            return None, self.settled()
         self._last_key = rev
         canvas = tb.render()
+        start = time.thread_time()  # what the web adds to the window's loop: compare, copy, encode
         if self._last_canvas is not None and np.array_equal(canvas, self._last_canvas):
-            return None
-        self._last_canvas = canvas.copy()
+            self.web_seconds += time.thread_time() - start
+            return None, self.settled()
+        self._last_canvas = canvas.copy()  # frames are immutable from here: tabs encode from them
+        self.web_seconds += time.thread_time() - start
         tb.tick()
-        data = encode(canvas, self.config.frame_format, self.config.quality)
-        self.core_seconds += time.process_time() - start
-        return data, canvas
+        return self._last_canvas, self.settled()
 
     def settled(self) -> bool:
         tb = self.tb
@@ -331,29 +392,26 @@ class Session:
             last = time.monotonic()
             try:
                 seqs = {c: c.seq for c in self.clients}  # inputs applied before this render
-                made = await self.call(self._produce)
-                settled = await self.call(self.settled)
+                canvas, settled = await self.call(self._produce)
             except Exception:  # a render failure must not stop the stream
                 log.exception("frame failed")
                 continue
-            if made is None:
+            if canvas is None:
                 for c, seq in seqs.items():
-                    c.unchanged(seq)
+                    c.unchanged(seq, settled)
                 continue
-            data, canvas = made
             mime = FORMATS[self.config.frame_format][1]
             self.frames += 1
-            self.frame_bytes += len(data)
+            h, w = canvas.shape[:2]
             for c in list(self.clients):
-                header = {"w": canvas.shape[1], "h": canvas.shape[0], "mime": mime, "seq": seqs.get(c, 0),
-                          "settled": settled, "n": self.frames}
-                c.offer(pack(b"F", header, data), seqs.get(c, 0))
+                c.offer({"w": w, "h": h, "mime": mime, "seq": seqs.get(c, 0), "settled": settled,
+                         "n": self.frames}, canvas)
 
     # ---------------------------------------------------------------- one tab
 
     async def serve(self, ws: WebSocket) -> None:
         self._numbers += 1
-        client = Client(ws, self.config, self._numbers)
+        client = Client(ws, self.config, self._numbers, self)
         self.clients.add(client)
         self._last_key = None  # a new tab needs the current frame
         self._last_canvas = None
@@ -422,6 +480,8 @@ class Session:
             raise DvisError("seq is not an integer")
         if kind == "ack":
             client.ack()
+        elif kind == "full":
+            client.base = None  # the next frame is the whole canvas
         elif kind == "key":
             name = msg.get("key")
             if not isinstance(name, str) or not is_key_name(name):

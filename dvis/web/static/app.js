@@ -11,8 +11,10 @@
     PageUp: "pageup", PageDown: "pagedown", Home: "home", End: "end", Escape: "esc", Enter: "enter",
     Tab: "tab", Backspace: "backspace", Delete: "delete", " ": "space"};
   // For tests and bench/web.py: frame count, the last header, key-to-frame latencies (ms).
+  // latencies: input to the first frame showing it; results: input to the first settled frame after it
+  // (the network pass for it done); unchanged: inputs that changed nothing, to the server's answer.
   const stats = window.dvis = {frames: 0, header: null, seq: 0, ackedSeq: 0, latencies: [], unchanged: [],
-    sent: new Map(), bytes: 0, connected: false, errors: []};
+    results: [], sent: new Map(), unsettled: new Map(), bytes: 0, connected: false, connections: 0, errors: []};
   let ws = null, backoff = 500, camTimer = null, camStream = null;
 
   function say(text, error) {
@@ -41,15 +43,20 @@
   function input(obj) {
     obj.seq = ++stats.seq;
     stats.sent.set(obj.seq, performance.now());
+    stats.unsettled.set(obj.seq, performance.now());
     if (!send(obj)) say("not connected: input dropped", true);
+  }
+
+  function record(map, seq, table) {
+    const now = performance.now();
+    for (const [s, t] of map) {
+      if (s <= seq) { table.push(now - t); map.delete(s); }
+    }
   }
 
   function settle(seq, table) {
     // Every input up to seq is now shown: record how long each took.
-    const now = performance.now();
-    for (const [s, t] of stats.sent) {
-      if (s <= seq) { table.push(now - t); stats.sent.delete(s); }
-    }
+    record(stats.sent, seq, table);
     stats.ackedSeq = Math.max(stats.ackedSeq, seq);
   }
 
@@ -71,26 +78,43 @@
       return;
     }
     try {
-      const bmp = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"});
+      // Only the rectangles that changed since the last frame drawn here (the whole canvas at first).
+      let offset = 0;
+      const parts = header.rects.map(([x, y, w, h, n]) => {
+        const part = blob.slice(offset, offset + n, header.mime);
+        offset += n;
+        return createImageBitmap(part, {colorSpaceConversion: "none", premultiplyAlpha: "none"})
+          .then((bmp) => [x, y, bmp]);
+      });
+      const bitmaps = await Promise.all(parts);
       if (canvas.width !== header.w || canvas.height !== header.h) {
         canvas.width = header.w; canvas.height = header.h; fit();
       }
-      ctx.drawImage(bmp, 0, 0);
-      bmp.close();
+      for (const [x, y, bmp] of bitmaps) { ctx.drawImage(bmp, x, y); bmp.close(); }
       stats.frames += 1;
       stats.bytes += buf.byteLength;
       stats.header = header;
       settle(header.seq, stats.latencies);
+      if (header.settled) record(stats.unsettled, header.seq, stats.results);
     } catch (e) {
       say("bad frame: " + e, true);
+      send({t: "full"});  // what is shown is no longer what the server thinks: ask for a whole frame
     }
     send({t: "ack"});
   }
 
+  // Messages are handled in the order they came: each frame is a delta on the last one drawn.
+  let drawing = Promise.resolve();
+  function queue(data) { drawing = drawing.then(() => (typeof data === "string" ? onText(data) : onBinary(data))); }
+
   function onText(text) {
     let msg;
     try { msg = JSON.parse(text); } catch (e) { return; }
-    if (msg.type === "seq") settle(msg.seq, stats.unchanged);
+    if (msg.type === "seq") {
+      settle(msg.seq, stats.unchanged);
+      if (stats.header) stats.header.settled = msg.settled;
+      if (msg.settled) record(stats.unsettled, msg.seq, stats.results);
+    }
     else if (msg.type === "error") say(msg.text, true);
     else if (msg.type === "info") say(msg.text);
     else if (msg.type === "camera") msg.on ? startCamera(msg) : stopCamera();
@@ -102,11 +126,11 @@
     ws.binaryType = "arraybuffer";
     conn.textContent = "connecting"; conn.className = "";
     ws.onopen = () => {
-      backoff = 500; stats.connected = true;
+      backoff = 500; stats.connected = true; stats.connections += 1;
       conn.textContent = "connected"; conn.className = "ok";
       canvas.focus();
     };
-    ws.onmessage = (ev) => (typeof ev.data === "string" ? onText(ev.data) : onBinary(ev.data));
+    ws.onmessage = (ev) => queue(ev.data);
     ws.onclose = (ev) => {
       stats.connected = false;
       stopCamera();
