@@ -209,10 +209,21 @@ def present_units(root: str | Path, layer: str, kind: str, n: int) -> np.ndarray
     return present
 
 
-def coverage(root: str | Path, layer_units: dict[str, int], kinds=("top9", "deconv", "opt")) -> dict[str, dict[str, list[int]]]:
-    """Per layer and kind, the units that have no image (all units when the kind is absent)."""
-    return {layer: {kind: np.flatnonzero(~present_units(root, layer, kind, n)).tolist() for kind in kinds}
-            for layer, n in layer_units.items()}
+def coverage(root: str | Path, layer_units: dict[str, int], kinds=("top9", "deconv", "opt"),
+             fallbacks: tuple[str | Path, ...] = ()) -> dict[str, dict[str, list[int]]]:
+    """Per layer and kind, the units that have no image (all units when the kind is absent); with
+    ``fallbacks`` each kind is taken from the first folder that has it (see :class:`UnitImages`)."""
+    reader = UnitImages(root, *fallbacks)
+    out = {}
+    for layer, n in layer_units.items():
+        merged = reader.layout(layer)
+        out[layer] = {}
+        for kind in kinds:
+            present = np.zeros(n, bool)
+            flags = np.array(merged.get(kind, {}).get("present", []), bool)[:n]
+            present[:len(flags)] = flags
+            out[layer][kind] = np.flatnonzero(~present).tolist()
+    return out
 
 
 def crops_complete(root: str | Path, layer: str, modes, maxes_fingerprint: str) -> bool:

@@ -5,6 +5,7 @@ and complete."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -120,6 +121,11 @@ def test_packaged_model_outputs_go_to_the_user_data_folder(tiny, tmp_path, monke
     vis = UnitImages(*again.unit_vis_dirs)
     assert vis.origin("conv1", "top9") == computed and vis.origin("conv1", "opt") == shipped.shipped_unit_vis_dir
     assert vis.load("conv1", 3, "opt") is not None and "opt_activations" in vis.info("conv1", 3)
+    r = subprocess.run([sys.executable, "-m", "dvis", "vis-info", "zf-cifar10"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, DVIS_DATA_DIR=str(tmp_path / "data")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"unit images in {computed} (computed), then {shipped.shipped_unit_vis_dir} (shipped)" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "complete"
 
     own = load_model(str(tiny / "models" / "tiny-blob"))  # a user's own model folder keeps its images inside
     assert not paths.is_packaged(own.folder) and unit_vis_root(own, None) == own.folder / "unit_vis"

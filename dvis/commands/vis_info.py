@@ -39,8 +39,10 @@ def run(args) -> int:
     if root is None:
         raise DvisError(f"model {model.name} has no model folder; give --out for its unit images")
     shapes = layer_shapes(model.net, model.layers, (model.channels,) + tuple(model.input_size), model.device)
-    missing = coverage(root, {n: shapes[n][0] for n in model.layers}, KINDS)
-    print(f"{model.name}: unit images in {root}" + ("" if args.out else f" ({unit_vis_origin(model).split(' ')[0]})"))
+    fallbacks = () if args.out else tuple(model.unit_vis_dirs[1:])  # e.g. shipped images under computed ones
+    missing = coverage(root, {n: shapes[n][0] for n in model.layers}, KINDS, fallbacks)
+    where = f"{root}" + ("" if args.out else f" ({unit_vis_origin(model).split(' ')[0]})")
+    print(f"{model.name}: unit images in {where}" + "".join(f", then {d} (shipped)" for d in fallbacks))
     print(f"{'layer':<16}{'units':>7}" + "".join(f"{k:>9}" for k in KINDS) + "  missing")
     complete = True
     for layer in model.layers:
