@@ -27,11 +27,13 @@ from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from dvis.activations import activations, capture
+from dvis.constants import BACK_MODES
 from dvis.errors import DvisError
+from dvis.geometry import LayerGeometry, from_maps, model_geometry, to_maps
 from dvis.hooks import INPLACE_RELUS, RECTIFY, RELU, activation_of, activation_params, back_rule, forward_hooks, leaf_names
 from dvis.layers import as_net, check_input, check_layers, frozen_params
 
-MODES = ("deconv", "guided", "grad")
+MODES = BACK_MODES
 
 #: Memory the vmapped backward may use for one chunk of targets, and the most targets per chunk
 #: (beyond about 128 the batched convolutions get no faster).
@@ -258,6 +260,27 @@ def _seeds(value: torch.Tensor, units: torch.Tensor, at) -> torch.Tensor:
     return seeds
 
 
+def _layout(model_or_net, layer: str, x: torch.Tensor) -> LayerGeometry | None:
+    """The layer's geometry where its values are not channels-first (hwc, tokens), else None.
+
+    Taken at the model's input size (a plain net: ``x``'s), so crops of other sizes reuse it."""
+    if x.dim() != 4:
+        return None
+    size = None if getattr(model_or_net, "input_size", None) is not None else tuple(x.shape[-2:])
+    try:
+        geom = model_geometry(model_or_net, size, channels=x.shape[1])[layer]
+    except DvisError:  # no geometry at that size: the values are taken as channels-first
+        return None
+    return geom if geom.layout in ("hwc", "tokens") else None
+
+
+def _layer_seeds(value: torch.Tensor, units: torch.Tensor, at, geom: LayerGeometry | None) -> torch.Tensor:
+    """:func:`_seeds` on the layer's maps (channels-last and token layers included)."""
+    if geom is None:
+        return _seeds(value, units, at)
+    return from_maps(_seeds(to_maps(value, geom), units, at), geom, value)
+
+
 def _each_unit(x: torch.Tensor, units: torch.Tensor) -> None:
     if x.shape[0] != len(units):
         raise DvisError(
@@ -303,7 +326,9 @@ def backproject_batch(
     :data:`CHUNK_MEMORY` given the net's largest activation) or NxCxHxW with one unit per image
     (one batched forward and backward). ``at``: ``"max"`` seeds 1 at the channel's argmax,
     ``"map"`` seeds the whole channel map with its own values, a (y, x) position or an (N, 2)
-    LongTensor of positions seeds 1 there; ignored for fc layers. The forward stops at ``layer``.
+    LongTensor of positions seeds 1 there; ignored for fc layers. Channels-last (ConvNeXt, Swin)
+    and token (ViT) layers are addressed as maps: unit = channel, position = (row, column) of the
+    grid (class tokens are never seeded). The forward stops at ``layer``.
     ``rectify``: ``"all"`` (deconv/guided rules at every activation) or ``"relu"`` (ReLU/ReLU6 only).
     """
     check_layers(model_or_net, [layer])
@@ -317,7 +342,7 @@ def backproject_batch(
         with frozen_params(net):
             with back_mode, torch.enable_grad():
                 value = _graph_output(model_or_net, xx, layer)
-            seeds = _seeds(value.detach(), units, at)
+            seeds = _layer_seeds(value.detach(), units, at, _layout(model_or_net, layer, x))
             return torch.autograd.grad(value, xx, seeds)[0]
 
     # Parameters stay frozen through the backward too: the backward formulas use the weights, and
@@ -327,19 +352,21 @@ def backproject_batch(
             value, pull_back = torch.func.vjp(lambda inp: _graph_output(model_or_net, inp, layer), x.detach())
         pull_back = torch.func.vmap(pull_back)
         n = len(units)
-        _check_units(units, value.shape[1])
+        geom = _layout(model_or_net, layer, x)
+        maps = value if geom is None else to_maps(value, geom)
+        _check_units(units, maps.shape[1])
         if chunk_size is None:
             # The backward of one target holds about three activation-sized tensors at its widest layer.
             chunk_size = max(1, min(MAX_CHUNK, CHUNK_MEMORY // max(1, 3 * largest[0])))
         elif chunk_size < 1:
             raise DvisError(f"chunk_size must be positive, got {chunk_size}")
-        spatial = value.dim() > 2 and not isinstance(at, str)
-        positions = _positions(at, n, value.dim() - 2, value.shape[2:]) if spatial else at
+        spatial = maps.dim() > 2 and not isinstance(at, str)
+        positions = _positions(at, n, maps.dim() - 2, maps.shape[2:]) if spatial else at
         out = x.new_empty((n,) + x.shape[1:])
         for start in range(0, n, chunk_size):
             part = units[start:start + chunk_size]
             where = positions[start:start + chunk_size] if spatial else positions
-            seeds = _seeds(value.detach().expand((len(part),) + value.shape[1:]), part, where)
+            seeds = _layer_seeds(value.detach().expand((len(part),) + value.shape[1:]), part, where, geom)
             out[start:start + len(part)] = pull_back(seeds.unsqueeze(1))[0].squeeze(1)
     return out
 
@@ -409,7 +436,7 @@ def forward_and_back(
         value = graph[back_layer]
         if not value.requires_grad:
             raise DvisError(f"layer {back_layer!r} does not depend on the input")
-        seeds = _seeds(value.detach(), units, at)
+        seeds = _layer_seeds(value.detach(), units, at, _layout(model_or_net, back_layer, x))
         wrt = [xx] + [graph[name] for name in diff_layers]
         grads = torch.autograd.grad(value, wrt, seeds, allow_unused=True, materialize_grads=True)
     return VisResult(

@@ -1041,9 +1041,14 @@ def _traced(net: nn.Module, size, channels):
     with _cache_lock:
         cached = _cache.get(net, {}).get(key)
     if cached is None:
-        cached = _trace(net, size, channels)
+        try:
+            cached = _trace(net, size, channels)
+        except DvisError as err:  # remembered: a net that does not run at this size will not later
+            cached = err
         with _cache_lock:
             _cache.setdefault(net, {})[key] = cached
+    if isinstance(cached, DvisError):
+        raise DvisError(str(cached))
     return cached
 
 
@@ -1123,15 +1128,29 @@ def _run(net: nn.Module, x: torch.Tensor, size, fake_mode) -> tuple[dict[str, La
 def to_maps(t: torch.Tensor, geom: LayerGeometry) -> torch.Tensor:
     """A batch of ``geom``'s layer values as N x C x H x W (maps, token grids without extra tokens)
     or N x C (vectors)."""
-    if geom.layout == "chw":
-        return t.reshape(t.shape[0], geom.channels, *geom.grid)
+    if geom.layout in ("chw", "vector"):
+        return t
     if geom.layout == "hwc":
         return t.permute(0, 3, 1, 2)
     if geom.layout == "tokens":
         grid = t[:, geom.extra_tokens:, :]
-        return grid.transpose(1, 2).reshape(t.shape[0], geom.channels, *geom.grid)
-    if geom.layout == "vector":
-        return t
+        if grid.shape[1] != geom.grid[0] * geom.grid[1]:
+            raise DvisError(f"layer {geom.name!r}: {grid.shape[1]} tokens do not fill its {geom.grid[0]}x{geom.grid[1]} grid")
+        return grid.transpose(1, 2).reshape(t.shape[0], t.shape[2], *geom.grid)
+    raise DvisError(f"layer {geom.name!r} has no maps: {geom.reason}")
+
+
+def from_maps(maps: torch.Tensor, geom: LayerGeometry, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_maps`: ``maps`` back in the layer's own layout, shaped like ``like``
+    (extra tokens zero), e.g. to seed a backward pass at a map position."""
+    if geom.layout in ("chw", "vector"):
+        return maps
+    if geom.layout == "hwc":
+        return maps.permute(0, 2, 3, 1)
+    if geom.layout == "tokens":
+        out = maps.new_zeros(like.shape)
+        out[:, geom.extra_tokens:, :] = maps.flatten(2).transpose(1, 2)
+        return out
     raise DvisError(f"layer {geom.name!r} has no maps: {geom.reason}")
 
 

@@ -7,6 +7,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from core_helpers import (
     FunctionalReLUNet, ReusedReLUNet, TinyResidual, assert_same_state, conv_relu_pool, fake_loaded, seeded,
@@ -275,3 +276,50 @@ def test_concurrent_calls_from_two_threads():
         assert got.keys() == expected_acts.keys()
         assert all(torch.equal(got[k], expected_acts[k]) for k in got)
     assert_same_state(before, snapshot(net))
+
+
+class _ChannelsLast(nn.Module):
+    """ConvNeXt-like: conv, then a block in N,H,W,C (permute, linear, permute back)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.lin = nn.Linear(4, 6)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1)
+        return self.lin(y).permute(0, 3, 1, 2)
+
+
+class _Tokens(nn.Module):
+    """ViT-like: 4x4 patches as tokens behind a class token, then a per-token linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 5, 4, stride=4)
+        self.cls = nn.Parameter(torch.ones(1, 1, 5))
+        self.lin = nn.Linear(5, 5)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1)
+        return self.lin(t)[:, 0]
+
+
+@pytest.mark.parametrize(("make", "layer", "layout"), [(_ChannelsLast, "lin", "hwc"), (_Tokens, "lin", "tokens")])
+@pytest.mark.parametrize("mode", ["deconv", "guided", "grad"])
+def test_channels_last_and_token_layers_back_project_their_patch(make, layer, layout, mode):
+    from dvis.geometry import model_geometry
+
+    net = seeded(make())
+    x = torch.randn(1, 3, 16, 20)
+    geom = model_geometry(net, (16, 20))[layer]
+    assert geom.layout == layout
+    grads = backproject_batch(net, x, layer, [1, 2], mode, at=torch.tensor([[1, 2], [3, 4]]))
+    for g, (y, xx) in zip(grads, [(1, 2), (3, 4)]):
+        support = g.abs().sum(0).nonzero()
+        top, left, bottom, right = geom.rf.box(y, xx)
+        assert support.numel() and support[:, 0].min() >= top and support[:, 0].max() < bottom
+        assert support[:, 1].min() >= left and support[:, 1].max() < right
+    one = backproject(net, x, layer, 1, mode, at=(1, 2))
+    torch.testing.assert_close(one[0], grads[0])
