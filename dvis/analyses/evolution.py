@@ -17,6 +17,7 @@ from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.backproject import backproject_batch
 from dvis.display import back_filter
 from dvis.errors import DvisError
+from dvis.geometry import model_geometry, to_maps
 from dvis.layers import check_layers
 from dvis.receptive_field import receptive_field
 from dvis.tiling import tile
@@ -32,9 +33,11 @@ def unit_maxima(model_or_net, x: torch.Tensor, layers: Sequence[str], batch_size
     Returns layer -> (values N x C, flat spatial index N x C; 0 for fc layers).
     """
     out: dict[str, list] = {k: [] for k in layers}
+    geo = model_geometry(model_or_net, tuple(x.shape[-2:]), channels=x.shape[1])
     for sl in batch_slices(x.shape[0], batch_size):
         _, feats = logits_and_features(model_or_net, x[sl], layers)
         for k, v in feats.items():
+            v = to_maps(v, geo[k])  # channels-last and token layers as C x H x W maps
             flat = v.flatten(2) if v.ndim > 2 else v[..., None]
             out[k].append(flat.max(2))
     return {k: (torch.cat([m.values for m in v]).cpu(), torch.cat([m.indices for m in v]).cpu()) for k, v in out.items()}
@@ -112,11 +115,11 @@ def feature_evolution(
     layers = check_layers(model, list(dict.fromkeys(k for k, _ in units)))
     original = {k: v.clone() for k, v in model.net.state_dict().items()}
     source = model.weights_source
-    shapes = {k: v.shape for k, v in logits_and_features(model, x[:1], layers)[1].items()}
+    geo = model_geometry(model, tuple(x.shape[-2:]), channels=x.shape[1])
     for layer, unit in units:
-        if not 0 <= unit < shapes[layer][1]:
-            raise DvisError(f"unit {unit} out of range 0..{shapes[layer][1] - 1} for layer {layer}")
-    spatial_w = {k: (s[-1] if len(s) > 2 else 1) for k, s in shapes.items()}
+        if not 0 <= unit < geo[layer].channels:
+            raise DvisError(f"unit {unit} out of range 0..{geo[layer].channels - 1} for layer {layer}")
+    spatial_w = {k: geo[k].grid[1] if geo[k].spatial else 1 for k in layers}
     fields = {k: receptive_field(model, k, tuple(x.shape[-2:])) for k in layers}  # fc: the whole input
     pixels = [model.deprocess(t) for t in x]
     rows = []
