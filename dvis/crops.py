@@ -23,6 +23,8 @@ from dvis.datasets import ImageSource
 from dvis.decode import decode_cpu
 from dvis.distributed import Shard
 from dvis.errors import DvisError
+from dvis.geometry import model_geometry, to_maps
+from dvis.hooks import forward_hooks
 from dvis.maxes_run import MaxResult
 from dvis.receptive_field import receptive_field
 
@@ -178,19 +180,18 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     conv = result.is_conv(layer)
     # Windows pay off when fields are small; near whole-image fields only split the batch by size.
     use_windows = windows and conv and ph * pw < WINDOW_MAX_AREA * model.input_size[0] * model.input_size[1]
-    module = dict(model.net.named_modules())[layer]
+    geom = model_geometry(model)[layer]
     captured: list[torch.Tensor] = []
     fallbacks = 0
 
-    def hook(_m, _i, out):
-        captured.append(out.detach())
+    def hook(_name, _m, _i, out):
+        captured.append(to_maps(out.detach(), geom))  # channels-last and token layers as maps
 
     dataset = _EntryImages(source, index.reshape(-1)[entries], model.input_size, model.channels)
     offsets = np.cumsum([0] + [len(b) for b in batches])
     loader = DataLoader(dataset, batch_sampler=[list(range(offsets[j], offsets[j + 1])) for j in range(len(batches))],
                         num_workers=workers)
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hooks(model.net, [layer], hook):
         for sel, images in zip(batches, loader):
             u = torch.from_numpy(sel // k).to(model.device)
             x = model.normalize(images.to(model.device).float().div_(255))
@@ -228,8 +229,6 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
             done[sel] = True
             if progress is not None:
                 progress(len(images))
-    finally:
-        handle.remove()
     ok = torch.isclose(recheck, recorded, rtol=rtol, atol=atol)
     mismatches = int((~ok & torch.from_numpy(done)).sum())
     shape = (units, k, sh, sw, 3)
