@@ -18,6 +18,7 @@ import torch
 from dvis.activations import forward_to
 from dvis.distributed import Shard
 from dvis.errors import DvisError
+from dvis.geometry import model_geometry
 from dvis.optvis.objectives import unit_activations
 from dvis.optvis.param import clamp_pixels, start_images, to_display, to_input
 from dvis.optvis.presets import preset
@@ -95,9 +96,7 @@ def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = Non
     s = settings or OptSettings()
     s.validate()
     dev = model.device
-    with torch.no_grad():
-        shape = forward_to(model.net, torch.zeros((1, model.channels) + tuple(model.input_size), device=dev), layer).shape
-    n_units = shape[1]
+    n_units = model_geometry(model)[layer].channels
     units = np.arange(n_units) if units is None else np.asarray(units, dtype=np.int64)
     if len(units) and (units.min() < 0 or units.max() >= n_units):
         raise DvisError(f"layer {layer} has units 0..{n_units - 1}; got {units.min()}..{units.max()}")
