@@ -4,8 +4,9 @@ ReLUs (pooling layers after a rectified conv, started from near-mean images) can
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from dvis.hooks import RELU_FUNCTIONS
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -21,15 +22,12 @@ class _RedirectedReLU(torch.autograd.Function):
         return torch.where(x > 0, grad, grad.clamp(min=0))
 
 
-_RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-
-
 class RedirectedReLUs(TorchFunctionMode):
     """Within this context every ReLU call (module, functional or method; in-place ones computed
     out of place) uses the redirected gradient."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _RELUS:
+        if func in RELU_FUNCTIONS:
             return _RedirectedReLU.apply(args[0] if args else kwargs["input"])
         return func(*args, **kwargs)
