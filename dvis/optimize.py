@@ -30,13 +30,14 @@ from dvis.optvis.transforms import clip_small_contribution, clip_small_norm, gau
 class OptResult:
     """``images`` (units, seeds, H, W, 3) uint8 display images of each seed's best iterate,
     ``activations`` (units, seeds) their activations, ``pixels`` the same images as
-    mean-subtracted float (units, seeds, C, H, W)."""
+    mean-subtracted float (units, seeds, C, H, W); None when merged from several processes (the
+    float images are not sent between them: AlexNet's fc layers would need gigabytes)."""
 
     layer: str
     units: np.ndarray
     images: np.ndarray
     activations: np.ndarray
-    pixels: np.ndarray
+    pixels: np.ndarray | None
 
 
 def step_sizes(grad: torch.Tensor, s: OptSettings) -> torch.Tensor:
@@ -125,13 +126,14 @@ def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = Non
 
 
 def merge_opt(layer: str, units: np.ndarray, parts: list[dict[str, np.ndarray]]) -> OptResult:
-    """Join every process's share (``OptResult`` fields as arrays) into the result for ``units``, in that order."""
+    """Join every process's share (``units``, ``images``, ``activations`` arrays) into the result for
+    ``units``, in that order."""
     got = np.concatenate([p["units"] for p in parts])
     if len(got) != len(units) or set(got.tolist()) != set(np.asarray(units).tolist()):
         raise DvisError(f"optimize {layer}: shards cover {len(set(got.tolist()))} of {len(units)} units")
     order = np.argsort(got)[np.searchsorted(np.sort(got), units)]
-    cat = {f: np.concatenate([p[f] for p in parts])[order] for f in ("images", "activations", "pixels")}
-    return OptResult(layer, np.asarray(units), cat["images"], cat["activations"], cat["pixels"])
+    cat = {f: np.concatenate([p[f] for p in parts])[order] for f in ("images", "activations")}
+    return OptResult(layer, np.asarray(units), cat["images"], cat["activations"], None)
 
 
 def sharded_optimize(model, layer: str, units: np.ndarray, settings: OptSettings, shard: Shard, folder, key,
@@ -143,6 +145,6 @@ def sharded_optimize(model, layer: str, units: np.ndarray, settings: OptSettings
         return res
     print(f"optimize {layer}: shard {shard.rank}/{shard.world} optimized {len(res.units)} of {len(units)} units",
           flush=True)
-    parts = shard.collect({"units": res.units, "images": res.images, "activations": res.activations,
-                           "pixels": res.pixels}, folder, f"opt-{layer}", key)
+    parts = shard.collect({"units": res.units, "images": res.images, "activations": res.activations},
+                          folder, f"opt-{layer}", key)
     return None if parts is None else merge_opt(layer, units, parts)
