@@ -33,7 +33,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -276,12 +278,37 @@ def describe(info: dict | None) -> str:
     return f"{what}, {info.get('date', 'date unknown')}"
 
 
-@lru_cache(maxsize=64)
-def _decode_sprite(path: str, mtime: float) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise DvisError(f"cannot read sprite {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+class _SpriteCache:
+    """Decoded sprites, least recently used first out, bounded by bytes (a model's sprites decode to
+    hundreds of MB; the toolbox keeps its own bounded cache of the unit images cut from them)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str, mtime: float) -> np.ndarray:
+        key = (path, mtime)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise DvisError(f"cannot read sprite {path}")
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img.setflags(write=False)  # shared by every reader
+        with self._lock:
+            self._items[key] = img
+            total = sum(v.nbytes for v in self._items.values())
+            while total > self.max_bytes and len(self._items) > 1:
+                total -= self._items.popitem(last=False)[1].nbytes
+        return img
+
+
+#: Decoded sprites kept in memory (bytes), shared by every UnitImages reader of the process.
+SPRITE_CACHE_BYTES = 96 * 2**20
+_sprites = _SpriteCache(SPRITE_CACHE_BYTES)
 
 
 class UnitImages:
@@ -331,7 +358,7 @@ class UnitImages:
         path = root / layer / entry["file"]
         if not path.is_file():
             return None
-        return _decode_sprite(str(path), path.stat().st_mtime), entry
+        return _sprites.get(str(path), path.stat().st_mtime), entry
 
     def load(self, layer: str, unit: int, kind: str) -> np.ndarray | None:
         """The unit's image of ``kind`` (HxWx3 uint8 RGB), or None if it was not computed."""
@@ -354,7 +381,8 @@ class UnitImages:
         (h, w), cols, n = entry["tile"], entry["cols"], entry["units"]
         rows = -(-n // cols)
         grid = canvas[:rows * h, :cols * w].reshape(rows, h, cols, w, 3).transpose(0, 2, 1, 3, 4)
-        return np.ascontiguousarray(grid.reshape(rows * cols, h, w, 3)[:n])
+        out = np.ascontiguousarray(grid.reshape(rows * cols, h, w, 3)[:n])
+        return out if out.flags.writeable else out.copy()  # never a view of the shared cache
 
     def info(self, layer: str, unit: int) -> dict | None:
         """Values, image names, boxes and positions of the unit's top patches and its optimization

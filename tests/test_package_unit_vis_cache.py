@@ -1,0 +1,23 @@
+"""Decoded sprites are cached within a byte bound: walking every layer and kind of the default model
+(about 290 MB decoded) keeps at most SPRITE_CACHE_BYTES, and cached arrays are never handed out
+for writing."""
+from __future__ import annotations
+
+import numpy as np
+
+from dvis import unit_vis
+from dvis.model_loading import load_model
+
+
+def test_sprite_cache_stays_within_its_byte_bound():
+    vis = unit_vis.UnitImages(load_model(None).shipped_unit_vis_dir)
+    for layer in vis.layers():
+        for kind in ("top9", "deconv", "opt", "opt_seeds"):
+            assert vis.load(layer, 0, kind) is not None
+            held = sum(a.nbytes for a in unit_vis._sprites._items.values())
+            assert held <= unit_vis.SPRITE_CACHE_BYTES
+    tile = vis.load("fc8", 0, "top9")
+    tile[:] = 0  # a copy: the cached sprite is untouched
+    assert vis.load("fc8", 0, "top9").any()
+    sprite = vis.sprite("fc8", "opt")
+    assert sprite.flags.writeable and not np.shares_memory(sprite, next(iter(unit_vis._sprites._items.values())))
