@@ -24,6 +24,11 @@ def suggestions(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0
     return difflib.get_close_matches(word, list(dict.fromkeys(choices)), n=n, cutoff=cutoff)
 
 
+def closest(word: str, choices: Iterable[str]) -> str:
+    """The one of ``choices`` closest to ``word``, however far."""
+    return suggestions(word, choices, n=1, cutoff=0.0)[0]
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6, quote: bool = False) -> str:
     """`` (did you mean a, b?)`` for the closest ``choices``, or ``""`` when none is close."""
     close = suggestions(word, choices, n, cutoff)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from dvis.architectures import torchvision_architectures
-from dvis.errors import DvisError, did_you_mean, suggestions
+from dvis.errors import DvisError, closest, did_you_mean
 from dvis.paths import model_search_path
 
 #: The model :func:`dvis.load_model` loads when given no spec.
@@ -44,10 +44,6 @@ class ModelSpec:
     display_names: dict[str, str] = field(default_factory=dict)
     unit_vis: str = "unit_vis"
     checkpoints: list[str] = field(default_factory=list)
-
-
-def closest(word: str, choices) -> str:
-    return suggestions(word, choices, n=1, cutoff=0.0)[0]
 
 
 def _pair(value: Any, where: str) -> tuple[int, int]:
