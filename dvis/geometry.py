@@ -1034,9 +1034,8 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
     rf = _field(d, input_size)
     kinds = [tuple(_base(k) for k, _ in atoms) for atoms in dims]
     layout, channels, grid, n_extra = "other", 0, None, 0
-    nonempty = [i for i, atoms in enumerate(dims) if atoms or extra[i]]
     plain = [(dims[i][0][0] if len(dims[i]) == 1 else None) for i in range(len(dims))]
-    if len(nonempty) == 1 and _is(dims[nonempty[0]], "c") and len(dims) == 1:
+    if len(dims) == 1 and not extra[0]:  # (N, C), also C = a flattened map (AlexNet's classifier.0)
         layout, channels = "vector", shape[0]
         rf = whole_input(input_size)
     elif len(dims) == 3 and not any(extra):
