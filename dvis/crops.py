@@ -129,7 +129,7 @@ def _back_and_value(model, layer: str, x: torch.Tensor, units: torch.Tensor, at,
     crops = {}
     for mode in modes:
         captured.clear()
-        g = backproject_batch(model.net, x, layer, units, mode=mode, at=at)
+        g = backproject_batch(model, x, layer, units, mode=mode, at=at)  # model: layouts at its input size
         crops[mode] = crop_batch(g.detach().float(), rel_boxes.to(g.device), size)
     out = captured[0]
     r = torch.arange(len(units), device=out.device)
