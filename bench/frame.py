@@ -83,12 +83,12 @@ def key_to_frame(tb: Toolbox, keys: int) -> dict:
 
 
 def window_key_to_frame(name: str, keys: int) -> dict:
-    """:func:`key_to_frame` on a fresh headless toolbox (no pause after keys) for model ``name``."""
+    """:func:`key_to_frame` for model ``name`` on a toolbox driven as the window drives it (default
+    settings: the worker waits pause_after_key_s after each key)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_model(name, weights="none" if name != "zf-cifar10" else None)
-    tb = Toolbox(model, load_settings(None, {"images": str(REPO / "input_images"), "pause_after_key_s": 0.0}),
-                 headless=True)
+    tb = Toolbox(model, load_settings(None, {"images": str(REPO / "input_images")}), headless=False)
     try:
         run_keys(tb, ["b", "down"])
         return key_to_frame(tb, keys)

@@ -329,3 +329,46 @@ def test_open_host_without_token_is_refused():
         WebConfig(host="0.0.0.0", token="").check()
     WebConfig(host="127.0.0.1", token="").check()
     WebConfig(host="0.0.0.0", token="t").check()
+
+
+def test_run_toolbox_web_serves_the_same_settings(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    model = make_model_folder(tmp_path)
+    images = make_images(tmp_path)
+    proc = subprocess.Popen([sys.executable, str(repo / "run_toolbox.py"), "--web", "--port", "0", "--token", TOKEN,
+                             "--model", str(model), "--images", str(images), "--scale", "0.5"],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=dict(os.environ, DISPLAY=""))
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "ssh -N -L" in line:
+                break
+        url = re.search(r"open\s+(http://\S+)", "".join(lines)).group(1)
+        assert url.startswith("http://127.0.0.1:") and f"token={TOKEN}" in url
+        r = httpx.get(url, timeout=30)
+        assert r.status_code == 200 and "<canvas" in r.text
+        port = int(re.search(r":(\d+)/", url).group(1))
+        with ws_connect(f"ws://127.0.0.1:{port}/ws", origin=f"http://127.0.0.1:{port}",
+                        additional_headers={"Cookie": f"dvis_token={TOKEN}"}) as ws:
+            frame = ws.recv(timeout=30)
+        head = json.loads(frame[5:5 + int.from_bytes(frame[1:5], "big")])
+        assert (head["h"], head["w"]) == (465, 750)  # --scale 0.5 of the 930 x 1500 canvas
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_dvis_serve_refuses_an_open_host_without_token(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dvis", "serve", "--host", "0.0.0.0", "--no-token"],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 2 and "without a token" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -10,6 +10,18 @@ from pathlib import Path
 from dvis.errors import DvisError
 
 
+def add_web_args(p: argparse.ArgumentParser) -> None:
+    """The server's own flags."""
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: reachable only through an ssh tunnel)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", help="the access token (default: a new random one, printed in the URL)")
+    p.add_argument("--no-token", action="store_true", help="ask no token (refused unless --host is loopback)")
+    p.add_argument("--frame-format", choices=("jpeg", "webp", "png"), default="jpeg",
+                   help="encoding of the frames (default jpeg; png is lossless and larger)")
+    p.add_argument("--quality", type=int, default=85, help="JPEG / WebP quality (default 85)")
+
+
 def register(subparsers) -> None:
     from dvis.toolbox.main import add_settings_args
 
@@ -19,14 +31,7 @@ def register(subparsers) -> None:
                                           "tunnel on a remote machine). Needs the web extra: "
                                           "pip install 'dvis[web]'.")
     add_settings_args(p)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: reachable only through an ssh tunnel)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--token", help="the access token (default: a new random one, printed in the URL)")
-    p.add_argument("--no-token", action="store_true", help="ask no token (refused unless --host is loopback)")
-    p.add_argument("--frame-format", choices=("jpeg", "webp", "png"), default="jpeg",
-                   help="encoding of the frames (default jpeg; png is lossless and larger)")
-    p.add_argument("--quality", type=int, default=85, help="JPEG / WebP quality (default 85)")
+    add_web_args(p)
     p.set_defaults(func=run)
 
 

@@ -39,6 +39,11 @@ def add_window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action="store_true", help="no window: apply --keys and write PNGs to --out")
     p.add_argument("--keys", default="", help='headless key list, e.g. "right right b e" (names or click:X,Y)')
     p.add_argument("--out", default="out/toolbox", help="headless output folder (default out/toolbox)")
+    p.add_argument("--web", action="store_true",
+                   help="serve the toolbox to a browser instead of a window, as dvis serve (docs/web.md)")
+    from dvis.commands.serve import add_web_args
+
+    add_web_args(p.add_argument_group("with --web"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +101,16 @@ def main(argv: list[str] | None = None, repo_root: Path | None = None) -> int:
 
 def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
     """Run parsed window flags: the window, or the headless key list; errors are one line, exit 2."""
+    if args.web:
+        from dvis.commands.serve import run as serve
+
+        try:
+            return serve(args)
+        except DvisError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
     logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(levelname)s: %(message)s")
     if not args.headless and not has_display():
         print(f"{prog}: no display (DISPLAY is not set); use --headless to run without a window, or serve "

@@ -14,7 +14,7 @@
   // latencies: input to the first frame showing it; results: input to the first settled frame after it
   // (the network pass for it done); unchanged: inputs that changed nothing, to the server's answer.
   const stats = window.dvis = {frames: 0, header: null, seq: 0, ackedSeq: 0, latencies: [], unchanged: [],
-    results: [], sent: new Map(), unsettled: new Map(), bytes: 0, connected: false, connections: 0, errors: []};
+    results: [], sent: new Map(), unsettled: new Map(), bytes: 0, connected: false, connections: 0, settledFrames: 0, errors: []};
   let ws = null, backoff = 500, camTimer = null, camStream = null;
 
   function say(text, error) {
@@ -95,7 +95,7 @@
       stats.bytes += buf.byteLength;
       stats.header = header;
       settle(header.seq, stats.latencies);
-      if (header.settled) record(stats.unsettled, header.seq, stats.results);
+      if (header.settled) { stats.settledFrames += 1; record(stats.unsettled, header.seq, stats.results); }
     } catch (e) {
       say("bad frame: " + e, true);
       send({t: "full"});  // what is shown is no longer what the server thinks: ask for a whole frame
