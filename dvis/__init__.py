@@ -9,6 +9,7 @@ from dvis.backproject import VisResult, backproject, backproject_batch, forward_
 from dvis.crops import compute_crops
 from dvis.display import back_filter
 from dvis.errors import DvisError, LayerNotFoundError
+from dvis.geometry import LayerGeometry, model_geometry, to_maps
 from dvis.images import list_images, read_image
 from dvis.layers import default_layers
 from dvis.maxes import track_maxes
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DvisError",
+    "LayerGeometry",
     "LayerNotFoundError",
     "LoadedModel",
     "ReceptiveField",
@@ -39,10 +41,12 @@ __all__ = [
     "grid_shape",
     "list_images",
     "load_model",
+    "model_geometry",
     "optimize_units",
     "precompute",
     "read_image",
     "receptive_field",
     "tile",
+    "to_maps",
     "track_maxes",
 ]
