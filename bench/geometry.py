@@ -62,7 +62,8 @@ def main() -> None:
             kwargs = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
             net = torchvision.models.get_model(name, weights=None, **kwargs).eval()
             built = time.perf_counter() - t0
-        size = input_size(name)
+        # A net built without weights has its own size where it fixes one (vit_h_14: 224, not SWAG's 518).
+        size = (net.image_size,) * 2 if isinstance(getattr(net, "image_size", None), int) else input_size(name)
         paths.clear()
         t0 = time.perf_counter()
         try:
