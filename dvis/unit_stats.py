@@ -7,10 +7,10 @@ map unit, the value of a vector unit; the same number the top-k ranks by):
 - count, sum and sum of squares of the score (mean, std), its min and max;
 - images where the unit is positive anywhere, positions where it is positive (maps), and the sum
   of per-image spatial means (mean over positions);
-- a histogram of the score on a fixed grid shared by every layer and model (:data:`EDGES`):
-  16 bins per decade of ``|score|`` from 1e-4 to 1e4 on each side of an exact-zero bin, plus a
-  bin below 1e-4 and one at or above 1e4 on each side (261 bins). The grid does not depend on
-  the data, so shard histograms add up exactly;
+- a histogram of the score on a fixed grid shared by every layer and model (:data:`EDGES`),
+  read off the float32 bit pattern: 4 bins per octave of ``|score|`` from 2**-14 to 2**14 on each
+  side of an exact-zero bin, plus an underflow and an overflow bin per side (229 bins). The grid
+  does not depend on the data, so shard histograms add up exactly;
 - with class labels: per class the sum of the rectified score ``max(score, 0)`` and the image
   count (class means, Morcos et al. 2018 selectivity), and at the end the class counts of the
   unit's top-k images;
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dvis.atomic import atomic_write_text
+from dvis.atomic import atomic_write_text, read_format_json
 from dvis.errors import DvisError
 
 FORMAT = "dvis-unit-stats"
@@ -48,11 +48,13 @@ VERSION = 1
 ARRAYS = "stats.npz"
 META = "stats.json"
 
-#: Histogram grid: BINS_PER_DECADE bins per decade of |score| over 10**-DECADES .. 10**DECADES.
-BINS_PER_DECADE = 16
-DECADES = 4
-#: Positive bin edges: 10 ** (j / BINS_PER_DECADE) for j in -DECADES*BINS_PER_DECADE .. +DECADES*BINS_PER_DECADE.
-EDGES = 10.0 ** (np.arange(-DECADES * BINS_PER_DECADE, DECADES * BINS_PER_DECADE + 1) / BINS_PER_DECADE)
+#: Histogram grid, read off the float32 bit pattern (exact, and the same on every machine): each
+#: octave of |score| from 2**MIN_EXP to 2**MAX_EXP is cut by its top OCTAVE_BITS mantissa bits
+#: into 2**OCTAVE_BITS bins (edges 1, 1.25, 1.5, 1.75, 2, 2.5, ... times a power of two).
+MIN_EXP, MAX_EXP, OCTAVE_BITS = -14, 14, 2
+#: Positive magnitude edges (exact float32 values), ascending.
+EDGES = np.array([2.0 ** e * (1 + m / 2 ** OCTAVE_BITS) for e in range(MIN_EXP, MAX_EXP)
+                  for m in range(2 ** OCTAVE_BITS)] + [2.0 ** MAX_EXP])
 CENTER = len(EDGES) + 1  # the exact-zero bin
 N_BINS = 2 * CENTER + 1
 #: A unit positive on fewer than this fraction of images (and not dead) is rare.
@@ -66,16 +68,18 @@ HOW_TO = "`dvis maxes` (or `dvis precompute`) computes unit statistics"
 
 
 def bin_edges() -> np.ndarray:
-    """The N_BINS + 1 histogram edges on the real line, -inf and +inf at the ends; the zero bin is
-    [0, 0] (an exact zero), its neighbours (-1e-4, 0) and (0, 1e-4)."""
-    return np.concatenate([[-np.inf], -EDGES[::-1], [0.0, 0.0], EDGES, [np.inf]])
+    """(low, high) of every bin on the real line (N_BINS x 2): positive bins [low, high), negative
+    bins (low, high] (magnitudes binned alike), the zero bin [0, 0]."""
+    lo = np.concatenate([[0.0], EDGES])
+    hi = np.concatenate([EDGES, [np.inf]])
+    pos = np.stack([lo, hi], 1)
+    return np.concatenate([-pos[::-1, ::-1], [[0.0, 0.0]], pos])
 
 
 def bin_centers() -> np.ndarray:
-    """A representative value per bin (geometric centre; +-1e-4/2 and +-1e4*1.33 at the open ends)."""
-    mid = np.sqrt(EDGES[:-1] * EDGES[1:])
-    pos = np.concatenate([[EDGES[0] / 2], mid, [EDGES[-1] * 10 ** (1 / 16)]])
-    return np.concatenate([-pos[::-1], [0.0], pos])
+    """A representative value per bin (the middle; the open ends get their finite edge)."""
+    e = bin_edges()
+    return np.where(np.isfinite(e).all(1), e.mean(1), np.where(np.isfinite(e[:, 0]), e[:, 0], e[:, 1]))
 
 
 def corr_units(n_units: int) -> np.ndarray:
@@ -87,9 +91,11 @@ def corr_units(n_units: int) -> np.ndarray:
 
 
 def score_bins(scores: torch.Tensor) -> torch.Tensor:
-    """Histogram bin (0..N_BINS-1) of each score (same shape, int64)."""
-    edges = torch.as_tensor(EDGES, dtype=scores.dtype, device=scores.device)
-    mag = torch.bucketize(scores.abs(), edges, right=True)
+    """Histogram bin (0..N_BINS-1) of each float32 score (same shape, int64), from its bit pattern:
+    no search, exact at every edge."""
+    bits = scores.abs().view(torch.int32).long()
+    edge = (bits >> (23 - OCTAVE_BITS)) - ((127 + MIN_EXP) << OCTAVE_BITS)  # edges at or below |score|, minus 1
+    mag = (edge + 1).clamp_(0, len(EDGES))
     return CENTER + torch.sign(scores).long() * (1 + mag)
 
 
@@ -129,7 +135,9 @@ class StatsState:
         if not len(scores):
             return
         a, p = self.acc, layer + ":"
-        s = torch.nan_to_num(scores.float(), nan=0.0)
+        s = scores.float()
+        if bool(torch.isnan(s).any()):
+            s = torch.nan_to_num(s, nan=0.0)
         d = s.double()
         u = d.shape[1]
         a[p + "n"] += len(d)
@@ -140,13 +148,16 @@ class StatsState:
         positive = s > 0
         a[p + "pos_images"] += positive.sum(0)
         if maps is not None:
-            a[p + "pos_positions"] += (maps > 0).sum((0, 2, 3))
-            a[p + "map_sum"] += maps.mean((2, 3), dtype=torch.float64).sum(0)
+            # A float 0/1 map in a reused buffer: summing floats is several times faster than
+            # summing a fresh bool tensor, and counts per image (<= H*W) are exact in float32.
+            ones = torch.gt(maps, 0, out=self._scratch(maps))
+            a[p + "pos_positions"] += ones.sum((2, 3)).double().sum(0).long()
+            a[p + "map_sum"] += (maps.sum((2, 3)).double() / (maps.shape[2] * maps.shape[3])).sum(0)
         else:
             a[p + "pos_positions"] += positive.sum(0)
             a[p + "map_sum"] += d.sum(0)
-        flat = (score_bins(s) + N_BINS * torch.arange(u, device=s.device)).view(-1)
-        a[p + "hist"] += torch.bincount(flat, minlength=u * N_BINS).view(u, N_BINS)
+        flat = (score_bins(s.contiguous()) + N_BINS * torch.arange(u, device=s.device)).view(-1)
+        a[p + "hist"].view(-1).index_put_((flat,), torch.ones((), dtype=torch.int64, device=s.device), accumulate=True)
         if self.n_classes and labels is not None:
             known = labels >= 0
             lab = labels[known]
@@ -155,6 +166,13 @@ class StatsState:
         ci = self.corr_index[layer]
         sub = d if ci is None else d[:, ci]
         a[p + "corr_sum"].addmm_(sub.t(), sub)
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A buffer shaped like ``like`` (one flat allocation shared by all layers, grown as needed)."""
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        return buf[:like.numel()].view(like.shape)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {k: v.cpu().numpy() for k, v in self.acc.items()}
@@ -288,9 +306,9 @@ def save_stats(run_dir: str | Path, stats: StatsArrays, index: dict[str, np.ndar
     meta = dict(format=FORMAT, version=VERSION, maxes_fingerprint=maxes_fingerprint, layers=list(layers),
                 shapes={n: list(shapes[n]) for n in layers}, n_images=n_images, classes=stats.classes,
                 bottom_k=stats.bottom_k, rare_fraction=RARE_FRACTION, corr_max_units=CORR_MAX_UNITS,
-                histogram={"grid": f"symmetric log: 0, +-10**(j/{BINS_PER_DECADE}) for |j| <= "
-                                   f"{DECADES * BINS_PER_DECADE}, open ends", "bins": N_BINS,
-                           "bins_per_decade": BINS_PER_DECADE, "decades": DECADES,
+                histogram={"grid": f"float32 bits: {2 ** OCTAVE_BITS} bins per octave of |score| from "
+                                   f"2**{MIN_EXP} to 2**{MAX_EXP}, under/overflow and exact-zero bins",
+                           "bins": N_BINS, "edges": EDGES.tolist(),
                            "of": "per-image score (spatial max for maps)"})
     atomic_write_text(run / META, json.dumps(meta, indent=1))
 
@@ -319,14 +337,7 @@ def stats_complete(run_dir: str | Path, maxes_fingerprint: str, classes: list[st
 
 def _read_meta(run: Path) -> dict:
     path = run / META
-    if not path.is_file():
-        raise DvisError(f"{run} has no unit statistics ({META}); {HOW_TO}")
-    try:
-        meta = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise DvisError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise DvisError(f"{path}: not a {FORMAT} v{VERSION} file")
+    meta = read_format_json(path, FORMAT, VERSION, f"{run} has no unit statistics ({META}); {HOW_TO}")
     if meta.get("histogram", {}).get("bins") != N_BINS:
         raise DvisError(f"{path}: histograms on another grid than this dvis's {N_BINS} bins; {HOW_TO} again")
     return meta

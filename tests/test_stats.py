@@ -15,7 +15,7 @@ from dvis.datasets import fit_image, open_source
 from dvis.maxes import TrackConfig, track_maxes
 from dvis.maxes_run import load_result, merge_results, save_result
 from dvis.model_loading import load_model
-from dvis.unit_stats import (EDGES, N_BINS, StatsArrays, UnitStats, bin_edges, corr_units, derive, selectivity_index,
+from dvis.unit_stats import (EDGES, N_BINS, bin_edges, StatsArrays, UnitStats, corr_units, derive, selectivity_index,
                              source_labels, stats_complete)
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,18 +59,16 @@ def brute_force(model, source):
     return np.array(good), out
 
 
-def numpy_hist(scores):
-    edges = bin_edges()
-    hist = np.zeros((scores.shape[1], N_BINS), np.int64)
-    for u in range(scores.shape[1]):  # the test's brute force may loop; the product may not
-        for v in scores[:, u]:
-            if v == 0:
-                b = N_BINS // 2
-            elif v > 0:
-                b = N_BINS // 2 + 1 + int(np.searchsorted(EDGES, v, side="right"))
-            else:
-                b = N_BINS // 2 - 1 - int(np.searchsorted(EDGES, -v, side="right"))
-            assert edges[b] <= v <= edges[b + 1]
+def numpy_hist(scores32):
+    """Bin counts by the documented rule: the zero bin for 0, else sign x (1 + the number of
+    magnitude edges at or below |v|) away from it."""
+    center = N_BINS // 2
+    hist = np.zeros((scores32.shape[1], N_BINS), np.int64)
+    for u in range(scores32.shape[1]):  # the test's brute force may loop; the product may not
+        for v in scores32[:, u].astype(np.float64):
+            b = center + int(np.sign(v)) * (1 + int(np.searchsorted(EDGES, abs(v), side="right"))) if v else center
+            lo, hi = bin_edges()[b]
+            assert (lo <= v < hi) if v > 0 else ((lo < v <= hi) if v < 0 else lo == hi == 0)
             hist[u, b] += 1
     return hist
 
@@ -95,7 +93,7 @@ def test_statistics_equal_a_brute_force_numpy_computation(setup):
             np.testing.assert_allclose(s.frac_positions, (maps > 0).mean((0, 2, 3)))
             np.testing.assert_allclose(s.mean_map, maps.mean((0, 2, 3)), rtol=1e-6, atol=1e-6)
         assert np.array_equal(s.dead, (scores <= 0).all(0))
-        assert np.array_equal(s.hist, numpy_hist(scores.astype(np.float32).astype(np.float64)))
+        assert np.array_equal(s.hist, numpy_hist(scores.astype(np.float32)))
         r = np.maximum(scores, 0)
         class_mean = np.stack([r[lab == c].mean(0) for c in range(2)], 1)
         np.testing.assert_allclose(s.class_mean, class_mean, rtol=1e-6, atol=1e-7)

@@ -94,7 +94,7 @@ def _page(title: str, body: str, depth: int, scripts: list[str], body_attrs: str
 
 def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
     """Write the atlas of a LoadedModel into ``out``; returns what was written."""
-    from dvis.unit_stats import BINS_PER_DECADE, DECADES, find_stats
+    from dvis.unit_stats import EDGES, find_stats
     from dvis.unit_vis import UnitImages
 
     t0 = time.perf_counter()
@@ -211,7 +211,7 @@ def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
         pages += n
 
     site = {"model": model.name, "layers": site_layers, "classes": classes, "index": index,
-            "hist_grid": [BINS_PER_DECADE, DECADES],
+            "hist_edges": EDGES.tolist(),
             "stats": stats is not None, "n_images": stats.meta["n_images"] if stats is not None else None}
     (out / "site.js").write_text("var atlas={layers:{},addLayer:function(d){this.layers[d.name]=d;}};\n"
                                  f"atlas.site={json.dumps(site, separators=(',', ':'))};\n")

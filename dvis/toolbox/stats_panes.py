@@ -36,17 +36,19 @@ def hist_tiles(stats: LayerStats, style: Style, tile: int = TILE) -> np.ndarray:
     lo, hi = hist_range(stats.hist)
     h = stats.hist[:, lo:hi].astype(np.float64)
     n, bins = h.shape
-    heights = np.round(h / np.maximum(h.max(1, keepdims=True), 1) * (tile - 4)).astype(np.int64)  # N x bins
-    # Column x of the tile shows bin floor(x * bins / tile): one vectorised comparison per pixel row.
-    col_bin = np.minimum((np.arange(tile) * bins) // tile, bins - 1)
-    col_h = heights[:, col_bin]  # N x tile
+    # Column x shows bins [start_x, start_x+1): summed when there are more bins than columns,
+    # repeated when fewer.
+    starts = (np.arange(tile) * bins) // tile
+    cols = np.add.reduceat(h, starts, axis=1) if bins >= tile else h[:, starts]  # N x tile
+    heights = np.round(cols / np.maximum(cols.max(1, keepdims=True), 1) * (tile - 4)).astype(np.int64)
     rows = (tile - 2 - np.arange(tile))[None, :, None]  # height above the baseline of each pixel row
-    bar = (rows >= 0) & (rows < col_h[:, None, :])
+    bar = (rows >= 0) & (rows < heights[:, None, :])
     out = np.empty((n, tile, tile, 3), np.uint8)
     out[:] = style.background
     out[bar] = style.positive
-    if lo <= CENTER < hi:  # the exact-zero bin's column(s) in the separator grey where empty
-        zc = (col_bin == CENTER - lo)
+    if lo <= CENTER < hi:  # the exact-zero bin's column(s): blue bars, separator grey where empty
+        zero = CENTER - lo
+        zc = np.nonzero(starts == zero)[0] if bins < tile else [np.searchsorted(starts, zero, side="right") - 1]
         out[:, :, zc] = np.where(bar[:, :, zc][..., None], style.negative, style.separator).astype(np.uint8)
     for flags, color in ((stats.rare, RARE), (stats.dead, DEAD)):
         idx = np.nonzero(flags)[0]

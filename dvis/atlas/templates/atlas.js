@@ -3,10 +3,9 @@
 "use strict";
 (function () {
   var site = atlas.site;
-  // The histogram grid of dvis.unit_stats: 0, +-10^(j/B) for |j| <= D*B, open ends.
-  var EDGES = [], B = site.hist_grid[0], D = site.hist_grid[1];
-  for (var j = -D * B; j <= D * B; j++) EDGES.push(Math.pow(10, j / B));
-  var CENTER = EDGES.length + 1;
+  // The histogram grid of dvis.unit_stats: magnitude edges POS; bin CENTER is exact zero, bins
+  // above it hold [POS[m-1], POS[m]) (m = bin - CENTER - 1, POS[-1] = 0), bins below the negatives.
+  var POS = site.hist_edges, CENTER = POS.length + 1;
 
   function el(tag, attrs, children) {
     var e = document.createElement(tag);
@@ -21,10 +20,8 @@
   function binLow(b) { // lower edge of histogram bin b on the real line
     if (b === CENTER) return 0;
     var m = Math.abs(b - CENTER) - 1;
-    var lo = m === 0 ? 0 : EDGES[m - 1];
-    return b > CENTER ? lo : -(m < EDGES.length ? EDGES[m] : Infinity);
+    return b > CENTER ? (m === 0 ? 0 : POS[m - 1]) : -(m < POS.length ? POS[m] : Infinity);
   }
-  function unitHref(layer, u) { return "../" + layer.slug + "/" + u + ".html"; }
 
   // One unit's tile of a sprite as an <img> inside a clipping box (so the image has a natural size).
   function crop(img, unit, size) {
