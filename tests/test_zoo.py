@@ -37,7 +37,7 @@ LAYOUTS = {
     "densenet121": [("features.denseblock1", "chw", (56, 56), 0)],
     "regnet_y_400mf": [("trunk_output.block2", "chw", (28, 28), 0)],
     "vit_b_16": [("conv_proj", "chw", (14, 14), 0), ("encoder.layers.encoder_layer_0", "tokens", (14, 14), 1)],
-    "swin_t": [("features.1.0", "hwc", (56, 56), 0), ("features.3", "hwc", (14, 14), 0)],
+    "swin_t": [("features.1.0", "hwc", (56, 56), 0), ("features.3", "hwc", (28, 28), 0)],
     "timm:efficientnet_b0": [("blocks.1.0", "chw", (56, 56), 0)],
     "timm:convnext_atto": [("stages.0", "chw", (56, 56), 0)],
 }
@@ -148,12 +148,13 @@ def test_toolbox_visits_every_layer_with_back_projection(model, tmp_path):
 # ---------------------------------------------------------------------------- maxes + crops
 
 PIPELINE = {
-    # a channels-last layer, an SE-gated one and a token layer (a 64 px ViT keeps the crops cheap)
+    # a channels-last layer, an SE-gated one and a token layer (a small 64 px ViT keeps the crops cheap)
     "convnext": ("architecture: convnext_tiny\nlayers: [features.1.0.block.5]\n", "features.1.0.block.5", 96),
     "timm_se": ("architecture: timm:efficientnet_b0\nlayers: [blocks.1.0]\n", "blocks.1.0", 24),
-    "vit": ("architecture: vit_b_16\nargs: {image_size: 64, num_classes: 10}\ninput_size: 64\n"
-            "mean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\nlayers: [encoder.layers.encoder_layer_0]\n",
-            "encoder.layers.encoder_layer_0", 768),
+    "vit": ("architecture: torchvision.models.vision_transformer:VisionTransformer\n"
+            "args: {image_size: 64, patch_size: 16, num_layers: 2, num_heads: 2, hidden_dim: 32, mlp_dim: 64, "
+            "num_classes: 10}\ninput_size: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\n"
+            "layers: [encoder.layers.encoder_layer_0]\n", "encoder.layers.encoder_layer_0", 32),
 }
 
 
