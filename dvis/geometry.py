@@ -36,7 +36,8 @@ adds global context but keeps the local field; reductions, softmax, attention, m
 over a spatial dimension, roll and adaptive pools that do not tile evenly make the field the whole
 input on that axis. GroupNorm/InstanceNorm/LayerNorm over space add global context. An operation
 the trace does not know that changes the shape makes the field the whole input (``reason`` says
-which). Fractional strides (upsampling) are rounded outward to whole pixels. A position whose
+which). A fractional stride (resampling by a non-integer factor) becomes the nearest whole one,
+with padding and size grown so that every position's box still contains its field. A position whose
 field is the whole input along an axis gets stride = the grid's spacing (input side / positions)
 and size/padding that make every position's box cover that side (clipped: the whole input).
 """
@@ -324,13 +325,15 @@ def _scale(d: _Desc, dims, in_shape, out_shape, mode: str) -> _Desc:
             continue
         r = Fraction(out_shape[dim], in_shape[dim])
         j = f.stride / r
-        if mode in ("nearest", "shuffle") or r < 1 and mode == "nearest-exact":
-            # output o reads input floor(o / r): up to stride - stride/r before o*stride/r
-            gap = max(f.stride - j, Fraction(0))
+        if mode in ("nearest", "shuffle"):
+            # output o reads input floor(o / r) > o/r - 1 (>= o/r - (r - 1)/r for a whole r)
+            gap = max(f.stride - j if r.denominator == 1 else f.stride, Fraction(0))
             field[a] = _Axis(f.size + gap, j, f.pad + gap)
-        else:  # linear-like: the taps around (o + 1/2)/r - 1/2, one input step either side
-            field[a] = _Axis(f.size + 2 * f.stride + max(f.stride - j, Fraction(0)), j,
-                             f.pad + f.stride - (f.stride / r - f.stride) / 2 + max(f.stride - j, Fraction(0)))
+        elif mode == "nearest-exact":  # reads floor((o + 1/2) / r)
+            field[a] = _Axis(f.size + f.stride, j, f.pad + f.stride - j / 2)
+        else:  # (bi/tri)linear, bicubic: taps within t input steps of c = (o + 1/2)/r - 1/2
+            t = 2 if mode == "bicubic" else 1
+            field[a] = _Axis(f.size + 2 * t * f.stride, j, f.pad + (t + Fraction(1, 2)) * f.stride - j / 2)
     return _Desc(tuple(new_dims), d.extra, tuple(field), d.gctx, d.note)
 
 
@@ -1007,8 +1010,13 @@ def _px(f: _Axis | None, side: int, n: int) -> tuple[int, int, int]:
         # box of position i (i*stride - padding, + size) covers the input for all i.
         stride = max(1, round(side / n))
         return side + (n - 1) * stride, stride, (n - 1) * stride
-    pad = math.ceil(f.pad)
-    return math.ceil(f.size + (pad - f.pad)), max(1, round(f.stride)), pad
+    # A fractional stride (resampling by a non-integer factor) becomes the nearest whole one; the
+    # box then drifts from the field by up to (n - 1) * |stride error|, which padding and size absorb.
+    stride = max(1, round(f.stride))
+    pad = f.pad + max(Fraction(0), (n - 1) * (stride - f.stride))
+    size = f.size + (pad - f.pad) + max(Fraction(0), (n - 1) * (f.stride - stride))
+    whole_pad = math.ceil(pad)
+    return math.ceil(size + (whole_pad - pad)), stride, whole_pad
 
 
 def _field(d: _Desc, input_size, grid=(1, 1)) -> ReceptiveField:

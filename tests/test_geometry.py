@@ -150,3 +150,38 @@ def test_bad_forward_is_one_line():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2))
     with pytest.raises(DvisError, match="geometry: forward failed"):
         model_geometry(net, (16, 16))
+
+
+class _Resample(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.op = op
+        self.out = nn.Identity()
+
+    def forward(self, x):
+        return self.out(self.op(self.conv(x)))
+
+
+@pytest.mark.parametrize("op", [
+    lambda y: F.interpolate(y, scale_factor=2, mode="nearest"),
+    lambda y: F.interpolate(y, scale_factor=2, mode="bilinear"),
+    lambda y: F.interpolate(y, size=(24, 40), mode="bicubic"),
+    lambda y: F.interpolate(y, scale_factor=2, mode="nearest-exact"),
+    lambda y: F.pixel_shuffle(y, 2),
+    lambda y: F.conv_transpose2d(y, torch.ones(8, 2, 3, 3), stride=2, padding=1),
+    lambda y: F.pixel_unshuffle(y, 2),
+], ids=["nearest", "bilinear", "bicubic", "nearest-exact", "pixel_shuffle", "conv_transpose", "pixel_unshuffle"])
+def test_resampling_fields_bound_the_gradient_support(op):
+    net = _Resample(op).eval()
+    geo = model_geometry(net, (32, 40))["out"]
+    assert geo.layout == "chw" and not geo.global_context
+    x = torch.randn(1, 3, 32, 40, requires_grad=True)
+    out = net(x)
+    h, w = geo.grid
+    for y, xx in [(1, 2), (h // 2, w // 2), (h - 2, w - 1)]:
+        (grad,) = torch.autograd.grad(out[0, :, y, xx].sum(), x, retain_graph=True)
+        support = grad[0].abs().sum(0).nonzero()
+        top, left, bottom, right = geo.rf.box(y, xx)
+        assert support[:, 0].min() >= top and support[:, 0].max() < bottom
+        assert support[:, 1].min() >= left and support[:, 1].max() < right
