@@ -13,7 +13,8 @@ table row:
 * ``b ms``: ms per toolbox frame with back-projection on (next image, forward + backward + render);
 * ``deconv/guided/grad ms``: :func:`dvis.backproject.backproject` of unit 0 at its max on the middle layer;
 * ``rf e/g/f``: layers with an exact local field / flagged global context / no field (failed);
-* ``RSS MB``: peak RSS, and ``x``: peak over the peak of plain inference (load + one forward).
+* ``RSS MB``: peak RSS, and ``x``: peak over the peak of plain inference (load + one forward);
+* ``load``: the machine's 1-minute load average when the model finished (timings on a shared machine).
 
 Goals on 2 cores (issue 9): every model starts and back-projects in all modes with 0 failed fields;
 first frame <= 10 s for resnet50-sized models (<= 1.5x its GFLOPs) and <= 3 forwards + 2 s for any
@@ -227,7 +228,8 @@ COLUMNS = [
     ("load_s", "load s", "{:.1f}"), ("fwd_ms", "fwd ms", "{:.0f}"), ("geom_s", "geom s", "{:.2f}"),
     ("first_frame_s", "1st s", "{:.1f}"), ("back_frame_ms", "b ms", "{:.0f}"), ("deconv_ms", "deconv ms", "{:.0f}"),
     ("guided_ms", "guided ms", "{:.0f}"), ("grad_ms", "grad ms", "{:.0f}"), ("rf", "rf e/g/f", "{}"),
-    ("peak_rss_mb", "RSS MB", "{:.0f}"), ("rss_ratio", "x", "{:.2f}"), ("status", "status", "{}"),
+    ("peak_rss_mb", "RSS MB", "{:.0f}"), ("rss_ratio", "x", "{:.2f}"), ("load_avg", "load", "{:.0f}"),
+    ("status", "status", "{}"),
 ]
 
 
