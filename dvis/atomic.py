@@ -1,14 +1,18 @@
 """Atomic file writes: a crash or SIGKILL at any moment leaves either the old file or the new one.
 
 Every writer of a dvis file format goes through these (write to a temporary file in the same
-folder, flush to disk, then ``os.replace``).
+folder, flush to disk, then ``os.replace``); :func:`read_format_json` is the matching reader of a
+format's versioned JSON header.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+
+from dvis.errors import DvisError
 
 
 def _tmp(path: Path) -> Path:
@@ -44,3 +48,18 @@ def atomic_savez(path: str | Path, **arrays) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_format_json(path: str | Path, fmt: str, version: int, missing: str) -> dict:
+    """A format's JSON header (a dict with ``format`` and ``version``); DvisError (``missing`` when
+    the file is absent) if it is absent, unreadable or of another format or version."""
+    path = Path(path)
+    if not path.is_file():
+        raise DvisError(missing)
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise DvisError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt or data.get("version") != version:
+        raise DvisError(f"{path}: not a {fmt} v{version} file")
+    return data

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvis.atomic import atomic_savez, atomic_write_text
+from dvis.atomic import atomic_savez, atomic_write_text, read_format_json
 from dvis.errors import DvisError
 from dvis.unit_stats import StatsArrays, merge_stats, save_stats
 
@@ -133,16 +133,8 @@ def save_result(result: MaxResult, run_dir: str | Path, manifest: dict, names: l
 
 
 def load_manifest(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise DvisError(f"{run_dir} has no maxes result ({MANIFEST}); run `dvis maxes` first")
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise DvisError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise DvisError(f"{path}: not a {FORMAT} v{VERSION} manifest")
-    return manifest
+    return read_format_json(Path(run_dir) / MANIFEST, FORMAT, VERSION,
+                            f"{run_dir} has no maxes result ({MANIFEST}); run `dvis maxes` first")
 
 
 def is_complete(run_dir: str | Path, fp: str) -> bool:
