@@ -1035,8 +1035,9 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
         return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, False, True,
                              "output does not depend on the input" if d is None else "untracked layout")
     if not _is(d.dims[0], "n"):
-        return LayerGeometry(name, shape, "other", 0, None, 0, None, d.gctx or None in d.field, True,
-                             "the batch is not the first dimension (e.g. windows merged with the batch)")
+        return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, d.gctx or None in d.field, True,
+                             f"the batch is not the first dimension (traced with a batch of 2 as "
+                             f"{'x'.join(map(str, shape))}: e.g. windows merged with the batch)")
     gctx = d.gctx or None in d.field
     dims, extra, shape = d.dims[1:], d.extra[1:], shape[1:]
     rf = _field(d, input_size)
