@@ -36,7 +36,8 @@ def _agree(net, size, layers):
     (lambda: M.googlenet(init_weights=False, aux_logits=False), (64, 64),
      ["inception3a.branch3.1", "inception3a", "maxpool3"]),
     (lambda: M.mobilenet_v2(), (48, 48), ["features.1", "features.2", "features.3", "features.6"]),
-], ids=["alexnet", "vgg11", "zf-cifar10", "resnet18", "densenet121", "googlenet", "mobilenet_v2"])
+    (lambda: M.shufflenet_v2_x0_5(), (64, 64), ["stage2.0", "stage2.1", "stage3.0"]),  # channel shuffle views
+], ids=["alexnet", "vgg11", "zf-cifar10", "resnet18", "densenet121", "googlenet", "mobilenet_v2", "shufflenet"])
 def test_exact_agreement_with_gradient_support(make, size, layers):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
