@@ -100,8 +100,13 @@ def open_page(browser, server, token=TOKEN):
 
 def settle(page, seq, timeout=30000):
     """Wait until the page shows a settled frame reflecting input ``seq``."""
-    page.wait_for_function(f"dvis.ackedSeq >= {seq} && dvis.header && dvis.header.settled && "
-                           f"dvis.header.seq >= {seq}", timeout=timeout)
+    try:
+        page.wait_for_function(f"dvis.ackedSeq >= {seq} && dvis.header && dvis.header.settled && "
+                               f"dvis.header.seq >= {seq}", timeout=timeout)
+    except playwright_api.TimeoutError:
+        state = page.evaluate("JSON.stringify({seq: dvis.seq, acked: dvis.ackedSeq, header: dvis.header, "
+                              "frames: dvis.frames, connected: dvis.connected, errors: dvis.errors})")
+        raise AssertionError(f"input {seq} never showed settled: {state}") from None
     time.sleep(0.3)  # a later frame may still arrive (the unit images load after the pass)
     page.wait_for_function("dvis.header.settled", timeout=timeout)
 
@@ -274,6 +279,10 @@ def test_upload_limits_and_origin(server, tmp_path):
     assert r.status_code == 413 and "limit" in r.json()["error"]
     r = httpx.post(url, content=b"not an image", cookies=cookies, headers=origin)
     assert r.status_code == 400 and "not a readable image" in r.json()["error"]
+    bomb = io.BytesIO()  # 48 megapixels in a 47 KB file: refused from its header, before decoding
+    Image.new("L", (8000, 6000)).save(bomb, "PNG")
+    r = httpx.post(url, content=bomb.getvalue(), cookies=cookies, headers=origin)
+    assert r.status_code == 400 and "pixel limit" in r.json()["error"]
     png = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
     assert httpx.post(url, content=png.read_bytes(), cookies=cookies,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import re
@@ -350,24 +351,27 @@ class Session:
         out = tb.worker.output
         return (tb.state, id(out), tb.loader.version, tb.message, tb.frame_id, tb.worker.busy)
 
-    def _produce(self) -> tuple[np.ndarray | None, bool]:
+    def _produce(self) -> tuple[np.ndarray | None, bool, dict]:
         """Core thread: update; when anything shown may have changed, render. Returns (a copy of the
-        canvas, or None when it did not change, settled). Each tab's sender encodes what it lacks."""
+        canvas, or None when it did not change, settled, each tab's last input applied before it).
+        Each tab's sender encodes what it lacks."""
+        # Inputs are applied on this thread too, so these are exactly the inputs this frame shows.
+        seqs = {c: c.seq for c in list(self.clients)}
         tb = self.tb
         tb.update()
         rev = self._revision()
         if rev == self._last_key:
-            return None, self.settled()
+            return None, self.settled(), seqs
         self._last_key = rev
         canvas = tb.render()
         start = time.thread_time()  # what the web adds to the window's loop: compare, copy, encode
         if self._last_canvas is not None and np.array_equal(canvas, self._last_canvas):
             self.web_seconds += time.thread_time() - start
-            return None, self.settled()
+            return None, self.settled(), seqs
         self._last_canvas = canvas.copy()  # frames are immutable from here: tabs encode from them
         self.web_seconds += time.thread_time() - start
         tb.tick()
-        return self._last_canvas, self.settled()
+        return self._last_canvas, self.settled(), seqs
 
     def settled(self) -> bool:
         tb = self.tb
@@ -391,8 +395,7 @@ class Session:
                 await asyncio.sleep(wait)
             last = time.monotonic()
             try:
-                seqs = {c: c.seq for c in self.clients}  # inputs applied before this render
-                canvas, settled = await self.call(self._produce)
+                canvas, settled, seqs = await self.call(self._produce)
             except Exception:  # a render failure must not stop the stream
                 log.exception("frame failed")
                 continue
@@ -619,6 +622,15 @@ def _decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     """An uploaded file decoded in memory with the same checks as image files (never written to disk)."""
     if not data:
         raise DvisError(f"{name}: empty upload")
+    try:  # the header alone gives the size: refuse huge images before decoding them
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: read_image says so below
+        w = h = 0
+    if w * h > max_pixels:
+        raise DvisError(f"{name}: {w}x{h} is over the {max_pixels} pixel limit")
     frame = read_image(data)
     if frame.shape[0] * frame.shape[1] > max_pixels:
         raise DvisError(f"{name}: {frame.shape[1]}x{frame.shape[0]} is over the {max_pixels} pixel limit")

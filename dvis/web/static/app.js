@@ -105,14 +105,20 @@
 
   // Messages are handled in the order they came: each frame is a delta on the last one drawn.
   let drawing = Promise.resolve();
-  function queue(data) { drawing = drawing.then(() => (typeof data === "string" ? onText(data) : onBinary(data))); }
+  function queue(data) {
+    drawing = drawing.then(() => (typeof data === "string" ? onText(data) : onBinary(data)))
+      .catch((e) => say("page error: " + e, true));  // one bad message must not stop the ones after it
+  }
 
   function onText(text) {
     let msg;
     try { msg = JSON.parse(text); } catch (e) { return; }
     if (msg.type === "seq") {
       settle(msg.seq, stats.unchanged);
-      if (stats.header) stats.header.settled = msg.settled;
+      if (stats.header) {  // the canvas shown now reflects these inputs too
+        stats.header.settled = msg.settled;
+        stats.header.seq = Math.max(stats.header.seq, msg.seq);
+      }
       if (msg.settled) record(stats.unsettled, msg.seq, stats.results);
     }
     else if (msg.type === "error") say(msg.text, true);
