@@ -6,9 +6,9 @@ Each frame presses one random key (layer and selection moves, ``b``/``n``/``m`` 
 back-projection mode and filter, next/previous image, checkpoints ``v``/``V``, zoom, pattern mode,
 occlusion, diffs, boosts, help, reset) or clicks a random canvas pixel, updates and renders; every
 ``--settle-every`` frames it waits for the workers, so every computation really runs. It prints the
-process RSS every 1,000 frames (with what the two bounded caches, unit images and decoded sprites,
-hold then) and, at the end, the growth after the first 1,000 frames (goal: <= 5 %) and the number
-of key failures the app reported (goal: 0).
+process RSS every 1,000 frames (with what the bounded caches hold then: unit images and decoded
+sprites in bytes, the renderer's tile maps in entries) and, at the end, the growth after the first
+1,000 frames (goal: <= 5 %) and the number of key failures the app reported (goal: 0).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dvis import unit_vis  # noqa: E402
 from dvis.model_loading import load_model  # noqa: E402
 from dvis.toolbox.app import Toolbox  # noqa: E402
+from dvis.toolbox.render import tile_maps  # noqa: E402
 from dvis.toolbox.settings import load_settings  # noqa: E402
 
 #: Keys and their weights: mostly moves and view changes, every mode of b/n/m, checkpoints, images.
@@ -104,7 +105,8 @@ def main() -> int:
                 rss.append(rss_bytes())
                 print(f"frame {frame:>6}: RSS {rss[-1] / 2**20:7.1f} MiB  ({time.monotonic() - t0:6.0f} s, "
                       f"layer {tb.state.layer}, {failures.count} failures; bounded caches: unit images "
-                      f"{tb.loader._cache.bytes / 2**20:.0f} MiB, sprites {unit_vis._sprites.bytes() / 2**20:.0f} MiB)",
+                      f"{tb.loader._cache.bytes / 2**20:.0f} MiB, sprites {unit_vis._sprites.bytes() / 2**20:.0f} MiB, "
+                      f"tile maps {tile_maps.cache_info().currsize})",
                       flush=True)
     finally:
         tb.close()
