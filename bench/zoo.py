@@ -289,7 +289,9 @@ def totals(rows: list[dict]) -> str:
         f"first frame <= 3 forwards + 2 s: {count('first_3fwd')}; <= 10 s (resnet50-sized, "
         f"<= {1.5 * RESNET50_GFLOPS:.1f} GFLOPs): {count('first_10s')}; peak RSS <= 2x plain: {count('rss_2x')}",
         "slowest first frames: " + ", ".join(f"{r['model']} {r['first_frame_s']:.1f} s" for r in slowest),
-        "failed: " + (", ".join(r["model"] for r in rows if r.get("errors")) or "none"),
+        "failed stages: " + (", ".join(r["model"] for r in rows if r.get("errors")) or "none")
+        + "; failed fields: " + (", ".join(f"{r['model']} ({r['rf_failed']})" for r in rows if r.get("rf_failed"))
+                                 or "none"),
     ]
     return "\n".join(lines)
 
