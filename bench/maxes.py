@@ -2,7 +2,8 @@
 
 1. Max tracker vs ceiling: images/s of tracking every conv and fc layer of AlexNet (random init,
    224x224) against a plain batched ``inference_mode`` forward of the same net over the same
-   in-memory images (goal: ratio >= 0.95 on CPU).
+   in-memory images (goal: ratio >= 0.95 on CPU), then the same with unit statistics
+   (dvis.unit_stats, 1000 classes; goal >= 0.90).
 2. End to end: images/s of ``track_maxes`` from a folder of JPEGs, decoding in DataLoader workers.
 3. Crops: seconds per unit (its top 9 patches, deconv) for conv1 and conv5, batched (on
    receptive-field windows where fields are small) vs the naive way (one full-image
@@ -28,6 +29,7 @@ from dvis.backproject import backproject_batch
 from dvis.crops import compute_crops
 from dvis.datasets import ImageSource, fit_image, open_source
 from dvis.maxes import TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
+from dvis.unit_stats import StatsState
 from dvis.maxes_run import MaxResult
 from dvis.model_loading import load_model
 
@@ -36,7 +38,7 @@ def tracked_layers(net: nn.Module) -> list[str]:
     return [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 2) -> tuple[float, float]:
+def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 2, stats: bool = False) -> tuple[float, float]:
     """Images/s of (tracking, plain forward) over uint8 images ``x`` (N x 3 x H x W).
 
     Each batch is run plain and tracked back to back (order alternating) and the two are timed
@@ -54,6 +56,8 @@ def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 2) -> tuple
     best_plain = best_tracked = 0.0
     for _ in range(repeats):
         state = TopKState({k: s[0] for k, s in shapes.items()}, 9, model.device)
+        # With ``stats``: the unit statistics too, with 1000 classes (random labels).
+        acc = StatsState(shapes, 1000, model.device) if stats else None
         t_plain = t_tracked = 0.0
         with torch.inference_mode():
             for b, i in enumerate(range(0, n, batch)):
@@ -62,8 +66,9 @@ def bench_tracker(model, x: torch.Tensor, batch: int, repeats: int = 2) -> tuple
                     sync()
                     t = time.perf_counter()
                     if tracked:
-                        with max_hooks(net, state, layers) as current:
+                        with max_hooks(net, state, layers, acc) as current:
                             current["index"] = torch.arange(i, i + len(xb), device=model.device)
+                            current["labels"] = current["index"] % 1000
                             net(xb)
                     else:
                         net(xb)
@@ -128,6 +133,9 @@ def main() -> int:
                       generator=torch.Generator().manual_seed(0))
     tracked, plain = bench_tracker(model, x, args.batch_size)
     print(f"{len(x)} images: tracker {tracked:.1f} img/s   plain forward {plain:.1f} img/s   ratio {tracked / plain:.3f}")
+    tracked, plain = bench_tracker(model, x, args.batch_size, stats=True)
+    print(f"{len(x)} images: tracker+stats {tracked:.1f} img/s   plain forward {plain:.1f} img/s   "
+          f"ratio {tracked / plain:.3f}")
 
     with tempfile.TemporaryDirectory() as tmp:
         write_jpegs(Path(tmp), args.images)

@@ -3,7 +3,6 @@ mode and the correlation mode (one tile image per unit, drawn by the usual tile 
 unit pane's statistics lines. numpy/cv2 only: testable without a window."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from dvis.toolbox.render import Style, put_text
@@ -88,7 +87,8 @@ def unit_lines(stats: LayerStats | None, unit: int, classes: list[str], corr_k: 
     elif stats.rare[unit]:
         lines.append(f"RARE: positive on {stats.frac_images[unit]:.2%} of images")
     else:
-        lines.append(f"positive on {stats.frac_images[unit]:.0%} of images, {stats.frac_positions[unit]:.0%} pos")
+        share = lambda f: f"{f:.0%}" if f >= 0.01 or f == 0 else f"{f:.2%}"  # noqa: E731
+        lines.append(f"positive on {share(stats.frac_images[unit])} of images, {share(stats.frac_positions[unit])} pos")
     lines.append(f"mean {stats.mean[unit]:.3g} std {stats.std[unit]:.3g} max {stats.max[unit]:.3g}")
     if stats.selectivity is not None:
         si = stats.selectivity[unit]
