@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dvis import unit_vis  # noqa: E402
 from dvis.model_loading import load_model  # noqa: E402
 from dvis.toolbox.app import Toolbox  # noqa: E402
+from dvis.toolbox.main import parse_set  # noqa: E402
 from dvis.toolbox.render import tile_maps  # noqa: E402
 from dvis.toolbox.settings import load_settings  # noqa: E402
 
@@ -68,6 +69,8 @@ def main() -> int:
     ap.add_argument("--settle-every", type=int, default=4, help="wait for the workers every N frames")
     ap.add_argument("--every", type=int, default=1000, help="print RSS every N frames")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a toolbox setting, e.g. --set unit_cache_bytes=33554432")
     args = ap.parse_args()
 
     failures = Failures()
@@ -75,6 +78,7 @@ def main() -> int:
     overrides = {"model": args.model}
     if args.images:
         overrides["images"] = args.images
+    overrides.update(parse_set(args.set))
     settings = load_settings(None, overrides)
     from dvis.paths import packaged_data_dir
 
