@@ -152,7 +152,8 @@ class StatsState:
             # summing a fresh bool tensor, and counts per image (<= H*W) are exact in float32.
             ones = torch.gt(maps, 0, out=self._scratch(maps))
             a[p + "pos_positions"] += ones.sum((2, 3)).double().sum(0).long()
-            a[p + "map_sum"] += (maps.sum((2, 3)).double() / (maps.shape[2] * maps.shape[3])).sum(0)
+            sums = maps.sum((2, 3), dtype=torch.float32)  # float32 also for half-precision maps
+            a[p + "map_sum"] += (sums.double() / (maps.shape[2] * maps.shape[3])).sum(0)
         else:
             a[p + "pos_positions"] += positive.sum(0)
             a[p + "map_sum"] += d.sum(0)
@@ -168,10 +169,11 @@ class StatsState:
         a[p + "corr_sum"].addmm_(sub.t(), sub)
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
-        """A buffer shaped like ``like`` (one flat allocation shared by all layers, grown as needed)."""
+        """A float32 buffer shaped like ``like`` (one flat allocation shared by all layers, grown as
+        needed; float32 so that counts stay exact for half-precision maps too)."""
         buf = getattr(self, "_buf", None)
-        if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        if buf is None or buf.numel() < like.numel() or buf.device != like.device:
+            buf = self._buf = torch.empty(like.numel(), dtype=torch.float32, device=like.device)
         return buf[:like.numel()].view(like.shape)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
