@@ -12,6 +12,7 @@ import torch
 
 from dvis.activations import activations
 from dvis.datasets import fit_image, open_source
+from dvis.errors import DvisError
 from dvis.maxes import TrackConfig, track_maxes
 from dvis.maxes_run import load_result, merge_results, save_result
 from dvis.model_loading import load_model
@@ -214,3 +215,20 @@ def test_cli_shards_merge_and_torchrun_gloo_give_the_one_process_statistics(setu
                 assert np.array_equal(v, o.arrays[k]), (other, k)
             else:
                 np.testing.assert_allclose(v, o.arrays[k], rtol=1e-12, atol=1e-12, err_msg=f"{other} {k}")
+
+
+def test_labels_from_a_file_and_from_class_folders(setup, tmp_path):
+    _, _, model, source = setup
+    table = tmp_path / "labels.txt"
+    table.write_text("".join(f"{name} {'odd' if i % 2 else 'even'}\n" for i, name in enumerate(source.names[:10])))
+    classes, labels = source_labels(source, table)
+    assert classes == ["even", "odd"] and labels[:10].tolist() == [0, 1] * 5 and (labels[10:] == -1).all()
+    # Class folders follow the model's label order when every folder is one of its labels.
+    classes, labels = source_labels(source, known=["z", "b", "a"])
+    assert classes == ["z", "b", "a"] and labels[0] == 2 and labels[-1] == 1
+    table.write_text("just-one-token\n")
+    with pytest.raises(DvisError, match="expected '<image name> <class>'"):
+        source_labels(source, table)
+    table.write_text("nosuchimage.png cat\n")
+    with pytest.raises(DvisError, match="names none"):
+        source_labels(source, table)
