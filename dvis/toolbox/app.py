@@ -20,6 +20,7 @@ import numpy as np
 
 from dvis.errors import DvisError
 from dvis.geometry import model_geometry
+from dvis.memory import release_free_heap
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
@@ -31,6 +32,9 @@ from dvis.toolbox.workers import (Back, ComputeWorker, ImageLoader, Job, NotTher
                                   compute, unit_image_loader)
 
 log = logging.getLogger(__name__)
+
+#: How often the frame loop hands freed heap back to the OS (a trim takes ~10 ms).
+TRIM_EVERY_S = 2.0
 
 
 def style_from(settings: Settings) -> R.Style:
@@ -100,6 +104,7 @@ class Toolbox:
         self.frame_id = None
         self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         self._loop_times: list[float] = []
+        self._trimmed = time.perf_counter()  # when tick last gave freed heap back to the OS
         self.worker = ComputeWorker(model, settings, functools.partial(compute_fn, geometry=self.layer_geometry))
         self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir, *getattr(model, "unit_vis_dirs", [])[1:]),
                                   settings.unit_cache_bytes)
@@ -435,7 +440,11 @@ class Toolbox:
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
     def tick(self) -> None:
-        self._loop_times = (self._loop_times + [time.perf_counter()])[-30:]
+        now = time.perf_counter()
+        self._loop_times = (self._loop_times + [now])[-30:]
+        if now - self._trimmed >= TRIM_EVERY_S:  # frames free MBs each; see dvis.memory
+            release_free_heap()
+            self._trimmed = now
 
     def add_image(self, name: str, frame: np.ndarray) -> None:
         """Append an in-memory image (a web upload) to the image list and show it."""
