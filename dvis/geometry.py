@@ -102,6 +102,9 @@ def whole_input(input_size: tuple[int, int]) -> ReceptiveField:
     return ReceptiveField(tuple(input_size), tuple(input_size), (0, 0), tuple(input_size))
 
 
+INPUT_INDEPENDENT = "output does not depend on the input"
+
+
 @dataclass(frozen=True)
 class LayerGeometry:
     """Shape, layout and receptive field of one layer's output (see the module docstring)."""
@@ -116,6 +119,12 @@ class LayerGeometry:
     global_context: bool          # a global op (SE gate, attention, global pool, linear over space) feeds it
     runs: bool                    # False when the forward never reaches it (GoogLeNet/Inception aux heads in eval)
     reason: str                   # why not visualizable / why global, "" otherwise
+
+    @property
+    def input_dependent(self) -> bool:
+        """False for a module whose output the trace finds no field of the input in (e.g. Swin-V2's
+        relative-position-bias MLP, computed from a constant table): nothing of the image to show."""
+        return self.reason != INPUT_INDEPENDENT
 
     @property
     def visualizable(self) -> bool:
@@ -1033,7 +1042,7 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
     shape = tuple(out.shape)
     if d is None or not _consistent(d, shape):
         return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, False, True,
-                             "output does not depend on the input" if d is None else "untracked layout")
+                             INPUT_INDEPENDENT if d is None else "untracked layout")
     if not _is(d.dims[0], "n"):
         return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, d.gctx or None in d.field, True,
                              f"the batch is not the first dimension (traced with a batch of 2 as "

@@ -147,6 +147,42 @@ def test_aux_heads_do_not_run_and_are_not_default_layers():
     assert not [n for n in default_layers(net) if n.startswith("aux")]
 
 
+class _ParamBranch(nn.Module):
+    """A conv plus an MLP over a constant table (as Swin-V2's position-bias MLP) added to its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.register_buffer("table", torch.linspace(-1, 1, 8).reshape(2, 4))
+        self.bias_mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+
+    def forward(self, x):
+        return self.conv(x) + self.bias_mlp(self.table).mean(0)[None, :, None, None]
+
+
+def test_input_independent_branch_is_marked_and_not_a_default_layer():
+    net = nn.Sequential(_ParamBranch(), nn.ReLU())
+    geo = model_geometry(net, (16, 16))
+    for name in ("0.bias_mlp.0", "0.bias_mlp.2", "0.bias_mlp"):
+        g = geo[name]
+        assert g.runs and not g.visualizable and not g.input_dependent, g
+        assert g.layout == "other" and g.rf is None and "does not depend on the input" in g.reason
+    assert geo["0.conv"].input_dependent and geo["0"].visualizable and geo["0"].rf.size == (3, 3)
+    layers = default_layers(net)
+    assert "0.conv" in layers and not [n for n in layers if "bias_mlp" in n]
+
+
+def test_swin_v2_position_bias_mlp_is_not_a_default_layer():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = M.swin_v2_t()
+    geo = model_geometry(net, (256, 256))
+    cpb = [n for n in geo if ".cpb_mlp" in n]
+    assert cpb and all(geo[n].runs and not geo[n].input_dependent for n in cpb)
+    layers = default_layers(net)
+    assert "features.1.0" in layers and not [n for n in layers if ".cpb_mlp" in n]
+
+
 def test_bad_forward_is_one_line():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2))
     with pytest.raises(DvisError, match="geometry: forward failed"):
