@@ -83,9 +83,15 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
         net, source = build_net(model_spec, model_spec.weights)
         labels = _read_labels(model_spec) or timm_models.labels(net)
     else:
+        given = model_spec.input_size
         model_spec = _with_defaults(model_spec)
         labels = _read_labels(model_spec)
         net, source = build_net(model_spec, model_spec.weights)
+        # the size the net is built for wins over the default weights' crop: vit_h_14 at random init is a
+        # 224 px net while its default (SWAG) weights' transforms say 518
+        built = getattr(net, "image_size", None)
+        if given is None and isinstance(built, int):
+            model_spec.input_size = (built, built)
     if model_spec.layers is None:
         layers, display = default_layers(net), {}
     else:

@@ -100,6 +100,16 @@ def test_bare_torchvision_name_uses_imagenet_defaults(monkeypatch, tmp_path):
     assert m.display_names == {x: x for x in m.layers}
 
 
+def test_input_size_is_the_one_the_net_is_built_for(tmp_path):
+    # vit_h_14's default weights say 518 px, its random-init net is built for 224: the net's image_size wins
+    folder = make_model_folder(tmp_path, "architecture: vit_b_16\nweights: none\nargs: {image_size: 64}\n"
+                                         "layers: [encoder.layers.encoder_layer_0]\n")
+    with pytest.warns(UserWarning, match="no weights"):
+        m = load_model(str(folder))
+    assert m.net.image_size == 64 and m.input_size == (64, 64)
+    assert m.net(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+
+
 def test_default_model_is_zf_cifar10():
     m = load_model(None, weights="none")
     assert m.name == "zf-cifar10" and m.folder == REPO / "models" / "zf-cifar10"
