@@ -103,6 +103,7 @@ def whole_input(input_size: tuple[int, int]) -> ReceptiveField:
 
 
 INPUT_INDEPENDENT = "output does not depend on the input"
+WINDOW_PARTITIONED = "window-partitioned map (MaxViT window/grid attention): not shown as maps"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,13 @@ class LayerGeometry:
         """False for a module whose output the trace finds no field of the input in (e.g. Swin-V2's
         relative-position-bias MLP, computed from a constant table): nothing of the image to show."""
         return self.reason != INPUT_INDEPENDENT
+
+    @property
+    def browsable(self) -> bool:
+        """Runs and is not known to be unshowable (input-independent or window-partitioned): what
+        ``default_layers`` lists. Other "other" layouts stay listed (shown disabled with the reason),
+        so that a gap in the layout rules stays visible."""
+        return self.runs and self.input_dependent and not self.reason.startswith(WINDOW_PARTITIONED)
 
     @property
     def visualizable(self) -> bool:
@@ -1077,7 +1085,12 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
         rf = _field(d, input_size, grid)
     if layout == "other":
         rf = None
-        reason = "not a map, token grid or vector: per-sample dimensions " + " x ".join(
+        # windows x in-window positions x channels (one window: 1 x positions x channels)
+        windowed = len(dims) == 3 and dims[1] and not any(extra) and _is(dims[2], "c") and \
+            (not dims[0] or any(k.endswith("'") for k, _ in dims[0] + dims[1])) and \
+            all(_base(k) in ("h", "w") for k, _ in dims[0] + dims[1])
+        reason = (f"{WINDOW_PARTITIONED}; per-sample dimensions " if windowed else
+                  "not a map, token grid or vector: per-sample dimensions ") + " x ".join(
             "(" + " ".join(f"{k}{s}" for k, s in atoms) + (f" +{e}" if e else "") + ")" if atoms or e else "1"
             for atoms, e in zip(dims, extra))
     return LayerGeometry(name, shape, layout, channels, grid, n_extra, rf, gctx, True, reason)

@@ -71,8 +71,9 @@ def default_layers(model_or_net) -> list[str]:
         geo = model_geometry(model_or_net)
     except DvisError:  # not an image net at the default size (e.g. a 1-D net): no geometry to filter by
         return names
-    # left out: modules the eval forward never reaches and ones whose output does not depend on the image
-    return [n for n in names if geo[n].runs and geo[n].input_dependent]
+    # left out: modules the eval forward never reaches, ones whose output does not depend on the image
+    # and window-partitioned ones (LayerGeometry.browsable)
+    return [n for n in names if geo[n].browsable]
 
 
 def check_layers(model_or_net, names: str | Iterable[str]) -> list[str]:
