@@ -20,7 +20,7 @@ import numpy as np
 
 from dvis.errors import DvisError
 from dvis.geometry import model_geometry
-from dvis.memory import release_free_heap
+from dvis.memory import map_large_blocks, release_free_heap
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
@@ -104,6 +104,7 @@ class Toolbox:
         self.frame_id = None
         self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
         self._loop_times: list[float] = []
+        map_large_blocks()  # per-frame canvases and panes must not fragment the heap (dvis.memory)
         self._trimmed = time.perf_counter()  # when tick last gave freed heap back to the OS
         self.worker = ComputeWorker(model, settings, functools.partial(compute_fn, geometry=self.layer_geometry))
         self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir, *getattr(model, "unit_vis_dirs", [])[1:]),
