@@ -3,6 +3,8 @@ top-k, positions and crop boxes are known by construction."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -110,3 +112,28 @@ def env_with_models(folder: Path) -> dict:
     env = dict(os.environ)
     env["DVIS_MODELS"] = str(folder)
     return env
+
+
+REPO = Path(__file__).resolve().parents[1]
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dvis")
+
+
+def dvis_cli(args: list[str], env: dict, timeout: float = 180,
+             prefix: tuple[str, ...] = (sys.executable, "-m", "dvis")) -> subprocess.CompletedProcess:
+    """Run the dvis command from the checkout (``prefix=TORCHRUN`` for 2 gloo processes)."""
+    return subprocess.run(list(prefix) + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def maxes_three_ways(common: list[str], out: Path, env: dict) -> str:
+    """`dvis maxes` into out/one, as two --shard parts merged into out/sharded, and under a 2-process torchrun into
+    out/dist; returns the one-process stdout."""
+    r = dvis_cli(["maxes", *common, "--out", str(out / "one")], env)
+    assert r.returncode == 0, r.stderr
+    for i in range(2):
+        s = dvis_cli(["maxes", *common, "--out", str(out / "sharded"), "--shard", f"{i}/2"], env)
+        assert s.returncode == 0, s.stderr
+    m = dvis_cli(["maxes-merge", str(out / "sharded")], env)
+    assert m.returncode == 0, m.stderr
+    d = dvis_cli(["maxes", *common, "--out", str(out / "dist")], env, timeout=240, prefix=TORCHRUN)
+    assert d.returncode == 0, d.stderr[-2000:]
+    return r.stdout

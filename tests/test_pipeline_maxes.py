@@ -18,7 +18,8 @@ from dvis.maxes_run import load_result, merge_results, save_result
 from dvis.model_loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_helpers import SIZE, blob_image, env_with_models, expected_conv1_top, make_images, make_model  # noqa: E402
+from pipeline_helpers import (SIZE, blob_image, dvis_cli, env_with_models, expected_conv1_top, make_images,  # noqa: E402
+                              make_model, maxes_three_ways)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,28 +177,14 @@ def test_tar_sources_match_the_folder(setup, tmp_path, suffix):
     assert np.array_equal(tar.load(0), folder.load(0))
 
 
-def _cli(args, env, timeout=120, prefix=(sys.executable, "-m", "dvis")):
-    return subprocess.run(list(prefix) + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
 def test_cli_shards_merge_and_torchrun_equal_one_process(setup, tmp_path):
     root, model_dir, _ = setup
     env = env_with_models(model_dir.parent)
     common = ["--model", "tiny-blob", "--images", str(root / "images"), "--top", "4", "--batch-size", "4",
               "--workers", "0", "--quiet"]
-    r = _cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
-    assert r.returncode == 0, r.stderr
-    assert "3 skipped" in r.stdout
-    for i in range(2):
-        r = _cli(["maxes", *common, "--out", str(tmp_path / "sharded"), "--shard", f"{i}/2"], env)
-        assert r.returncode == 0, r.stderr
-    r = _cli(["maxes-merge", str(tmp_path / "sharded")], env)
-    assert r.returncode == 0, r.stderr
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dvis")
-    r = _cli(["maxes", *common, "--out", str(tmp_path / "dist")], env, timeout=180, prefix=torchrun)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert "3 skipped" in maxes_three_ways(common, tmp_path, env)
     one = load_result(tmp_path / "one")[0]
     arrays_equal(load_result(tmp_path / "sharded")[0], one)
     arrays_equal(load_result(tmp_path / "dist")[0], one)
-    r = _cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
+    r = dvis_cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
     assert "already complete" in r.stdout

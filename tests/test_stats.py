@@ -2,7 +2,6 @@
 activations; shards, resume, maxes-merge and torchrun give the one-process statistics; the format."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,9 +19,8 @@ from dvis.unit_stats import (EDGES, N_BINS, bin_edges, StatsArrays, UnitStats, c
                              source_labels, stats_complete)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_helpers import env_with_models, make_images, make_model  # noqa: E402
+from pipeline_helpers import env_with_models, make_images, make_model, maxes_three_ways  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:skipping unreadable")
 
 
@@ -186,25 +184,12 @@ def test_format_round_trip_without_pickle(setup, tmp_path):
     assert r2.layers == result.layers
 
 
-def _cli(args, env, timeout=180, prefix=(sys.executable, "-m", "dvis")):
-    return subprocess.run(list(prefix) + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
 def test_cli_shards_merge_and_torchrun_gloo_give_the_one_process_statistics(setup, tmp_path):
     root, model_dir, _, _ = setup
     env = env_with_models(model_dir.parent)
     common = ["--model", "tiny-blob", "--images", str(root / "images"), "--top", "4", "--batch-size", "4",
               "--workers", "0", "--quiet", "--bottom-k", "2"]
-    r = _cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
-    assert r.returncode == 0, r.stderr
-    for i in range(2):
-        r = _cli(["maxes", *common, "--out", str(tmp_path / "sharded"), "--shard", f"{i}/2"], env)
-        assert r.returncode == 0, r.stderr
-    r = _cli(["maxes-merge", str(tmp_path / "sharded")], env)
-    assert r.returncode == 0, r.stderr
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dvis")
-    r = _cli(["maxes", *common, "--out", str(tmp_path / "dist")], env, timeout=240, prefix=torchrun)
-    assert r.returncode == 0, r.stderr[-2000:]
+    maxes_three_ways(common, tmp_path, env)
     one = UnitStats(tmp_path / "one")
     assert one.classes == ["a", "b"] and one.meta["bottom_k"] == 2
     for other in ("sharded", "dist"):
