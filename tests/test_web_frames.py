@@ -1,8 +1,17 @@
-"""Frame deltas of `dvis serve` (pure, no browser): the rectangles a tab needs cover every change."""
+"""Frames of `dvis serve` without a browser: the rectangles a tab needs cover every change, the pacer
+counts only real frames, a key after a quiet spell is drawn in its own core call, acks are never
+rate-limited."""
+import asyncio
+import json
+
 import cv2
 import numpy as np
 
-from dvis.web.server import changed_rects, encode_delta
+from dvis.toolbox.app import Toolbox
+from dvis.web import server
+from dvis.web.server import (Client, Pacer, Session, WebConfig, changed_rects, encode_delta, merge_rects,
+                             regions)
+from toolbox_helpers import make_images, make_model_folder
 
 PANES = [(0, 0, 40, 50), (0, 50, 40, 70), (40, 0, 20, 120)]  # a 60 x 130 canvas, a 10-px gap at the right
 
@@ -10,24 +19,145 @@ PANES = [(0, 0, 40, 50), (0, 50, 40, 70), (40, 0, 20, 120)]  # a 60 x 130 canvas
 def apply(base, rects, payload):
     out = base.copy()
     offset = 0
-    for x, y, w, h, n in rects:
-        img = cv2.imdecode(np.frombuffer(payload[offset:offset + n], np.uint8), cv2.IMREAD_COLOR)
-        out[y:y + h, x:x + w] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    for x, y, w, h, n, raw in rects:
+        data = np.frombuffer(payload[offset:offset + n], np.uint8)
+        out[y:y + h, x:x + w] = data.reshape(h, w, 3) if raw else cv2.cvtColor(
+            cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         offset += n
     return out
 
 
-def test_deltas_rebuild_the_canvas_exactly():
+def test_regions_cover_the_canvas_once():
+    areas = regions(60, 130, PANES)
+    assert areas[:3] == PANES
+    cover = np.zeros((60, 130), int)
+    for t, l, h, w in areas:
+        cover[t:t + h, l:l + w] += 1
+    assert (cover == 1).all()
+    assert regions(30, 40, [(0, 0, 30, 40)]) == [(0, 0, 30, 40)]
+
+
+def test_deltas_rebuild_the_canvas_exactly(monkeypatch):
+    monkeypatch.setattr(server, "RAW_MAX_PIXELS", 100)
     rng = np.random.default_rng(0)
+    areas = regions(60, 130, PANES)
     base = rng.integers(0, 255, (60, 130, 3), dtype=np.uint8)
-    assert changed_rects(None, base, PANES) == [(0, 0, 60, 130)]
-    assert changed_rects(base, base.copy(), PANES) == []
+    assert changed_rects(None, base, areas) == [(0, 0, 60, 130)]
+    assert changed_rects(base, base.copy(), areas) == []
     new = base.copy()
     new[5:8, 60:64] = 0  # inside pane 2
+    new[5, 70, 2] += 1  # one channel of one pixel, same pane: the box grows to it
     new[50, 125] = 1  # in the gap outside every pane
-    rects = changed_rects(base, new, PANES)
-    assert rects == [(5, 60, 3, 4), (50, 125, 1, 1)]
-    shown = apply(base, *encode_delta(base, new, PANES, "png", 85))
-    np.testing.assert_array_equal(shown, new)
+    rects = changed_rects(base, new, areas)
+    assert rects == [(5, 60, 3, 11), (50, 125, 1, 1)]
+    entries, payload = encode_delta(new, rects, "png", 85)
+    assert [e[5] for e in entries] == [1, 1]  # small: raw RGB
+    np.testing.assert_array_equal(apply(base, entries, payload), new)
+    new[0:40, 0:50] = 7  # a whole pane (over RAW_MAX_PIXELS): an image, lossless as PNG
+    rects = changed_rects(base, new, areas)
+    entries, payload = encode_delta(new, rects, "png", 85)
+    assert [e[5] for e in entries] == [0, 1, 1]
+    np.testing.assert_array_equal(apply(base, entries, payload), new)
     small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)  # another size: the whole canvas
-    assert changed_rects(base, small, PANES) == [(0, 0, 30, 40)]
+    assert changed_rects(base, small, areas) == [(0, 0, 30, 40)]
+
+
+def test_changes_gathered_over_frames_merge_per_pane():
+    areas = regions(60, 130, PANES)
+    assert merge_rects([(5, 60, 3, 4), (30, 100, 2, 2), (50, 125, 1, 1), (45, 5, 1, 1)], areas) == [
+        (5, 60, 27, 42), (45, 5, 1, 1), (50, 125, 1, 1)]
+    assert merge_rects([(5, 60, 3, 4), (0, 0, 60, 130)], areas) == [(0, 0, 60, 130)]
+    assert merge_rects([], areas) == []
+
+
+def test_pacer_counts_only_frames_produced():
+    p = Pacer(0.02)
+    assert p.delay(100.0) == 0  # nothing produced yet
+    p.produced(100.0)
+    assert abs(p.delay(100.005) - 0.015) < 1e-9  # a frame just went: wait for the rest of the period
+    assert p.delay(100.5) == 0  # after a quiet spell (however many idle checks ran): at once
+
+
+class FakeSocket:
+    async def send_bytes(self, data):
+        pass
+
+    async def send_text(self, data):
+        pass
+
+
+def frames_in(client):
+    """(header, payload) of each frame queued for ``client``."""
+    out = []
+    for kind, data in client.outbox:
+        if kind == "frame":
+            n = int.from_bytes(data[1:5], "big")
+            out.append((json.loads(data[5:5 + n]), data[5 + n:]))
+    return out
+
+
+def run_session(tmp_path, scenario):
+    from dvis.model_loading import load_model
+    from dvis.toolbox.settings import load_settings
+
+    model = load_model(str(make_model_folder(tmp_path)))
+    settings = load_settings(None, {"images": str(make_images(tmp_path)), "pause_after_key_s": 0.0,
+                                    "global_scale": 0.6})
+    config = WebConfig(frame_format="png")
+
+    async def main():
+        session = Session(lambda cam: Toolbox(model, settings, camera_factory=cam), config)
+        await session.start()
+        session._task.cancel()  # no frame loop: the test makes each frame itself
+        try:
+            client = Client(FakeSocket(), config, 1)
+            session.clients.add(client)
+            await session.call(session.tb.settle)  # the worker and the loader done: frames change only by keys
+            await scenario(session, client)
+        finally:
+            await session.stop()
+
+    asyncio.run(main())
+
+
+def test_a_key_after_a_quiet_spell_is_drawn_in_its_own_core_call(tmp_path):
+    async def scenario(session, client):
+        await session.call(session._produce, (client,))
+        (head, _), = frames_in(client)
+        assert head["rects"][0][:4] == [0, 0, head["w"], head["h"]]  # a new tab: the whole canvas
+        client.outbox.clear()
+        session._ack(client)
+        await session.call(lambda: None)  # the flush the ack queued
+        for _ in range(3):  # idle checks: nothing new, and they do not hold the next frame back
+            await session.call(session._produce, (client,))
+        assert frames_in(client) == []
+        session.pacer.last -= 1.0  # a quiet second since the last frame
+        await session.call(session._key, client, "right", 1, (client,))
+        (head, _), = frames_in(client)  # drawn by the key's own call, not by the frame loop later
+        assert head["seq"] == 1 and len(head["rects"]) >= 1
+        client.outbox.clear()
+        session.pacer.period = 1000.0  # a frame just went: the next key waits for the frame loop
+        await session.call(session._key, client, "right", 2, (client,))
+        assert frames_in(client) == [] and session.tb.state.unit == 2
+
+    run_session(tmp_path, scenario)
+
+
+def test_acks_are_never_rate_limited_and_frames_wait_for_them(tmp_path):
+    async def scenario(session, client):
+        await session.call(session._produce, (client,))
+        assert client.in_flight(client.sent_at) and len(frames_in(client)) == 1
+        session.pacer.period = 0.0
+        client.limit.tokens, client.limit.rate = 0, 1e-6  # a flooding tab: its bucket is empty
+        await session.handle(client, {"type": "websocket.receive", "text": json.dumps({"t": "key", "key": "right",
+                                                                                        "seq": 1})})
+        assert client.limit.dropped == 1 and session.tb.state.unit == 0  # the key was dropped
+        await session.call(session._key, client, "right", 1, (client,))  # a change while a frame is in flight
+        assert len(frames_in(client)) == 1 and client.dirty  # it waits for the ack
+        await session.handle(client, {"type": "websocket.receive", "text": json.dumps({"t": "ack"})})
+        await session.call(lambda: None)
+        assert client.acked == 1 and client.limit.dropped == 1
+        (_, _), (head, _) = frames_in(client)  # the ack let the newest canvas out
+        assert head["seq"] == 1 and not client.dirty
+
+    run_session(tmp_path, scenario)

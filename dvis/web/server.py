@@ -8,9 +8,14 @@ Protocol (one WebSocket per tab, ``/ws``):
   binary: ``b"C"`` + JPEG bytes, a browser camera frame.
 * server -> page, binary: ``b"F"`` or ``b"S"`` (screenshot), 4-byte big-endian header length, a JSON
   header (``w``, ``h``: the canvas, ``mime``, ``seq``: the last input of this tab the frame reflects,
-  ``settled``: the worker has caught up, ``rects``: [x, y, w, h, nbytes] of each changed rectangle),
-  then the rectangles' images (a frame carries only what changed since the one the tab drew last); text JSON: ``{"type": "seq"|"info"|"error"|
-  "camera", ...}``.
+  ``settled``: the worker has caught up, ``n``: the server's frame count, ``rects``: [x, y, w, h,
+  nbytes, raw] of each changed rectangle), then the rectangles' data: an image in ``mime``, or with
+  raw = 1 (small rectangles) w * h * 3 bytes of RGB. A frame carries only what changed since the
+  frame the tab was sent last; the next one goes out after the tab acks this one (latest wins).
+  Text JSON: ``{"type": "seq"|"info"|"error"|"camera", ...}``; ``seq``: inputs up to ``seq`` are
+  shown (they changed nothing, or their frame is the one the tab has).
+
+Acks are never rate-limited (a dropped ack would stall the tab's frames for ack_timeout_s).
 
 Security (docs/web.md): every request needs the token (``?token=`` once, then the cookie set by the
 page); WebSocket and upload requests must come from the page's own origin; messages, camera frames
@@ -20,10 +25,12 @@ dropped with a log line and the connection goes on. No request names a server pa
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import json
 import logging
+import math
 import re
 import secrets
 import struct
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 COOKIE = "dvis_token"
 FORMATS = {"jpeg": (".jpg", "image/jpeg"), "webp": (".webp", "image/webp"), "png": (".png", "image/png")}
 STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
+IDLE_CHECK_S = 0.5  # settled and no camera: how often the frame loop looks anyway (acks that timed out)
 
 
 @dataclass(frozen=True)
@@ -103,41 +111,80 @@ def pack(kind: bytes, header: dict, payload: bytes) -> bytes:
     return kind + struct.pack(">I", len(head)) + head + payload
 
 
-def changed_rects(base: np.ndarray | None, canvas: np.ndarray,
-                  panes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+Rect = tuple[int, int, int, int]  # (top, left, height, width)
+
+RAW_MAX_PIXELS = 4096  # a changed rectangle this small goes raw (RGB bytes): no encode, no decode
+
+
+def regions(h: int, w: int, panes: list[Rect]) -> list[Rect]:
+    """The panes (clipped to the canvas) plus the parts of the canvas outside every pane, as
+    rectangles: together they cover the canvas, so comparing each finds every change."""
+    panes = [(t, l, min(ph, h - t), min(pw, w - l)) for t, l, ph, pw in panes if t < h and l < w]
+    ys = sorted({0, h, *(v for t, _, ph, _ in panes for v in (t, t + ph))})
+    xs = sorted({0, w, *(v for _, l, _, pw in panes for v in (l, l + pw))})
+    out = []
+    for y0, y1 in zip(ys, ys[1:]):  # the grid the pane edges make: a cell is inside a pane or outside all
+        for x0, x1 in zip(xs, xs[1:]):
+            if not any(t <= y0 and y1 <= t + ph and l <= x0 and x1 <= l + pw for t, l, ph, pw in panes):
+                out.append((y0, x0, y1 - y0, x1 - x0))
+    return panes + out
+
+
+def changed_rects(base: np.ndarray | None, canvas: np.ndarray, areas: list[Rect]) -> list[Rect]:
     """(top, left, height, width) rectangles covering every pixel where ``canvas`` differs from
-    ``base``: the changed part of each pane, plus one for changes outside the panes. The whole canvas
-    when there is no base of the same size."""
+    ``base``: the bounding box of the changes inside each of ``areas`` (:func:`regions`: panes and
+    the gaps between them). The whole canvas when there is no base of the same size."""
     h, w = canvas.shape[:2]
     if base is None or base.shape != canvas.shape:
         return [(0, 0, h, w)]
-    # Rows x (columns * 3): reductions over a last axis of 3 are very slow in numpy.
-    diff = cv2.absdiff(base, canvas).reshape(h, w * 3)
     rects = []
-
-    def bbox(t: int, l: int, sub: np.ndarray) -> None:
-        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0)) // 3
-        if rows.size:
-            rects.append((t + int(rows[0]), l + int(cols[0]), int(rows[-1] - rows[0]) + 1,
-                          int(cols[-1] - cols[0]) + 1))
-
-    for t, l, ph, pw in panes:
-        bbox(t, l, diff[t:t + ph, 3 * l:3 * (l + pw)])
-        diff[t:t + ph, 3 * l:3 * (l + pw)] = 0
-    bbox(0, 0, diff)  # changes outside the panes, e.g. the gaps between them under the help overlay
+    for t, l, ah, aw in areas:
+        # Rows x (columns * 3), a view: one channel for OpenCV, which compares and boxes in one pass each.
+        a = base[t:t + ah, l:l + aw].reshape(ah, aw * 3)
+        b = canvas[t:t + ah, l:l + aw].reshape(ah, aw * 3)
+        if cv2.norm(a, b, cv2.NORM_INF) == 0:
+            continue
+        x, y, bw, bh = cv2.boundingRect(cv2.absdiff(a, b))
+        rects.append((t + y, l + x // 3, bh, (x + bw - 1) // 3 - x // 3 + 1))
     return rects
 
 
-def encode_delta(base: np.ndarray | None, canvas: np.ndarray, panes, fmt: str,
+def merge_rects(rects: list[Rect], areas: list[Rect]) -> list[Rect]:
+    """One bounding rectangle per area for ``rects`` gathered over several frames (each rect lies in
+    one area, as :func:`changed_rects` makes them); a rect in no area (the whole canvas) stays."""
+    boxes: dict[int, Rect] = {}
+    loose = False
+    for r in rects:
+        t, l, h, w = r
+        i = next((i for i, (at, al, ah, aw) in enumerate(areas)
+                  if at <= t and t + h <= at + ah and al <= l and l + w <= al + aw), None)
+        if i is None:
+            loose = True
+        elif i in boxes:
+            bt, bl, bh, bw = boxes[i]
+            top, left = min(t, bt), min(l, bl)
+            boxes[i] = (top, left, max(t + h, bt + bh) - top, max(l + w, bl + bw) - left)
+        else:
+            boxes[i] = r
+    if loose:  # the whole canvas (a first frame, a new size): one box around everything
+        top, left = min(r[0] for r in rects), min(r[1] for r in rects)
+        return [(top, left, max(r[0] + r[2] for r in rects) - top, max(r[1] + r[3] for r in rects) - left)]
+    return [boxes[i] for i in sorted(boxes)]
+
+
+def encode_delta(canvas: np.ndarray, rects: list[Rect], fmt: str,
                  quality: int) -> tuple[list[list[int]], bytes]:
-    """The frame a tab needs to turn ``base`` (what it shows) into ``canvas``: rectangles
-    [x, y, w, h, nbytes] and their images concatenated."""
-    rects, parts = [], []
-    for t, l, h, w in changed_rects(base, canvas, panes):
-        data = encode(canvas[t:t + h, l:l + w], fmt, quality)
-        rects.append([l, t, w, h, len(data)])
+    """The images of ``rects`` of ``canvas``: header entries [x, y, w, h, nbytes, raw] and the
+    images concatenated. Small rectangles (<= RAW_MAX_PIXELS) are raw RGB bytes (raw = 1), the
+    others images in ``fmt`` (raw = 0)."""
+    entries, parts = [], []
+    for t, l, h, w in rects:
+        sub = canvas[t:t + h, l:l + w]
+        raw = h * w <= RAW_MAX_PIXELS
+        data = sub.tobytes() if raw else encode(sub, fmt, quality)
+        entries.append([l, t, w, h, len(data), int(raw)])
         parts.append(data)
-    return rects, b"".join(parts)
+    return entries, b"".join(parts)
 
 
 class RateLimit:
@@ -166,85 +213,73 @@ class RateLimit:
         return False
 
 
+class Pacer:
+    """At most one frame per ``period`` seconds. Only frames actually produced count, not the checks
+    that found nothing new, so an input after a quiet spell is drawn at once."""
+
+    def __init__(self, period: float):
+        self.period, self.last = period, -math.inf
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before the next frame may be produced (0: now)."""
+        return max(0.0, self.last + self.period - now)
+
+    def produced(self, now: float) -> None:
+        self.last = now
+
+
 class Client:
-    """One connected tab: its socket, the newest frame waiting for it (latest wins) and its input seq."""
+    """One connected tab: its socket, what goes out to it (in order) and its frame bookkeeping.
 
-    def __init__(self, ws: WebSocket, config: WebConfig, number: int, session: Session | None = None):
-        self.ws, self.number, self.session = ws, number, session
-        self.config = config
-        self.base: np.ndarray | None = None  # the canvas this tab shows (what the next delta is against)
+    The frame fields are the core thread's: the changes the tab has not been sent yet (``dirty``),
+    whether it needs the whole canvas, how many frames went out; the event loop only counts acks."""
+
+    def __init__(self, ws: WebSocket, config: WebConfig, number: int):
+        self.ws, self.number, self.config = ws, number, config
+        self.outbox: collections.deque[tuple[str, object]] = collections.deque()  # ("text"|"bytes", data)
         self.wake = asyncio.Event()
-        self.frame: tuple[dict, np.ndarray] | None = None  # newest unsent (header, canvas); a newer one replaces it
-        self.told_settled = False  # the settled flag the tab last got
-        self.texts: list[dict] = []  # small JSON messages (bounded)
-        self.files: list[bytes] = []  # screenshots to download (bounded)
-        self.acked_at: float | None = 0.0  # None while a frame is in flight (sent, not drawn yet)
-        self.seq = 0  # last input seq of this tab applied to the core
-        self.told_seq = 0  # last seq a frame or a seq message carries to the tab
         self.limit = RateLimit(config.max_messages_per_s)
-        self.ack_timeout = config.ack_timeout_s
         self.camera_frame: tuple[int, np.ndarray] | None = None
+        self.seq = 0  # last input seq of this tab applied to the core (core thread)
+        # core thread:
+        self.need_full = True  # a new tab, or one whose page lost track: the whole canvas next
+        self.dirty: list[Rect] = []  # changed since the last frame sent to it
+        self.frame_seq = 0  # last input of this tab the shown canvas reflects
+        self.told_seq, self.told_settled = 0, None  # what the tab was last told
+        self.sent, self.sent_at = 0, 0.0  # frames sent, when the last one went
+        # event loop:
+        self.acked = 0  # frames the page drew (never more than were sent)
+        self.flush_queued = False
 
-    def offer(self, header: dict, canvas: np.ndarray) -> None:
-        self.frame = (header, canvas)
-        self.told_seq, self.told_settled = max(self.told_seq, header["seq"]), header["settled"]
+    def in_flight(self, now: float) -> bool:
+        """A frame was sent and not drawn yet (given up on after ack_timeout_s)."""
+        return self.acked < self.sent and now - self.sent_at < self.config.ack_timeout_s
+
+    def push(self, kind: str, data) -> None:
+        """Queue a message (event loop). Texts and files are bounded: a tab that reads nothing loses them."""
+        if kind != "frame":
+            if sum(k == kind for k, _ in self.outbox) >= (32 if kind == "text" else 4):
+                return
+        self.outbox.append((kind, data))
         self.wake.set()
-
-    def unchanged(self, seq: int, settled: bool) -> None:
-        """Inputs up to ``seq`` were applied without changing the canvas (or the worker settled on the
-        same canvas): tell the tab, in the waiting frame's header if there is one (it stays in order)."""
-        if self.frame is not None:
-            header = self.frame[0]
-            header["seq"], header["settled"] = max(header["seq"], seq), settled
-        elif seq > self.told_seq or settled != self.told_settled:
-            self.say({"type": "seq", "seq": seq, "settled": settled})
-        self.told_seq, self.told_settled = max(self.told_seq, seq), settled
 
     def say(self, message: dict) -> None:
-        if len(self.texts) < 32:
-            self.texts.append(message)
-        self.wake.set()
+        self.push("text", json.dumps(message))
 
     def send_file(self, data: bytes) -> None:
-        if len(self.files) < 4:
-            self.files.append(data)
-        self.wake.set()
-
-    def can_send_frame(self) -> bool:
-        return self.acked_at is not None or time.monotonic() - self._sent_at > self.ack_timeout
+        self.push("file", data)
 
     async def run_sender(self) -> None:
-        """Send what is waiting: text messages at once, a frame when the previous one was drawn."""
-        self._sent_at = 0.0
+        """Send what is queued, in order (frames are gated by acks where they are made)."""
         while True:
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=self.ack_timeout)
-            except asyncio.TimeoutError:
-                pass
+            await self.wake.wait()
             self.wake.clear()
-            while self.texts:
-                await self.ws.send_text(json.dumps(self.texts.pop(0)))
-            while self.files:
-                await self.ws.send_bytes(self.files.pop(0))
-            if self.frame is not None and self.can_send_frame():
-                (header, canvas), self.frame = self.frame, None
-                self.acked_at, self._sent_at = None, time.monotonic()
-                rects, payload = await asyncio.get_running_loop().run_in_executor(None, self._delta, canvas)
-                self.base = canvas
-                await self.ws.send_bytes(pack(b"F", {**header, "rects": rects}, payload))
-
-    def _delta(self, canvas: np.ndarray) -> tuple[list[list[int]], bytes]:
-        start = time.thread_time()
-        out = encode_delta(self.base, canvas, self.session.panes if self.session else [],
-                           self.config.frame_format, self.config.quality)
-        if self.session is not None:
-            self.session.web_seconds += time.thread_time() - start
-            self.session.frame_bytes += len(out[1])
-        return out
-
-    def ack(self) -> None:
-        self.acked_at = time.monotonic()
-        self.wake.set()
+            while self.outbox:
+                kind, data = self.outbox.popleft()
+                if kind == "text":
+                    await self.ws.send_text(data)
+                else:
+                    await self.ws.send_bytes(data)
 
 
 class BrowserCamera:
@@ -263,7 +298,11 @@ class BrowserCamera:
 
 
 class Session:
-    """The one shared view: a Toolbox core run on one thread, its frames sent to every tab."""
+    """The one shared view: a Toolbox core run on one thread, its frames sent to every tab.
+
+    The core thread applies inputs, renders, compares the canvas with the one last produced and
+    encodes each tab's frame; the event loop only moves messages. A key is one hop: press, render
+    and encode in one core call when the pacer allows a frame."""
 
     def __init__(self, make_toolbox, config: WebConfig):
         self.config = config
@@ -274,20 +313,27 @@ class Session:
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
+        self.pacer = Pacer(1.0)
+        self._busy = True  # the worker, the loader or the camera may change the canvas: poll each period
         self._last_key = None
-        self._last_canvas: np.ndarray | None = None
+        self._shown: np.ndarray | None = None  # the canvas as of the last frame produced
+        self._shown_settled = False
         self._input_from: Client | None = None  # the tab whose input is being applied
         self._numbers = 0
         self.uploads = 0
         self.frames = 0
         self.frame_bytes = 0
         self.web_seconds = 0.0  # CPU spent comparing and encoding frames (what the window does not do)
-        self.panes: list[tuple[int, int, int, int]] = []
+        self.panes: list[Rect] = []
+        self.areas: list[Rect] = []
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.tb = await self.loop.run_in_executor(self.core, self._build)
         self.panes = list(self.tb.panes.values())
+        h, w = self.tb.canvas.shape[:2]
+        self.areas = regions(h, w, self.panes)
+        self.pacer = Pacer(1.0 / max(1.0, self.tb.settings.max_fps))
         self._task = asyncio.create_task(self._frames())
 
     def _build(self):
@@ -304,6 +350,10 @@ class Session:
         """Run ``fn(*args)`` on the core thread."""
         return await self.loop.run_in_executor(self.core, fn, *args)
 
+    def _to_tab(self, client: Client, kind: str, data) -> None:
+        """Core thread: queue a message for ``client`` (in order with everything else it gets)."""
+        self.loop.call_soon_threadsafe(client.push, kind, data)
+
     # ---------------------------------------------------------------- inputs (core thread)
 
     def _open_camera(self, camera_id: int, mirror: bool) -> BrowserCamera:
@@ -311,11 +361,11 @@ class Session:
         if client is None or client not in self.clients:
             raise DvisError("no browser tab to take the camera from")
         h, w = self.tb.model.input_size
-        self.loop.call_soon_threadsafe(client.say, {"type": "camera", "on": True, "mirror": mirror,
-                                                    "size": [h, w]})
+        self._to_tab(client, "text", json.dumps({"type": "camera", "on": True, "mirror": mirror, "size": [h, w]}))
         return BrowserCamera(self, client)
 
-    def _key(self, client: Client, name: str, seq: int) -> bytes | None:
+    def _key(self, client: Client, name: str, seq: int, clients: tuple[Client, ...]) -> bytes | None:
+        """Press key ``name``, then (when the pacer allows) produce the frame showing it at once."""
         self._input_from = client
         try:
             effects = self.tb.press(name)
@@ -327,11 +377,13 @@ class Session:
             self.tb.message = "screenshot downloaded"
             stamp = time.strftime("%Y%m%d-%H%M%S")
             return pack(b"S", {"name": f"dvis-{stamp}.png", "mime": "image/png"}, self.tb.png())
+        self._produce_if_due(clients)
         return None
 
-    def _click(self, client: Client, x: int, y: int, seq: int) -> None:
+    def _click(self, client: Client, x: int, y: int, seq: int, clients: tuple[Client, ...]) -> None:
         self.tb.click(x, y)
         client.seq = max(client.seq, seq)
+        self._produce_if_due(clients)
 
     def _camera_failed(self, text: str) -> None:
         self.tb.message = f"browser camera: {text}"[:200]
@@ -344,34 +396,84 @@ class Session:
         self.uploads += 1
         self.tb.add_image(name, frame)
 
-    # ---------------------------------------------------------------- frames
+    # ---------------------------------------------------------------- frames (core thread)
 
     def _revision(self):
         tb = self.tb
         out = tb.worker.output
         return (tb.state, id(out), tb.loader.version, tb.message, tb.frame_id, tb.worker.busy)
 
-    def _produce(self) -> tuple[np.ndarray | None, bool, dict]:
-        """Core thread: update; when anything shown may have changed, render. Returns (a copy of the
-        canvas, or None when it did not change, settled, each tab's last input applied before it).
-        Each tab's sender encodes what it lacks."""
+    def _produce_if_due(self, clients: tuple[Client, ...]) -> None:
+        if self.pacer.delay(time.monotonic()) == 0:
+            self._produce(clients)
+
+    def _produce(self, clients: tuple[Client, ...]) -> None:
+        """Update; when anything shown may have changed, render and compare with the canvas last
+        produced; then send each tab of ``clients`` (the event loop's snapshot) what it lacks."""
         # Inputs are applied on this thread too, so these are exactly the inputs this frame shows.
-        seqs = {c: c.seq for c in list(self.clients)}
+        seqs = [c.seq for c in clients]
         tb = self.tb
         tb.update()
         rev = self._revision()
-        if rev == self._last_key:
-            return None, self.settled(), seqs
-        self._last_key = rev
-        canvas = tb.render()
-        start = time.thread_time()  # what the web adds to the window's loop: compare, copy, encode
-        if self._last_canvas is not None and np.array_equal(canvas, self._last_canvas):
+        rects: list[Rect] = []
+        if rev != self._last_key:
+            self._last_key = rev
+            canvas = tb.render()
+            start = time.thread_time()  # what the web adds to the window's loop: compare, copy, encode
+            rects = changed_rects(self._shown, canvas, self.areas)
+            if rects:
+                if self._shown is None or self._shown.shape != canvas.shape:
+                    self._shown = canvas.copy()
+                else:
+                    for t, l, h, w in rects:
+                        self._shown[t:t + h, l:l + w] = canvas[t:t + h, l:l + w]
+                self.frames += 1
+                self.pacer.produced(time.monotonic())
+                tb.tick()
             self.web_seconds += time.thread_time() - start
-            return None, self.settled(), seqs
-        self._last_canvas = canvas.copy()  # frames are immutable from here: tabs encode from them
+        self._shown_settled = settled = self.settled()
+        self._busy = not settled or tb.state.camera
+        for c, seq in zip(clients, seqs):
+            c.frame_seq = max(c.frame_seq, seq)
+            c.dirty += rects
+        self._serve(clients)
+
+    def _serve(self, clients) -> None:
+        """Send each tab that has no frame in flight the changes it lacks (one encoding per distinct
+        set of rectangles), or, when nothing changed, the inputs it sent that are now shown."""
+        if self._shown is None:
+            return
+        start = time.thread_time()
+        now = time.monotonic()
+        encoded: dict[tuple, tuple[list, bytes]] = {}
+        settled, (h, w) = self._shown_settled, self._shown.shape[:2]
+        for c in clients:
+            if c.in_flight(now):
+                continue  # its dirty rectangles wait for the ack: the newest canvas then
+            if c.need_full or c.dirty:
+                rects = tuple([(0, 0, h, w)] if c.need_full else merge_rects(c.dirty, self.areas))
+                if rects not in encoded:
+                    encoded[rects] = encode_delta(self._shown, list(rects), self.config.frame_format,
+                                                  self.config.quality)
+                    self.frame_bytes += len(encoded[rects][1])
+                entries, payload = encoded[rects]
+                header = {"w": w, "h": h, "mime": FORMATS[self.config.frame_format][1], "seq": c.frame_seq,
+                          "settled": settled, "n": self.frames, "rects": entries}
+                c.need_full, c.dirty = False, []
+                c.sent, c.sent_at = c.sent + 1, now
+                self._to_tab(c, "frame", pack(b"F", header, payload))
+            elif c.frame_seq > c.told_seq or settled != c.told_settled:
+                self._to_tab(c, "text", json.dumps({"type": "seq", "seq": c.frame_seq, "settled": settled}))
+            c.told_seq, c.told_settled = c.frame_seq, settled
         self.web_seconds += time.thread_time() - start
-        tb.tick()
-        return self._last_canvas, self.settled(), seqs
+
+    def _flush(self, client: Client) -> None:
+        """Core thread, after an ack: the tab may take the changes that piled up meanwhile."""
+        client.flush_queued = False
+        self._serve((client,))
+
+    def _want_full(self, client: Client) -> None:
+        client.need_full = True
 
     def settled(self) -> bool:
         tb = self.tb
@@ -380,45 +482,32 @@ class Session:
                 (tb.frame is None or (out is not None and out.job.key == tb.job().key)))
 
     async def _frames(self) -> None:
-        period = 1.0 / max(1.0, self.tb.settings.max_fps)
-        last = 0.0
+        """Produce a frame when woken (an input) or, while the worker, the loader or the camera may
+        still change the canvas, every period; otherwise only an idle check now and then (acks that
+        timed out)."""
         while True:
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=period)
+                await asyncio.wait_for(self.wake.wait(), timeout=self.pacer.period if self._busy else IDLE_CHECK_S)
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
             if not self.clients:
                 continue
-            wait = last + period - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            last = time.monotonic()
+            delay = self.pacer.delay(time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
             try:
-                canvas, settled, seqs = await self.call(self._produce)
+                await self.call(self._produce, tuple(self.clients))
             except Exception:  # a render failure must not stop the stream
                 log.exception("frame failed")
-                continue
-            if canvas is None:
-                for c, seq in seqs.items():
-                    c.unchanged(seq, settled)
-                continue
-            mime = FORMATS[self.config.frame_format][1]
-            self.frames += 1
-            h, w = canvas.shape[:2]
-            for c in list(self.clients):
-                c.offer({"w": w, "h": h, "mime": mime, "seq": seqs.get(c, 0), "settled": settled,
-                         "n": self.frames}, canvas)
 
     # ---------------------------------------------------------------- one tab
 
     async def serve(self, ws: WebSocket) -> None:
         self._numbers += 1
-        client = Client(ws, self.config, self._numbers, self)
+        client = Client(ws, self.config, self._numbers)
         self.clients.add(client)
-        self._last_key = None  # a new tab needs the current frame
-        self._last_canvas = None
-        self.wake.set()
+        self.wake.set()  # it needs the whole canvas
         sender = asyncio.create_task(client.run_sender())
         receiver = asyncio.create_task(self._receive(client))
         try:
@@ -439,19 +528,34 @@ class Session:
             msg = await client.ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
+            await self.handle(client, msg)
+
+    async def handle(self, client: Client, msg: dict) -> None:
+        """One message from a tab: acks always count (dropping one would stall that tab's frames
+        for ack_timeout_s); anything else over the tab's rate limit is dropped."""
+        try:
+            text = msg.get("text") if msg.get("bytes") is None else None
+            if text is not None and text.startswith("{") and len(text) < 64 and _is_ack(text):
+                self._ack(client)
+                return
             if not client.limit.allow():
                 if client.limit.should_log():
                     log.warning("tab %d: too many messages, dropped %d", client.number, client.limit.dropped)
                     client.say({"type": "error", "text": "too many messages: some were dropped"})
-                continue
-            try:
-                if msg.get("bytes") is not None:
-                    await self._binary(client, msg["bytes"])
-                else:
-                    await self._text(client, msg.get("text") or "")
-            except DvisError as exc:
-                log.warning("tab %d: dropped a message: %s", client.number, exc)
-                client.say({"type": "error", "text": str(exc)})
+                return
+            if text is None:
+                await self._binary(client, msg.get("bytes") or b"")
+            else:
+                await self._text(client, text)
+        except DvisError as exc:
+            log.warning("tab %d: dropped a message: %s", client.number, exc)
+            client.say({"type": "error", "text": str(exc)})
+
+    def _ack(self, client: Client) -> None:
+        client.acked = min(client.acked + 1, client.sent)
+        if not client.flush_queued:  # one core call however many acks come meanwhile
+            client.flush_queued = True
+            self.loop.run_in_executor(self.core, self._flush, client)
 
     async def _binary(self, client: Client, data: bytes) -> None:
         if data[:1] != b"C":
@@ -482,28 +586,37 @@ class Session:
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise DvisError("seq is not an integer")
         if kind == "ack":
-            client.ack()
+            self._ack(client)
         elif kind == "full":
-            client.base = None  # the next frame is the whole canvas
+            self.loop.run_in_executor(self.core, self._want_full, client)  # before the ack that follows it
         elif kind == "key":
             name = msg.get("key")
             if not isinstance(name, str) or not is_key_name(name):
                 raise DvisError(f"not a key name: {str(name)[:20]!r}")
-            shot = await self.call(self._key, client, name, seq)
+            shot = await self.call(self._key, client, name, seq, tuple(self.clients))
             if shot is not None:
                 client.send_file(shot)
-            self.wake.set()
+            self.wake.set()  # the worker's result, unit images and a frame the pacer held back
         elif kind == "click":
             x, y = msg.get("x"), msg.get("y")
             if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100_000 for v in (x, y)):
                 raise DvisError("click needs integer x and y")
-            await self.call(self._click, client, x, y, seq)
+            await self.call(self._click, client, x, y, seq, tuple(self.clients))
             self.wake.set()
         elif kind == "camera_error":
             await self.call(self._camera_failed, str(msg.get("text", "not available")))
             self.wake.set()
         else:
             raise DvisError(f"unknown message type {str(kind)[:20]!r}")
+
+
+def _is_ack(text: str) -> bool:
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and msg.get("t") == "ack" and len(msg) == 1
+
 
 
 # -------------------------------------------------------------------- HTTP

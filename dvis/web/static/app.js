@@ -60,13 +60,21 @@
     stats.ackedSeq = Math.max(stats.ackedSeq, seq);
   }
 
+  function rgba(rgb, w, h) {
+    const img = new ImageData(w, h), out = img.data;
+    for (let i = 0, j = 0; i < rgb.length; i += 3, j += 4) {
+      out[j] = rgb[i]; out[j + 1] = rgb[i + 1]; out[j + 2] = rgb[i + 2]; out[j + 3] = 255;
+    }
+    return img;
+  }
+
   async function onBinary(buf) {
     const view = new DataView(buf);
     const kind = String.fromCharCode(view.getUint8(0));
     const len = view.getUint32(1);
     const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 5, len)));
-    const blob = new Blob([new Uint8Array(buf, 5 + len)], {type: header.mime});
     if (kind === "S") {
+      const blob = new Blob([new Uint8Array(buf, 5 + len)], {type: header.mime});
       const a = document.createElement("a");
       a.href = URL.createObjectURL(blob);
       a.download = header.name;
@@ -78,19 +86,26 @@
       return;
     }
     try {
-      // Only the rectangles that changed since the last frame drawn here (the whole canvas at first).
+      // Only the rectangles that changed since the last frame sent here (the whole canvas at first):
+      // images decoded off the main thread, small ones raw RGB (no decode at all).
+      const data = new Uint8Array(buf, 5 + len);
       let offset = 0;
-      const parts = header.rects.map(([x, y, w, h, n]) => {
-        const part = blob.slice(offset, offset + n, header.mime);
+      const parts = header.rects.map(([x, y, w, h, n, raw]) => {
+        const start = offset;
         offset += n;
+        if (raw) return [x, y, rgba(data.subarray(start, start + n), w, h)];
+        const part = new Blob([data.subarray(start, start + n)], {type: header.mime});
         return createImageBitmap(part, {colorSpaceConversion: "none", premultiplyAlpha: "none"})
           .then((bmp) => [x, y, bmp]);
       });
-      const bitmaps = await Promise.all(parts);
+      const images = await Promise.all(parts);
       if (canvas.width !== header.w || canvas.height !== header.h) {
         canvas.width = header.w; canvas.height = header.h; fit();
       }
-      for (const [x, y, bmp] of bitmaps) { ctx.drawImage(bmp, x, y); bmp.close(); }
+      for (const [x, y, img] of images) {
+        if (img instanceof ImageData) ctx.putImageData(img, x, y);
+        else { ctx.drawImage(img, x, y); img.close(); }
+      }
       stats.frames += 1;
       stats.bytes += buf.byteLength;
       stats.header = header;
