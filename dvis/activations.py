@@ -28,6 +28,7 @@ def capture(
     detached: Iterable[str] = (),
     attached: Iterable[str] = (),
     required: bool = True,
+    grad_until: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Run the net on ``x`` once and return ``(detached_values, attached_values)``.
 
@@ -36,6 +37,9 @@ def capture(
     change the stored tensor or its graph (gradients w.r.t. it are w.r.t. the layer's output).
     A layer the forward never reaches raises :class:`DvisError`, or is skipped with a warning when
     ``required`` is False and it is only in ``detached`` (GoogLeNet's aux heads in eval mode).
+    ``grad_until``: once that layer's output is captured, autograd stops recording for the rest of
+    the forward (grad mode is thread-local), so a backward from it keeps only the graph up to it and
+    later layers come without graph (their values do not change). The caller's grad mode is restored.
     Hooks only act in the calling thread and are removed even when the forward raises. Names must
     already be checked; ``x`` must already be on the net's device.
     """
@@ -63,8 +67,11 @@ def capture(
                 graph[name] = output
         if len(seen) == len(wanted):
             raise _StopForward
+        if name == grad_until:
+            torch.set_grad_enabled(False)  # nothing after it is on the way back
         return output.clone() if name in attached else None
 
+    grad_mode = torch.is_grad_enabled()
     try:
         with forward_hooks(net, wanted, hook):
             net(x)
@@ -76,6 +83,8 @@ def capture(
         raise DvisError(
             f"forward pass failed for input {shape} (expected {describe_input(model_or_net)}): {first}"
         ) from err
+    finally:
+        torch.set_grad_enabled(grad_mode)
     missing = sorted(name for name in wanted if name not in seen)
     if missing and (required or attached & set(missing)):
         raise DvisError(f"layer(s) {', '.join(missing)} not reached in the forward pass")

@@ -261,7 +261,7 @@ def _seeds(value: torch.Tensor, units: torch.Tensor, at) -> torch.Tensor:
 
 
 def _layout(model_or_net, layer: str, x: torch.Tensor) -> LayerGeometry | None:
-    """The layer's geometry where its values are not channels-first (hwc, tokens), else None.
+    """The layer's geometry where its values are not channels-first (hwc, tokens, partitioned), else None.
 
     Taken at the model's input size (a plain net: ``x``'s), so crops of other sizes reuse it."""
     if x.dim() != 4:
@@ -271,7 +271,7 @@ def _layout(model_or_net, layer: str, x: torch.Tensor) -> LayerGeometry | None:
         geom = model_geometry(model_or_net, size, channels=x.shape[1])[layer]
     except DvisError:  # no geometry at that size: the values are taken as channels-first
         return None
-    return geom if geom.layout in ("hwc", "tokens") else None
+    return geom if geom.reordered else None
 
 
 def _layer_seeds(value: torch.Tensor, units: torch.Tensor, at, geom: LayerGeometry | None) -> torch.Tensor:
@@ -414,7 +414,9 @@ def forward_and_back(
     Forward values are the same in every mode. ``diffs`` holds the backward signal (gradient
     w.r.t. the layer's output) at each of ``diff_layers``; zeros where the layer is not on the
     way back (e.g. past ``back_layer``). ``back_layer=None`` runs the forward only. ``rectify``:
-    ``"all"`` or ``"relu"`` (see :func:`backproject_batch`).
+    ``"all"`` or ``"relu"`` (see :func:`backproject_batch`). Autograd records the forward only up to
+    ``back_layer`` (:func:`dvis.activations.capture`'s ``grad_until``): the layers after it, needed
+    for their values only, hold no graph.
     """
     layers = check_layers(model_or_net, layers)
     if back_layer is None:
@@ -431,16 +433,20 @@ def forward_and_back(
     with frozen_params(as_net(model_or_net)):
         with back_mode, torch.enable_grad():
             values, graph = capture(
-                model_or_net, xx, detached=layers, attached=[back_layer, *diff_layers], required=False
+                model_or_net, xx, detached=layers, attached=[back_layer, *diff_layers], required=False,
+                grad_until=back_layer,
             )
         value = graph[back_layer]
         if not value.requires_grad:
             raise DvisError(f"layer {back_layer!r} does not depend on the input")
         seeds = _layer_seeds(value.detach(), units, at, _layout(model_or_net, back_layer, x))
-        wrt = [xx] + [graph[name] for name in diff_layers]
-        grads = torch.autograd.grad(value, wrt, seeds, allow_unused=True, materialize_grads=True)
+        # Diff layers reached after back_layer have no graph: off the way back, their diffs are zero.
+        on_path = [name for name in diff_layers if graph[name].requires_grad]
+        grads = torch.autograd.grad(value, [xx] + [graph[name] for name in on_path], seeds,
+                                    allow_unused=True, materialize_grads=True)
+    diffs = dict(zip(on_path, grads[1:]))
     return VisResult(
         {name: values[name] for name in layers if name in values},
         grads[0],
-        dict(zip(diff_layers, grads[1:])),
+        {name: diffs[name] if name in diffs else torch.zeros_like(graph[name]) for name in diff_layers},
     )

@@ -1,4 +1,5 @@
-"""Keeping the heap from holding freed memory in long-running toolbox sessions (glibc).
+"""Keeping the heap from holding freed memory in long-running toolbox sessions (glibc), and the
+process's resident size (what the toolbox's memory budget is relative to).
 
 Every toolbox frame allocates and frees canvases, pane images and tensors of a few MB. glibc's
 malloc keeps such freed blocks in its arenas (its mmap threshold grows to 32 MB once a large block
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from functools import lru_cache
 
@@ -45,3 +47,19 @@ def release_free_heap() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+def resident_bytes() -> int | None:
+    """The process's resident set size now (Linux ``/proc/self/statm``), else its peak so far
+    (``getrusage``), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere

@@ -145,6 +145,40 @@ def test_forward_and_back_matches_separate_calls():
     torch.testing.assert_close(forward_only.activations["conv3"], expected["conv3"])
 
 
+@pytest.mark.parametrize("grad_before", [True, False])
+def test_forward_and_back_records_no_graph_after_the_back_layer(grad_before):
+    """Layers after back_layer run with autograd off (only their values are needed); the input gradient
+    and the diffs are those of a full-graph autograd backward, and the caller's grad mode is restored."""
+    net = small_sequential()
+    model = fake_loaded(net, ["conv1", "conv2", "conv3"], size=(10, 10))
+    x = torch.randn(1, 3, 10, 10)
+    grad_on = {}
+
+    def note(name):
+        def hook(module, args, output):
+            grad_on.setdefault(name, torch.is_grad_enabled())
+        return hook
+
+    hooks = [getattr(net, n).register_forward_hook(note(n)) for n in ("conv1", "conv2", "relu2", "conv3")]
+    with torch.set_grad_enabled(grad_before):
+        result = forward_and_back(model, x, model.layers, "conv2", 3, "grad", "max", diff_layers=["conv1", "conv3"])
+        assert torch.is_grad_enabled() is grad_before
+    for h in hooks:
+        h.remove()
+    assert grad_on == {"conv1": True, "conv2": True, "relu2": False, "conv3": False}
+    xx = x.clone().requires_grad_(True)  # the reference: plain autograd through the whole net
+    c1 = net.conv1(xx)
+    c2 = net.conv2(net.pool1(net.relu1(c1.clone())))
+    net.conv3(net.relu2(c2))
+    seed = torch.zeros_like(c2)
+    seed[0, 3].view(-1)[c2[0, 3].argmax()] = 1
+    ref_x, ref_c1 = torch.autograd.grad(c2, [xx, c1], seed)
+    torch.testing.assert_close(result.input_grad, ref_x)
+    torch.testing.assert_close(result.diffs["conv1"], ref_c1)
+    assert result.diffs["conv3"].shape == (1, 6, 5, 5) and torch.count_nonzero(result.diffs["conv3"]) == 0
+    torch.testing.assert_close(result.activations["conv3"], activations(model, x)["conv3"])
+
+
 def test_model_left_as_it_was_also_after_errors():
     net = small_sequential()
     net.conv1.weight.requires_grad_(False)

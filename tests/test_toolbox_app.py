@@ -63,6 +63,30 @@ def test_b_turns_on_back_projection_and_e_changes_image(tb):
     assert not np.array_equal(tiles, layers0)
 
 
+def test_above_the_memory_budget_a_pass_keeps_only_the_shown_layers(tmp_path):
+    """all_layers_budget=0: each pass keeps the selected layer and the class output; a layer change
+    recomputes, and every pane shows what the all-layers toolbox shows."""
+    full, lean = make_toolbox(tmp_path / "full"), make_toolbox(tmp_path / "lean", all_layers_budget=0.0)
+    try:
+        assert full.all_layers and not lean.all_layers
+        for keys in ([], ["o", "right"], ["b", "o"], ["a"], ["o", "o", "o", "up", "up"]):
+            press(full, *keys)
+            press(lean, *keys)
+            layer = lean.model.layers[lean.state.layer]
+            assert lean.job().layers == tuple(dict.fromkeys((layer, "fc3")))
+            assert set(lean.worker.output.acts) == set(lean.job().layers)
+            np.testing.assert_array_equal(lean.worker.output.acts[layer], full.worker.output.acts[layer])
+            np.testing.assert_array_equal(lean.worker.output.probs, full.worker.output.probs)
+            if lean.state.back_on:
+                np.testing.assert_array_equal(lean.worker.output.grad, full.worker.output.grad)
+            for name in ("layers", "aux", "input", "back"):  # (the status line shows pass rates)
+                np.testing.assert_array_equal(pane(lean, name), pane(full, name), err_msg=f"{keys} {name}")
+        assert lean.state.layer == 4 and lean.state.on_layer_list
+    finally:
+        full.close()
+        lean.close()
+
+
 def test_unreadable_file_is_skipped_with_message(tb):
     press(tb, "pageup")  # backwards from img1: img10.bmp, then img6.jpg is unreadable -> skipped
     assert tb.state.image == 6 and "img10.bmp" in tb.status_text()

@@ -53,6 +53,9 @@ def test_bad_values_are_reported():
         load_settings(None, {"global_scale": 0})
     with pytest.raises(DvisError, match="back_presets"):
         load_settings(None, {"back_presets": (("deconv", "sharpen"),)})
+    for bad in (-1, "half", float("nan")):
+        with pytest.raises(DvisError, match="all_layers_budget"):
+            load_settings(None, {"all_layers_budget": bad})
 
 
 def test_parse_set_literals_and_strings():

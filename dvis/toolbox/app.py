@@ -20,7 +20,7 @@ import numpy as np
 
 from dvis.errors import DvisError
 from dvis.geometry import model_geometry
-from dvis.memory import map_large_blocks, release_free_heap
+from dvis.memory import map_large_blocks, release_free_heap, resident_bytes
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
@@ -29,7 +29,7 @@ from dvis.toolbox.inputs import Camera, FileSource, model_view
 from dvis.toolbox.settings import Settings
 from dvis.toolbox.state import Geometry, State
 from dvis.toolbox.workers import (Back, ComputeWorker, ImageLoader, Job, NotThere, SpriteKey, UnitImageKey,
-                                  compute, unit_image_loader)
+                                  compute, unit_image_loader, value_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ def style_from(settings: Settings) -> R.Style:
                    rf_box=settings.color_rf_box, positive=settings.color_positive,
                    negative=settings.color_negative,
                    font_size=0.45 * settings.global_scale * settings.font_scale)
+
+
+def keeps_all_layers(values: int, footprint: int | None, budget: float) -> bool:
+    """Whether a pass keeps every layer's values (``values`` bytes) rather than only the layers shown:
+    they fit in ``budget`` times the inference ``footprint`` (bytes; None: unknown, keep all)."""
+    return footprint is None or values <= budget * footprint
 
 
 def display_shape(geom) -> tuple[int, ...]:
@@ -76,6 +82,9 @@ class Toolbox:
         geometry = model_geometry(model)
         self.layer_geometry = {layer: geometry.get(layer) for layer in model.layers}
         self.shapes = {layer: display_shape(g) for layer, g in self.layer_geometry.items()}
+        # Above the budget a pass keeps only what is shown and a layer change recomputes (settings).
+        self.all_layers = keeps_all_layers(value_bytes(self.layer_geometry, model.layers), resident_bytes(),
+                                           settings.all_layers_budget)
         self.rfs = {layer: g.rf if g is not None and g.visualizable and g.spatial else None
                     for layer, g in self.layer_geometry.items()}
         self.disabled = frozenset(i for i, layer in enumerate(model.layers) if self.shapes[layer] == (1,)
@@ -204,7 +213,13 @@ class Toolbox:
             back = Back(self.model.layers[layer], unit, st.back_mode)
         return Job(frame_id=self.frame_id, frame=self.frame, back=back,
                    diff_layer=self.model.layers[st.layer] if st.back_on else None,
-                   checkpoint=st.checkpoint, occlusion=st.occlusion)
+                   checkpoint=st.checkpoint, occlusion=st.occlusion,
+                   layers=None if self.all_layers else self.shown_layers())
+
+    def shown_layers(self) -> tuple[str, ...]:
+        """The layers whose values the panes show: the selected one and the last (class scores)."""
+        layers = self.model.layers
+        return tuple(dict.fromkeys((layers[self.state.layer], layers[-1])))
 
     def settle(self, timeout: float = 120.0) -> None:
         """Headless: update until the worker and the loader have caught up with the state."""

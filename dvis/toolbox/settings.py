@@ -89,6 +89,12 @@ class Settings:
     # browsed; the rest is re-cut from the decoded-sprite cache (dvis.unit_vis). A sprite over the
     # bound (big models' pattern mode) is still kept: the cache always holds its newest entry.
     unit_cache_bytes: int = 16 * 2**20
+    # Each pass keeps every layer's values (a layer change needs no new pass) while they total at most
+    # this fraction of the memory plain inference takes (the process's resident size once the model is
+    # loaded); above it, only the layers shown (the selected one and the class output), and a layer
+    # change costs one forward. 0.25: two frames' values (the one shown while the next is computed)
+    # stay within half the inference footprint (docs/toolbox.md).
+    all_layers_budget: float = 0.25
     occlusion_patch: float = 0.25  # occlusion square side as a fraction of the model input ('x')
     occlusion_steps: int = 12  # occluder positions per side (the map is steps x steps)
 
@@ -151,6 +157,8 @@ def validate(s: Settings) -> None:
         raise DvisError(f"layout lacks panes: {', '.join(sorted(missing))}")
     if s.global_scale <= 0 or s.font_scale <= 0:
         raise DvisError("global_scale and font_scale must be positive")
+    if not isinstance(s.all_layers_budget, (int, float)) or not s.all_layers_budget >= 0:
+        raise DvisError(f"all_layers_budget must be a number >= 0, got {s.all_layers_budget!r}")
     for mode, filt in s.back_presets:
         if mode not in s.back_modes or filt not in s.back_filters:
             raise DvisError(f"back_presets entry ({mode!r}, {filt!r}) is not in back_modes/back_filters")

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import enum
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -38,10 +39,11 @@ class Job:
     diff_layer: str | None = None  # layer whose back diffs to keep
     checkpoint: int = -1  # index into LoadedModel.checkpoints, -1 for the loaded weights
     occlusion: bool = False  # also compute the occlusion map of the top class
+    layers: tuple[str, ...] | None = None  # layers whose values to keep; None: every layer
 
     @property
     def key(self) -> tuple:
-        return (self.frame_id, self.back, self.diff_layer, self.checkpoint, self.occlusion)
+        return (self.frame_id, self.back, self.diff_layer, self.checkpoint, self.occlusion, self.layers)
 
 
 @dataclass
@@ -69,9 +71,16 @@ def class_probs(acts: dict[str, np.ndarray], layers: list[str], n_labels: int) -
     return e / e.sum()
 
 
+def value_bytes(geometry: dict, layers) -> int:
+    """Bytes the float32 values of ``layers`` (first batch item) take, from their geometry."""
+    return sum(4 * math.prod(geometry[k].shape) for k in layers
+               if geometry.get(k) is not None and geometry[k].visualizable)
+
+
 def compute(model, job: Job, settings, geometry: dict | None = None) -> Output:
-    """Run one job on ``model`` (a LoadedModel): one forward capturing every layer, plus one backward
-    when a back-projection is asked for. Pure apart from the model's forward/backward.
+    """Run one job on ``model`` (a LoadedModel): one forward capturing ``job.layers`` (every layer
+    when None), plus one backward when a back-projection is asked for. Pure apart from the model's
+    forward/backward.
 
     With ``geometry`` (layer -> dvis.geometry.LayerGeometry), layers that do not run or have no unit
     layout are skipped and values come as C x H x W maps (channels-last and token layers too, the
@@ -81,7 +90,8 @@ def compute(model, job: Job, settings, geometry: dict | None = None) -> Output:
     from dvis.backproject import forward_and_back
 
     start = time.perf_counter()
-    layers = [k for k in model.layers if geometry is None or (geometry.get(k) and geometry[k].visualizable)]
+    layers = [k for k in (model.layers if job.layers is None else job.layers)
+              if geometry is None or (geometry.get(k) and geometry[k].visualizable)]
     x = model.preprocess(job.frame)
     out = Output(job)
     if job.back is not None:
