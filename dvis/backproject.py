@@ -153,26 +153,88 @@ class _Conv2d(torch.autograd.Function):
         return _conv2d_input_grad(grad, weight, ctx.size, ctx.stride, ctx.padding), None, None, None, None
 
 
-def _fast_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """conv2d through :class:`_Conv2d` where it applies (plain 2-D conv on CPU, only the input needs grad).
+class _Conv2dWeightOnly(torch.autograd.Function):
+    """conv2d (any groups, dilation) keeping only the weight for the backward: the input gradient is
+    autograd's own ``convolution_backward`` for the input alone, which needs the input's shape, not
+    its values (the native conv saves the whole input; depthwise convs in EfficientNets are most of
+    the graph's memory)."""
 
-    Other devices keep the native backward: the gain measured is against the CPU kernel.
-    """
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, stride, padding, dilation, groups):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, ctx.stride, ctx.padding, ctx.dilation, ctx.groups = inputs
+        ctx.size = tuple(x.shape)
+        ctx.save_for_backward(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        gx = torch.nn.grad.conv2d_input(ctx.size, weight, grad, ctx.stride, ctx.padding, ctx.dilation, ctx.groups)
+        return gx, None, None, None, None, None, None
+
+
+def _fast_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d where only the input needs grad: plain 2-D convs on CPU through :class:`_Conv2d`
+    (faster; other devices keep the native kernel, the gain measured is against the CPU one), the
+    rest through :class:`_Conv2dWeightOnly` (same backward, the input not kept)."""
     padding = (0, 0) if padding == "valid" else padding
-    plain = (
-        input.device.type == "cpu" and input.dim() == 4 and groups == 1 and _pair(dilation) == (1, 1)
-        and not isinstance(padding, str)
+    input_only = (
+        input.dim() == 4 and not isinstance(padding, str)
         and input.requires_grad and not weight.requires_grad and (bias is None or not bias.requires_grad)
     )
-    if not plain:
+    if not input_only:
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return _Conv2d.apply(input, weight, bias, _pair(stride), _pair(padding))
+    if input.device.type == "cpu" and groups == 1 and _pair(dilation) == (1, 1):
+        return _Conv2d.apply(input, weight, bias, _pair(stride), _pair(padding))
+    return _Conv2dWeightOnly.apply(input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups)
+
+
+class _FrozenBatchNorm(torch.autograd.Function):
+    """Batch norm with running statistics (eval mode): per channel ``x * scale + shift``, so the
+    backward is ``grad * scale`` and keeps no activation (the native one saves the input)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, mean, var, weight, bias, eps):
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, _, var, weight, _, eps = inputs
+        scale = torch.rsqrt(var + eps)
+        if weight is not None:
+            scale = scale * weight
+        ctx.save_for_backward(scale.view((-1,) + (1,) * (x.dim() - 2)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None, None, None, None, None
+
+
+def _frozen_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+                       momentum=0.1, eps=1e-5):
+    """F.batch_norm through :class:`_FrozenBatchNorm` in eval mode (running statistics, frozen affine)."""
+    frozen = (
+        not training and running_mean is not None and running_var is not None and input.dim() >= 2
+        and input.requires_grad and not any(t is not None and t.requires_grad for t in (weight, bias))
+    )
+    if not frozen:
+        return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _FrozenBatchNorm.apply(input, running_mean, running_var, weight, bias, eps)
 
 
 class _BackMode(TorchFunctionMode):
     """While the forward runs: activations through the deconv/guided Functions (all of
     :data:`dvis.hooks.ACTIVATION_FUNCTIONS`, or ReLU/ReLU6 only with ``rectify="relu"``), conv2d
-    through :class:`_Conv2d`."""
+    through :class:`_Conv2d` / :class:`_Conv2dWeightOnly` and eval-mode batch norm through
+    :class:`_FrozenBatchNorm` (the same backward, less of the forward kept for it)."""
 
     def __init__(self, mode: str, rectify: str):
         super().__init__()
@@ -183,6 +245,8 @@ class _BackMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.conv2d:
             return _fast_conv2d(*args, **kwargs)
+        if func is F.batch_norm:
+            return _frozen_batch_norm(*args, **kwargs)
         act = activation_of(func, args, kwargs) if self.mode != "grad" else None
         if act is None or back_rule(act, self.mode, self.rectify) == "grad":
             return func(*args, **kwargs)

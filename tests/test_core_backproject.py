@@ -179,6 +179,62 @@ def test_forward_and_back_records_no_graph_after_the_back_layer(grad_before):
     torch.testing.assert_close(result.activations["conv3"], activations(model, x)["conv3"])
 
 
+class _DepthwiseBN(nn.Module):
+    """Grouped, depthwise and dilated convs with eval-mode batch norms (MobileNet / EfficientNet parts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+        self.bn2 = nn.BatchNorm2d(8, affine=False)
+        self.grouped = nn.Conv2d(8, 6, 3, stride=2, padding=1, groups=2)
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        x = self.act(self.bn1(self.conv1(x)))
+        return self.grouped(torch.relu(self.bn2(self.dw(x))))
+
+
+def _depthwise_bn() -> nn.Module:
+    net = seeded(_DepthwiseBN())
+    with torch.no_grad():
+        for bn in (net.bn1, net.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+        net.bn1.weight.uniform_(-2, 2)
+    return net.eval()
+
+
+def test_grouped_convs_and_eval_batch_norm_keep_no_activation_for_the_backward():
+    """In the back modes grouped/dilated convs keep only their weights and eval batch norms nothing;
+    the input gradient is still plain autograd's."""
+    net = _depthwise_bn()
+    x = torch.randn(1, 3, 16, 16)
+    xx = x.clone().requires_grad_(True)
+    out = net(xx)
+    seed = torch.zeros_like(out)
+    seed[0, 4].view(-1)[out[0, 4].argmax()] = 1
+    ref = torch.autograd.grad(out, xx, seed)[0]
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        got = backproject(net, x, "grouped", 4, "grad")
+    torch.testing.assert_close(got, ref)
+    activation = 8 * 8 * 8  # the smallest map between conv1 and grouped
+    # kept: weights, per-channel scales, and the inputs of SiLU and ReLU (their derivatives need them)
+    assert sum(n >= activation for n in saved) == 2, saved
+    for mode in ("deconv", "guided"):
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            backproject(net, x, "grouped", 4, mode)
+        assert sum(n >= activation for n in saved) == (0 if mode == "deconv" else 2), (mode, saved)
+
+
 def test_model_left_as_it_was_also_after_errors():
     net = small_sequential()
     net.conv1.weight.requires_grad_(False)
