@@ -60,7 +60,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from dvis.errors import DvisError
 from dvis.hooks import ACTIVATION_FUNCTIONS, activation_of, forward_hooks
 
-LAYOUTS = ("chw", "hwc", "tokens", "vector", "other")
+LAYOUTS = ("chw", "hwc", "tokens", "vector", "partitioned", "other")
 #: Plain nets have no recorded input size; this is the usual ImageNet one.
 DEFAULT_INPUT_SIZE = (224, 224)
 
@@ -78,6 +78,10 @@ class ReceptiveField:
     stride: tuple[int, int]
     padding: tuple[int, int]
     input_size: tuple[int, int]
+    #: Positions per window (h, w) that share one field (attention inside non-overlapping windows,
+    #: MaxViT): unit (y, x) has the box of (y - y % window[0], x - x % window[1]), whose size covers
+    #: the whole window. (1, 1) for everything else.
+    window: tuple[int, int] = (1, 1)
 
     def box(self, y, x, clip: bool = True):
         """(top, left, bottom, right) of unit (y, x) in input pixels, bottom/right exclusive.
@@ -85,8 +89,9 @@ class ReceptiveField:
         ``clip=False`` gives the unclipped box (may extend past the image), for padding-aware
         crops. ``y``/``x`` may also be integer numpy arrays (then the four are arrays).
         """
-        top = np.asarray(y) * self.stride[0] - self.padding[0]
-        left = np.asarray(x) * self.stride[1] - self.padding[1]
+        y, x = np.asarray(y), np.asarray(x)
+        top = (y - y % self.window[0]) * self.stride[0] - self.padding[0]
+        left = (x - x % self.window[1]) * self.stride[1] - self.padding[1]
         bottom, right = top + self.size[0], left + self.size[1]
         if clip:
             h, w = self.input_size
@@ -103,7 +108,6 @@ def whole_input(input_size: tuple[int, int]) -> ReceptiveField:
 
 
 INPUT_INDEPENDENT = "output does not depend on the input"
-WINDOW_PARTITIONED = "window-partitioned map (MaxViT window/grid attention): not shown as maps"
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,10 @@ class LayerGeometry:
     """Shape, layout and receptive field of one layer's output (see the module docstring)."""
 
     name: str
-    shape: tuple[int, ...]        # per-sample output shape as the module produces it (no batch dim)
-    layout: str                   # "chw", "hwc", "tokens" (N, L, C with a patch grid), "vector" (N, C), "other"
+    shape: tuple[int, ...]        # per-sample output shape as the module produces it (no batch dim; windows
+                                  # merged with the batch: the sample's share of the first dimension first)
+    layout: str                   # "chw", "hwc", "tokens" (N, L, C with a patch grid), "vector" (N, C),
+                                  # "partitioned" (windows/grid cells: any order of channel, row, column parts), "other"
     channels: int                 # units per position
     grid: tuple[int, int] | None  # (H, W) of unit positions for maps and token patch grids
     extra_tokens: int             # class/register/distillation tokens before the grid (tokens layout), else 0
@@ -120,6 +126,10 @@ class LayerGeometry:
     global_context: bool          # a global op (SE gate, attention, global pool, linear over space) feeds it
     runs: bool                    # False when the forward never reaches it (GoogLeNet/Inception aux heads in eval)
     reason: str                   # why not visualizable / why global, "" otherwise
+    #: "partitioned" only: the sizes of the tensor's parts per sample, in its own row-major order
+    #: (batch excluded), and the order of those parts that lists channels, rows, columns (each coarse
+    #: to fine): ``to_maps`` is a reshape, that permutation and a reshape.
+    partition: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     @property
     def input_dependent(self) -> bool:
@@ -129,10 +139,9 @@ class LayerGeometry:
 
     @property
     def browsable(self) -> bool:
-        """Runs and is not known to be unshowable (input-independent or window-partitioned): what
-        ``default_layers`` lists. Other "other" layouts stay listed (shown disabled with the reason),
-        so that a gap in the layout rules stays visible."""
-        return self.runs and self.input_dependent and not self.reason.startswith(WINDOW_PARTITIONED)
+        """Runs and depends on the input: what ``default_layers`` lists. "other" layouts stay listed
+        (shown disabled with the reason), so that a gap in the layout rules stays visible."""
+        return self.runs and self.input_dependent
 
     @property
     def visualizable(self) -> bool:
@@ -141,8 +150,13 @@ class LayerGeometry:
 
     @property
     def spatial(self) -> bool:
-        """Units have positions (a map or a token grid)."""
-        return self.layout in ("chw", "hwc", "tokens")
+        """Units have positions (a map, a token grid or a partitioned map)."""
+        return self.layout in ("chw", "hwc", "tokens", "partitioned")
+
+    @property
+    def reordered(self) -> bool:
+        """Its values need :func:`to_maps` to be N x C x H x W (hwc, tokens, partitioned)."""
+        return self.layout in ("hwc", "tokens", "partitioned")
 
 
 # --- descriptors ---------------------------------------------------------------------------------
@@ -155,6 +169,7 @@ class _Axis:
     size: Fraction
     stride: Fraction
     pad: Fraction
+    win: int = 1  # positions per window sharing one field (the box of the window's first position)
 
 
 @dataclass(frozen=True)
@@ -190,13 +205,44 @@ def _globalize(d: _Desc, axes, note: str) -> _Desc:
     return _Desc(d.dims, d.extra, field, True, d.note if None in d.field else note)
 
 
+def _unwindow_axis(f: _Axis | None) -> _Axis | None:
+    """A windowed field as the per-position field that bounds it: position i's window starts
+    within ``win - 1`` positions before i."""
+    if f is None or f.win == 1:
+        return f
+    grow = (f.win - 1) * f.stride
+    return _Axis(f.size + grow, f.stride, f.pad + grow)
+
+
+def _unwindow(d: _Desc) -> _Desc:
+    """``d`` with per-position fields, for rules that move positions (conv, pool, pad, slices, ...)."""
+    if all(f is None or f.win == 1 for f in d.field):
+        return d
+    return _Desc(d.dims, d.extra, tuple(_unwindow_axis(f) for f in d.field), d.gctx, d.note)
+
+
+def _window_axis(f: _Axis | None, win: int) -> _Axis | None:
+    """The field of a position that sees every position of its window of ``win`` (aligned at 0)."""
+    if f is None or f.win == win:
+        return f
+    if win % f.win:
+        f = _unwindow_axis(f)
+    return _Axis(f.size + (win - f.win) * f.stride, f.stride, f.pad, win)
+
+
 def _union_axis(a: _Axis | None, b: _Axis | None) -> _Axis | None:
     if a is None or b is None:
         return None
+    if a.win != b.win:  # a windowed field absorbs a per-position one (x + attention(x))
+        win = max(a.win, b.win)
+        if win % min(a.win, b.win):
+            a, b = _unwindow_axis(a), _unwindow_axis(b)
+        else:
+            a, b = _window_axis(a, win), _window_axis(b, win)
     stride = max(a.stride, b.stride)
     pad = max(a.pad, b.pad)
     end = max(a.size - a.pad, b.size - b.pad)
-    return _Axis(pad + end, stride, pad)
+    return _Axis(pad + end, stride, pad, a.win)
 
 
 def _union(descs: list[_Desc]) -> tuple[tuple, bool, str]:
@@ -218,6 +264,13 @@ def _known(d: _Desc) -> int:
 
 
 # --- atom regrouping (view / reshape / flatten / unflatten / squeeze / unsqueeze) ---------------
+
+def _finer(atom, kind: str):
+    """``atom`` one prime finer if it is a finer part of ``kind``'s axis than ``kind`` itself."""
+    if len(atom) == 2 and _base(atom[0]) == _base(kind) and atom[0].count("'") > kind.count("'"):
+        return atom[0] + "'", atom[1]
+    return atom
+
 
 def _regroup(d: _Desc, out_shape) -> _Desc | None:
     """The descriptor of ``d``'s tensor viewed as ``out_shape``, or None if the atoms do not line up."""
@@ -242,6 +295,11 @@ def _regroup(d: _Desc, out_shape) -> _Desc | None:
                 i += 1
             elif size % prod == 0 and atom[1] % (size // prod) == 0 and len(atom) == 2:
                 f = size // prod  # split the atom: outer part keeps the kind, inner gets a prime
+                # Primes count from coarse to fine along an axis: finer parts that exist already
+                # (splitting the outer part of an earlier split) move one prime down.
+                dims = [tuple(_finer(a, atom[0]) for a in g) for g in dims]
+                group = [_finer(a, atom[0]) for a in group]
+                atoms[i + 1:] = [_finer(a, atom[0]) for a in atoms[i + 1:]]
                 group.append((atom[0], f))
                 atoms[i] = (atom[0] + "'", atom[1] // f)
                 prod = size
@@ -566,7 +624,7 @@ def _getitem(func, args, kwargs, d, x, out):
             whole |= _spatial_axes(atoms)
         elif atoms and atoms[0][0] in ("h", "w"):
             a = {"h": 0, "w": 1}[atoms[0][0]]
-            f = field[a]
+            f = _unwindow_axis(field[a])
             if f is not None:
                 field[a] = _Axis(f.size, f.stride * step, f.pad - start * f.stride)
             dims.append(((atoms[0][0], size),) if size != 1 else ())
@@ -600,6 +658,7 @@ def _cat(func, args, kwargs, descs, out):
             lead += t.shape[dim]
         if len(grid) == 1 and lead + t.shape[dim] == out.shape[dim] and not grid[0].extra[dim]:
             dims[dim], extra[dim] = grid[0].dims[dim], lead  # [class token, patches]
+            field = tuple(_unwindow_axis(f) for f in field)
         else:
             axes = set().union(*(_spatial_axes(dd.dims[dim]) for dd in described)) or {0, 1}
             return _globalize(_unknown(out.shape, field, gctx, note), axes, "concatenation along positions")
@@ -632,10 +691,49 @@ def _reduction(func, args, kwargs, d, x, out):
     return _globalize(r, whole, "a reduction over positions (global pooling)") if whole else r
 
 
+def _mixing(d: _Desc, dims) -> tuple[set[int], dict[int, int]]:
+    """The input axes an op that mixes positions along ``dims`` of ``d`` (softmax, a contraction)
+    makes whole, and those it mixes only inside windows: ``(whole axes, {axis: window})``.
+
+    Mixing only the finest part of a split axis (``h'``, its coarse part ``h`` kept in another
+    dimension) stays inside aligned windows of that part's size: MaxViT window attention. Anything
+    else that mixes an axis (its coarse part, as MaxViT grid attention does: a dilated grid over
+    the whole axis) makes the axis whole.
+    """
+    if any(d.extra[i] for i in dims):
+        return {0, 1}, {}
+    whole, windows = set(), {}
+    for a, base in ((0, "h"), (1, "w")):
+        mixed = [(k, s) for i in dims for k, s in d.dims[i] if _base(k) == base]
+        if not mixed:
+            continue
+        levels = [k.count("'") for atoms in d.dims for k, _ in atoms if _base(k) == base]
+        deepest = max(levels)
+        finest = {s for atoms in d.dims for k, s in atoms if _base(k) == base and k.count("'") == deepest}
+        if len(mixed) == 1 and mixed[0][0].count("'") == deepest and min(levels) < deepest and len(finest) == 1:
+            windows[a] = mixed[0][1]
+        else:
+            whole.add(a)
+    return whole, windows
+
+
+def _mixed(d: _Desc, mixes, note: str) -> _Desc:
+    """``d`` after the mixing ``mixes`` (from :func:`_mixing`, one per operand): windowed fields for
+    the windowed axes, the whole input for the others (and for axes two operands window differently)."""
+    whole, windows = set(), {}
+    for w, win in mixes:
+        whole |= w
+        for a, p in win.items():
+            if windows.setdefault(a, p) != p:
+                whole.add(a)
+    field = tuple(_window_axis(f, windows[a]) if a in windows and a not in whole else f for a, f in enumerate(d.field))
+    r = _Desc(d.dims, d.extra, field, d.gctx, d.note)
+    return _globalize(r, whole, note) if whole else r
+
+
 def _softmax(func, args, kwargs, d, x, out):
     dim = _norm_dim(_arg(args, kwargs, 1, "dim"), x.dim())
-    whole = _spatial_axes(d.dims[dim]) | ({0, 1} if d.extra[dim] else set())
-    return _globalize(d, whole, "softmax over positions (attention)") if whole else d
+    return _mixed(d, [_mixing(d, [dim])], "softmax over positions (attention)")
 
 
 def _roll(func, args, kwargs, d, x, out):
@@ -646,11 +744,9 @@ def _roll(func, args, kwargs, d, x, out):
 
 
 def _linear(func, args, kwargs, d, x, out):
-    last = d.dims[-1]
-    whole = _spatial_axes(last) | ({0, 1} if d.extra[-1] else set())
+    mix = _mixing(d, [x.dim() - 1])
     dims = d.dims[:-1] + ((("c", out.shape[-1]),) if out.shape[-1] != 1 else (),)
-    r = _Desc(dims, d.extra[:-1] + (0,), d.field, d.gctx, d.note)
-    return _globalize(r, whole, "linear over positions") if whole else r
+    return _mixed(_Desc(dims, d.extra[:-1] + (0,), d.field, d.gctx, d.note), [mix], "linear over positions")
 
 
 def _norm_over(func, args, kwargs, d, x, out):
@@ -671,10 +767,13 @@ def _attention(func, args, kwargs, descs, out):
     described = [descs[t] for t in _all_tensors(args, kwargs) if t in descs]
     field, gctx, note = _union(described)
     if d is None or not _consistent(d, o.shape):
-        base = _unknown(o.shape, field, True, note)
-    else:
-        base = _Desc(d.dims, d.extra, field, True, note)
-    return _globalize(base, {0, 1}, "attention")
+        return _globalize(_unknown(o.shape, field, True, note), {0, 1}, "attention")
+    if func is not F.scaled_dot_product_attention:  # (L, N, E) layouts: taken as global
+        return _globalize(_Desc(d.dims, d.extra, field, True, note), {0, 1}, "attention")
+    # keys and values (N..., S, E) are mixed along S: global, or inside windows (partitioned inputs)
+    kv = [_arg(args, kwargs, i, name) for i, name in ((1, "key"), (2, "value"))]
+    mixes = [_mixing(descs[t], [t.dim() - 2]) if t in descs else ({0, 1}, {}) for t in kv if isinstance(t, torch.Tensor)]
+    return _mixed(_Desc(d.dims, d.extra, field, gctx, note), mixes or [({0, 1}, {})], "attention")
 
 
 def _matmul(func, args, kwargs, descs, out):
@@ -684,26 +783,26 @@ def _matmul(func, args, kwargs, descs, out):
     da, db = descs.get(a), descs.get(b)
     if da is not None and db is None:
         if a.dim() >= 1:
-            whole = _spatial_axes(da.dims[-1]) | ({0, 1} if da.extra[-1] else set())
             dims = da.dims[:-1] + ((("c", out.shape[-1]),) if out.shape[-1] != 1 else (),)
             r = _Desc(dims, da.extra[:-1] + (0,), da.field, da.gctx, da.note)
             if _consistent(r, out.shape):
-                return _globalize(r, whole, "linear over positions") if whole else r
+                return _mixed(r, [_mixing(da, [a.dim() - 1])], "linear over positions")
         return _globalize(_unknown(out.shape, da.field, da.gctx, da.note), {0, 1}, "matrix product")
     described = [dd for dd in (da, db) if dd is not None]
     field, gctx, note = _union(described)
-    whole = set()
+    mixes = []
     if da is not None and a.dim() >= 1:
-        whole |= _spatial_axes(da.dims[-1])
+        mixes.append(_mixing(da, [a.dim() - 1]))
     if db is not None and b.dim() >= 2:
-        whole |= _spatial_axes(db.dims[-2])
+        mixes.append(_mixing(db, [b.dim() - 2]))
     if da is not None and db is not None and a.dim() >= 2 and b.dim() >= 2:
         dims = da.dims[:-1] + db.dims[-1:]
         extra = da.extra[:-1] + db.extra[-1:]
         r = _Desc(dims, extra, field, gctx, note)
         if _consistent(r, out.shape):
             # an attention map has positions in two dimensions: every use of it mixes positions
-            return _globalize(r, whole, "attention (matrix product over positions)") if whole else r
+            return _mixed(r, mixes, "attention (matrix product over positions)")
+    whole = set().union(*(w | set(win) for w, win in mixes))
     return _globalize(_unknown(out.shape, field, gctx, note), whole or {0, 1}, "matrix product")
 
 
@@ -717,20 +816,21 @@ def _einsum(func, args, kwargs, descs, out):
     if "..." in eq or not res or len(ins) != len(ops):
         return _globalize(_unknown(out.shape, field, gctx, note), {0, 1}, "einsum")
     letter: dict[str, tuple] = {}
-    whole = set()
+    mixes = []
     for spec, t in zip(ins, ops):
         dd = descs.get(t) if isinstance(t, torch.Tensor) else None
+        if dd is None:
+            continue
         for ch, i in zip(spec, range(len(spec))):
-            if dd is not None:
-                if ch not in res:
-                    whole |= _spatial_axes(dd.dims[i]) | ({0, 1} if dd.extra[i] else set())
-                letter.setdefault(ch, (dd.dims[i], dd.extra[i]))
+            letter.setdefault(ch, (dd.dims[i], dd.extra[i]))
+        mixes.append(_mixing(dd, [i for i, ch in enumerate(spec) if ch not in res]))
     dims = tuple(letter.get(ch, ((("?", s),) if s != 1 else (), 0))[0] for ch, s in zip(res, out.shape))
     extra = tuple(letter.get(ch, ((), 0))[1] for ch in res)
     r = _Desc(dims, extra, field, gctx, note)
     if not _consistent(r, out.shape):
         r = _unknown(out.shape, field, gctx, note)
-    return _globalize(r, whole, "einsum over positions") if whole else r
+        mixes = [(w | set(win), {}) for w, win in mixes]
+    return _mixed(r, mixes, "einsum over positions")
 
 
 def _split(func, args, kwargs, d, x, out):
@@ -752,7 +852,7 @@ def _split(func, args, kwargs, d, x, out):
         elif len(atoms) == 1 and atoms[0][0] in ("h", "w") and not d.extra[dim]:
             a = {"h": 0, "w": 1}[atoms[0][0]]
             if field[a] is not None:
-                f = field[a]
+                f = _unwindow_axis(field[a])
                 field[a] = _Axis(f.size, f.stride, f.pad - offset * f.stride)
             dims[dim] = ((atoms[0][0], n),) if n != 1 else ()
         else:
@@ -859,6 +959,9 @@ for _f in (torch.mean, _T.mean, torch.sum, _T.sum, torch.amax, _T.amax, torch.am
 for _f in (torch.split, _T.split, torch.chunk, _T.chunk, torch.unbind, _T.unbind, torch.tensor_split,
            _T.tensor_split):
     _UNARY[_f] = _split
+#: Rules that keep every position's field (or handle windowed fields themselves); the others see
+#: windowed fields as the per-position fields that bound them.
+_KEEPS_POSITIONS = {_reshape, _permute, _linear, _norm_over, _softmax, _reduction, _roll, _expand, _split, _getitem}
 #: Rules that read every input's descriptor.
 _MULTI = {
     torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat,
@@ -983,7 +1086,10 @@ class _Tracer(TorchFunctionMode):
             d = descs.get(x) if x is not None else None
             if d is None:
                 return
-            result = _UNARY[func](func, args, kwargs, d, x, out)
+            rule = _UNARY[func]
+            if rule not in _KEEPS_POSITIONS:
+                d = _unwindow(d)
+            result = rule(func, args, kwargs, d, x, out)
         else:
             if not isinstance(out, torch.Tensor) and not (
                 isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out)
@@ -1022,6 +1128,7 @@ class _Tracer(TorchFunctionMode):
 # --- from descriptors to LayerGeometry --------------------------------------------------------------
 
 def _px(f: _Axis | None, side: int, n: int) -> tuple[int, int, int]:
+    """(size, stride, padding) in whole pixels along one axis of n positions (a window's first)."""
     if f is None:
         # Every one of the n positions sees the whole side: with the grid's spacing as stride, the
         # box of position i (i*stride - padding, + size) covers the input for all i.
@@ -1038,7 +1145,8 @@ def _px(f: _Axis | None, side: int, n: int) -> tuple[int, int, int]:
 
 def _field(d: _Desc, input_size, grid=(1, 1)) -> ReceptiveField:
     (sh, jh, ph), (sw, jw, pw) = (_px(f, s, n) for f, s, n in zip(d.field, input_size, grid))
-    return ReceptiveField((sh, sw), (jh, jw), (ph, pw), tuple(input_size))
+    window = tuple(f.win if f is not None else 1 for f in d.field)
+    return ReceptiveField((sh, sw), (jh, jw), (ph, pw), tuple(input_size), window)
 
 
 def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
@@ -1051,11 +1159,17 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
     if d is None or not _consistent(d, shape):
         return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, False, True,
                              INPUT_INDEPENDENT if d is None else "untracked layout")
-    if not _is(d.dims[0], "n"):
-        return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, d.gctx or None in d.field, True,
-                             f"the batch is not the first dimension (traced with a batch of 2 as "
-                             f"{'x'.join(map(str, shape))}: e.g. windows merged with the batch)")
     gctx = d.gctx or None in d.field
+    if not _is(d.dims[0], "n"):
+        part = _partition(d)
+        if part is None:
+            return LayerGeometry(name, shape[1:], "other", 0, None, 0, None, gctx, True,
+                                 f"the batch is not the first dimension (traced with a batch of 2 as "
+                                 f"{'x'.join(map(str, shape))})")
+        channels, grid, partition = part  # windows merged with the batch (Swin/timm style)
+        share = (shape[0] // d.dims[0][0][1],) + shape[1:]
+        return LayerGeometry(name, share, "partitioned", channels, grid, 0, _field(d, input_size, grid), gctx,
+                             True, d.note if gctx else "", partition)
     dims, extra, shape = d.dims[1:], d.extra[1:], shape[1:]
     rf = _field(d, input_size)
     kinds = [tuple(_base(k) for k, _ in atoms) for atoms in dims]
@@ -1081,19 +1195,40 @@ def _layer(name: str, out, d: _Desc | None, input_size) -> LayerGeometry:
         layout, channels, n_extra = "tokens", shape[1], extra[0]
         grid = (sizes.get("h", 1), sizes.get("w", 1))
     reason = d.note if gctx else ""
+    partition = None
+    if layout == "other":
+        part = _partition(d)
+        if part is not None:  # windows or grid cells: (n, windows, positions in window, c), ...
+            layout, (channels, grid, partition) = "partitioned", part
     if grid is not None:
         rf = _field(d, input_size, grid)
     if layout == "other":
         rf = None
-        # windows x in-window positions x channels (one window: 1 x positions x channels)
-        windowed = len(dims) == 3 and dims[1] and not any(extra) and _is(dims[2], "c") and \
-            (not dims[0] or any(k.endswith("'") for k, _ in dims[0] + dims[1])) and \
-            all(_base(k) in ("h", "w") for k, _ in dims[0] + dims[1])
-        reason = (f"{WINDOW_PARTITIONED}; per-sample dimensions " if windowed else
-                  "not a map, token grid or vector: per-sample dimensions ") + " x ".join(
+        reason = "not a map, token grid or vector: per-sample dimensions " + " x ".join(
             "(" + " ".join(f"{k}{s}" for k, s in atoms) + (f" +{e}" if e else "") + ")" if atoms or e else "1"
             for atoms, e in zip(dims, extra))
-    return LayerGeometry(name, shape, layout, channels, grid, n_extra, rf, gctx, True, reason)
+    return LayerGeometry(name, shape, layout, channels, grid, n_extra, rf, gctx, True, reason, partition)
+
+
+def _partition(d: _Desc):
+    """(channels, grid, LayerGeometry.partition) of a tensor whose parts are the batch (outermost)
+    and parts of channels, rows and columns in any order, each axis's parts distinct (split and
+    permuted by window/grid partitioning); else None."""
+    if any(d.extra) or not d.dims[0] or d.dims[0][0][0] != "n":
+        return None
+    parts = [a for atoms in d.dims for a in atoms][1:]
+    key = {}
+    for i, (k, _) in enumerate(parts):
+        base = _base(k)
+        if base not in ("c", "h", "w") or (base, k.count("'")) in key:
+            return None
+        key[(base, k.count("'"))] = i
+    if not any(b in ("h", "w") for b, _ in key):
+        return None
+    order = tuple(key[kl] for kl in sorted(key, key=lambda kl: ("chw".index(kl[0]), kl[1])))
+    sizes = tuple(s for _, s in parts)
+    size = {b: math.prod(s for (k, s) in parts if _base(k) == b) for b in "chw"}
+    return size["c"], (size["h"], size["w"]), (sizes, order)
 
 
 # --- entry points ----------------------------------------------------------------------------------
@@ -1249,6 +1384,10 @@ def to_maps(t: torch.Tensor, geom: LayerGeometry) -> torch.Tensor:
         if grid.shape[1] != geom.grid[0] * geom.grid[1]:
             raise DvisError(f"layer {geom.name!r}: {grid.shape[1]} tokens do not fill its {geom.grid[0]}x{geom.grid[1]} grid")
         return grid.transpose(1, 2).reshape(t.shape[0], t.shape[2], *geom.grid)
+    if geom.layout == "partitioned":
+        sizes, order = geom.partition
+        parts = t.reshape(-1, *sizes)  # the batch is the outermost part (windows merged with it too)
+        return parts.permute(0, *(1 + i for i in order)).reshape(parts.shape[0], geom.channels, *geom.grid)
     raise DvisError(f"layer {geom.name!r} has no maps: {geom.reason}")
 
 
@@ -1263,6 +1402,11 @@ def from_maps(maps: torch.Tensor, geom: LayerGeometry, like: torch.Tensor) -> to
         out = maps.new_zeros(like.shape)
         out[:, geom.extra_tokens:, :] = maps.flatten(2).transpose(1, 2)
         return out
+    if geom.layout == "partitioned":
+        sizes, order = geom.partition
+        parts = maps.reshape(maps.shape[0], *(sizes[i] for i in order))
+        inverse = sorted(range(len(order)), key=order.__getitem__)
+        return parts.permute(0, *(1 + i for i in inverse)).reshape(like.shape)
     raise DvisError(f"layer {geom.name!r} has no maps: {geom.reason}")
 
 

@@ -250,3 +250,20 @@ def gradient_field(model_or_net, layer: str, input_size=(224, 224)) -> Receptive
         return _whole(size)
     with torch.enable_grad():
         return _gradient(net, layer, size, channels, dtype, device)
+
+
+def support_box(net: nn.Module, layer: str, input_size, y: int, x: int, as_maps=None) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the input pixels that map position (y, x) of ``layer`` (all its
+    channels) depends on in the linear, positive net: the measured box of one position's field,
+    whatever its shape (windowed fields included). ``as_maps`` turns the layer's output into
+    N x C x H x W (written by the caller, e.g. a hand-made un-partition); default: it already is."""
+    params = _positive_params(net, torch.device("cpu"))
+    params.update({n: b.double() for n, b in net.named_buffers() if b.is_floating_point()})  # float64 tables
+    inp = torch.ones((1, expected_input(net)[1] or 3) + tuple(input_size), dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        out = _run_to(net, layer, inp, params)
+        maps = as_maps(out) if as_maps is not None else out
+        (grad,) = torch.autograd.grad(maps[0, :, y, x].sum(), inp)
+    hit = grad[0].abs().sum(0) > 0
+    rows, cols = hit.any(1).nonzero()[:, 0], hit.any(0).nonzero()[:, 0]
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1

@@ -183,23 +183,6 @@ def test_swin_v2_position_bias_mlp_is_not_a_default_layer():
     assert "features.1.0" in layers and not [n for n in layers if ".cpb_mlp" in n]
 
 
-def test_maxvit_window_partitioned_layers_are_marked_and_not_default_layers():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = M.maxvit_t()
-    geo = model_geometry(net)
-    win = geo["blocks.0.layers.0.layers.window_attention.attn_layer.1"]  # (h8 w8) x (h'7 w'7) x c64 at 224 px
-    grid = geo["blocks.0.layers.0.layers.grid_attention.attn_layer.1"]   # (h'8 w'8) x (h7 w7) x c64
-    one = geo["blocks.3.layers.0.layers.window_attention.attn_layer.1"]  # a single 7x7 window: 1 x (h7 w7) x c512
-    for g in (win, grid, one):
-        assert g.runs and g.layout == "other" and not g.browsable, g
-        assert g.reason.startswith("window-partitioned map"), g.reason
-    assert geo["blocks.0.layers.0"].layout == "chw" and geo["blocks.0.layers.0"].browsable
-    layers = default_layers(net)
-    assert any(n.startswith("blocks.3.") for n in layers) and "blocks.0.layers.0.layers.MBconv.proj.0" in layers
-    assert all(geo[n].visualizable for n in layers)  # nothing in the list is left without a layout
-
-
 def test_bad_forward_is_one_line():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2))
     with pytest.raises(DvisError, match="geometry: forward failed"):
