@@ -154,7 +154,7 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
         def hook(_module, _inputs, out):
             if isinstance(out, (tuple, list)):
                 out = out[0]
-            if geom is not None and geom.layout in ("hwc", "tokens"):
+            if geom is not None and geom.reordered:
                 out = to_maps(out, geom)
             if out.dim() == 4:
                 scores, maps = out.flatten(2).amax(2), out
