@@ -88,7 +88,7 @@ def weights_digest(net: nn.Module) -> str:
     h = hashlib.sha1()
     for name, t in net.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())  # hashed in place, no copy
     return h.hexdigest()
 
 

@@ -158,7 +158,8 @@ class StatsState:
             a[p + "pos_positions"] += positive.sum(0)
             a[p + "map_sum"] += d.sum(0)
         flat = (score_bins(s.contiguous()) + N_BINS * torch.arange(u, device=s.device)).view(-1)
-        a[p + "hist"].view(-1).index_put_((flat,), torch.ones((), dtype=torch.int64, device=s.device), accumulate=True)
+        # index_add_ of ones: ~4x faster on the CPU than index_put_(accumulate=True), and exact (integers).
+        a[p + "hist"].view(-1).index_add_(0, flat, self._ones(len(flat), s.device))
         if self.n_classes and labels is not None:
             known = labels >= 0
             lab = labels[known]
@@ -167,6 +168,13 @@ class StatsState:
         ci = self.corr_index[layer]
         sub = d if ci is None else d[:, ci]
         a[p + "corr_sum"].addmm_(sub.t(), sub)
+
+    def _ones(self, n: int, device) -> torch.Tensor:
+        """n int64 ones (a shared buffer, grown as needed)."""
+        buf = getattr(self, "_ones_buf", None)
+        if buf is None or len(buf) < n or buf.device != torch.device(device):
+            buf = self._ones_buf = torch.ones(n, dtype=torch.int64, device=device)
+        return buf[:n]
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A float32 buffer shaped like ``like`` (one flat allocation shared by all layers, grown as
