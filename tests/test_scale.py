@@ -22,7 +22,7 @@ from dvis.optimize import OptSettings, merge_opt, optimize_units
 from dvis.unit_vis import UnitImages
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_helpers import env_with_models, make_images, make_model  # noqa: E402
+from pipeline_helpers import TORCHRUN, env_with_models, make_images, make_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,9 +120,8 @@ def test_torchrun_precompute_and_shard_files_equal_one_process(tiny, tmp_path):
               "--workers", "0", "--iters", "5", "--seeds", "2", "--opt-batch-size", "2", "--quiet"]
     one = tmp_path / "one"
     _run([sys.executable, "-m", "dvis", "precompute", *common, "--out", str(one)], env)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dvis"]
     dist = tmp_path / "dist"
-    r = _run(torchrun + ["precompute", *common, "--out", str(dist)], env, timeout=600)
+    r = _run(list(TORCHRUN) + ["precompute", *common, "--out", str(dist)], env, timeout=600)
     _same_unit_vis(one, dist)
     total = 2 + 2 + 3 + 4  # units of conv1, pool1, conv2, fc
     for step in ("crops", "optimize"):
@@ -145,3 +144,20 @@ def test_torchrun_precompute_and_shard_files_equal_one_process(tiny, tmp_path):
             assert _sprite_bytes(files, layer, kind) == _sprite_bytes(one, layer, kind), (layer, kind)
     assert _sprite_bytes(files, "conv2", "opt") == _sprite_bytes(one, "conv2", "opt")
     assert not (files / "conv2" / ".parts").exists()
+
+
+def test_torchrun_optimize_alone_splits_units_and_equals_one_process(tiny, tmp_path):
+    """`dvis optimize` by itself (no precompute around it) under 2 gloo processes: each rank
+    optimizes its own share of each layer's units and the written layers equal one process's."""
+    root = tiny[0]
+    env = env_with_models(root / "models")
+    common = ["optimize", "--model", "tiny-blob", "--layers", "conv2,fc", "--iters", "3", "--seeds", "2",
+              "--opt-batch-size", "2", "--quiet"]  # 1 unit per batch: conv2's 3 units and fc's 4 are dealt 2+1, 2+2
+    _run([sys.executable, "-m", "dvis", *common, "--out", str(tmp_path / "one")], env)
+    r = _run(list(TORCHRUN) + [*common, "--out", str(tmp_path / "dist")], env, timeout=300)
+    per_layer = {(layer, int(rank)): int(n) for layer, rank, n in
+                 re.findall(r"optimize (\w+): shard (\d)/2 optimized (\d+) of", r.stdout)}
+    assert per_layer == {("conv2", 0): 2, ("conv2", 1): 1, ("fc", 0): 2, ("fc", 1): 2}, r.stdout
+    _same_unit_vis(tmp_path / "one", tmp_path / "dist")
+    for layer in ("conv2", "fc"):
+        assert _sprite_bytes(tmp_path / "dist", layer, "opt") == _sprite_bytes(tmp_path / "one", layer, "opt")
