@@ -7,8 +7,9 @@ enlarging). The decoders below are faster and stay within :data:`TOLERANCE` of i
 - **cpu** (per file): a JPEG at least 8x the input size on both sides is decoded by Pillow with
   ``draft()`` to at least 4x the input size (libjpeg's DCT scaling, then area averaging as usual;
   within ``TOLERANCE["draft"]``: drafting to only 2x the input doubles the error); other
-  3-channel and grayscale JPEGs by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, same pixels as
-  Pillow); everything else (PNG, CMYK JPEGs, ...) by the reference path.
+  3-channel and grayscale JPEGs by ``simplejpeg`` (libjpeg-turbo, the ``fast`` extra; unrotated
+  files) or ``torchvision.io.decode_jpeg`` (libjpeg-turbo), both the same pixels as Pillow;
+  everything else (PNG, CMYK JPEGs, ...) by the reference path.
 - **gpu**: worker processes read the bytes; JPEGs with 1 or 3 components and no EXIF rotation
   go, a batch at a time, to ``torchvision.io.decode_jpeg(list, device="cuda")`` and are resized
   on the device (area averaging as two matrix products, the same weights as OpenCV's). Other
@@ -30,6 +31,11 @@ from torch.utils.data import get_worker_info
 from PIL import Image, ImageOps
 
 from dvis.errors import DvisError, first_line
+
+try:  # optional (the `fast` extra): ~15% less decoding time than decode_jpeg per ImageNet-sized JPEG
+    import simplejpeg
+except ImportError:  # pragma: no cover - decode_jpeg does the same work
+    simplejpeg = None
 from dvis.images import read_image
 from dvis.preprocess import prepare_image
 
@@ -123,6 +129,8 @@ def decode_cpu(data: bytes, size: tuple[int, int], channels: int = 3) -> np.ndar
                 with Image.open(io.BytesIO(data)) as im:
                     im.draft("RGB", (DRAFT * tw, DRAFT * th))
                     img = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            elif simplejpeg is not None and head.orientation == 1:
+                img = simplejpeg.decode_jpeg(data, "RGB")
             else:
                 t = _quiet_decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
                                        apply_exif_orientation=True)

@@ -38,8 +38,22 @@ def within(out, ref, kind):
     return d
 
 
+@pytest.fixture(params=["simplejpeg", "decode_jpeg"])
+def jpeg_decoder(request, monkeypatch):
+    """The cpu path's JPEG decoder: simplejpeg (the `fast` extra, which the test extra installs)
+    or, without it, torchvision's decode_jpeg."""
+    import dvis.decode
+
+    if request.param == "simplejpeg":
+        if dvis.decode.simplejpeg is None:
+            pytest.skip("simplejpeg (the fast extra) is not installed")
+    else:
+        monkeypatch.setattr(dvis.decode, "simplejpeg", None)
+    return request.param
+
+
 @pytest.mark.parametrize("size", [(224, 224), (227, 227), (300, 200), (600, 640)])
-def test_cpu_decoder_is_exact_below_eight_times_the_input(photos, size):
+def test_cpu_decoder_is_exact_below_eight_times_the_input(photos, size, jpeg_decoder):
     for data in photos:
         within(decode_cpu(data, size), reference(data, size), "exact")
 
@@ -50,7 +64,7 @@ def test_draft_decoding_of_large_jpegs_stays_within_tolerance(photos, size):
     assert max(d.max() for d in diffs) > 1  # draft() was really used (else this tests nothing)
 
 
-def test_header_parse_and_exif_rotation(tmp_path):
+def test_header_parse_and_exif_rotation(tmp_path, jpeg_decoder):
     img = np.zeros((40, 90, 3), np.uint8)
     img[:, :30] = 255  # bright left third
     exif = Image.Exif()
