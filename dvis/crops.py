@@ -178,9 +178,12 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     recheck = torch.full((units * k,), torch.nan)
     done = np.zeros(units * k, bool)
     conv = result.is_conv(layer)
-    # Windows pay off when fields are small; near whole-image fields only split the batch by size.
-    use_windows = windows and conv and ph * pw < WINDOW_MAX_AREA * model.input_size[0] * model.input_size[1]
     geom = model_geometry(model)[layer]
+    # Windows pay off when fields are small; near whole-image fields only split the batch by size.
+    # Token grids and partitioned maps have a fixed size, and a windowed field's attention windows
+    # would not line up: whole images.
+    use_windows = windows and conv and ph * pw < WINDOW_MAX_AREA * model.input_size[0] * model.input_size[1] \
+        and geom.layout in ("chw", "hwc") and geom.rf.window == (1, 1)
     captured: list[torch.Tensor] = []
     fallbacks = 0
 
@@ -203,16 +206,20 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
             if use_windows:
                 win = torch.from_numpy(window_boxes(boxes.reshape(-1, 4)[sel], stride, model.input_size)).to(model.device)
                 hw = win[:, 2:] - win[:, :2]
-                for shape in torch.unique(hw, dim=0):
-                    idx = (hw == shape).all(1).nonzero().squeeze(1)
-                    size = (int(shape[0]), int(shape[1]))
-                    xw = crop_batch(x[idx], win[idx], size).permute(0, 3, 1, 2).contiguous()
-                    at_w = at[idx] - win[idx, :2] // torch.tensor(stride, device=model.device)
-                    rel = b[idx] - win[idx][:, [0, 1, 0, 1]]
-                    part, v = _back_and_value(model, layer, xw, u[idx], at_w, rel, (ph, pw), modes, conv, captured)
-                    for m in modes:
-                        crops[m][idx] = part[m]
-                    values[idx.cpu()] = v
+                try:
+                    for shape in torch.unique(hw, dim=0):
+                        idx = (hw == shape).all(1).nonzero().squeeze(1)
+                        size = (int(shape[0]), int(shape[1]))
+                        xw = crop_batch(x[idx], win[idx], size).permute(0, 3, 1, 2).contiguous()
+                        at_w = at[idx] - win[idx, :2] // torch.tensor(stride, device=model.device)
+                        rel = b[idx] - win[idx][:, [0, 1, 0, 1]]
+                        part, v = _back_and_value(model, layer, xw, u[idx], at_w, rel, (ph, pw), modes, conv, captured)
+                        for m in modes:
+                            crops[m][idx] = part[m]
+                        values[idx.cpu()] = v
+                except DvisError:  # the net runs at its own input size only (MaxViT): whole images
+                    values[:] = torch.nan
+                    use_windows = False
                 todo = ~torch.isclose(values, recorded[sel], rtol=rtol, atol=atol)
                 fallbacks += int(todo.sum())
             if todo.any():

@@ -51,7 +51,7 @@ def _visual_order(module: nn.Module, prefix: str, parent: nn.Module | None, root
         yield prefix[:-1]
 
 
-def default_layers(model_or_net) -> list[str]:
+def default_layers(model_or_net, input_size=None) -> list[str]:
     """Ordered layers worth browsing: ``model.layers`` for a ``LoadedModel``, else derived from the net.
 
     For a plain module: every conv, pool and linear module; ``nn.ReLU`` modules that are steps of an
@@ -60,6 +60,8 @@ def default_layers(model_or_net) -> list[str]:
     block output after its final ReLU) and non-Sequential blocks directly under the root (GoogLeNet
     ``inception3a``, Inception-v3 ``Mixed_5b``: the concatenated outputs). ReLUs owned by a block
     (ResNet's ``relu``, called twice) are left out because one name would stand for two tensors.
+    Modules the geometry (at ``input_size``, default 224x224) finds never run or input-independent
+    are left out too.
     """
     layers = getattr(model_or_net, "layers", None)
     if not isinstance(model_or_net, nn.Module) and layers is not None:
@@ -68,11 +70,11 @@ def default_layers(model_or_net) -> list[str]:
     from dvis.geometry import model_geometry
 
     try:
-        geo = model_geometry(model_or_net)
+        geo = model_geometry(model_or_net, input_size)  # at the size the net is built for (MaxViT's is fixed)
     except DvisError:  # not an image net at the default size (e.g. a 1-D net): no geometry to filter by
         return names
-    # left out: modules the eval forward never reaches, ones whose output does not depend on the image
-    # and window-partitioned ones (LayerGeometry.browsable)
+    # left out: modules the eval forward never reaches and ones whose output does not depend on the
+    # image (LayerGeometry.browsable)
     return [n for n in names if geo[n].browsable]
 
 

@@ -93,7 +93,7 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
         if given is None and isinstance(built, int):
             model_spec.input_size = (built, built)
     if model_spec.layers is None:
-        layers, display = default_layers(net), {}
+        layers, display = default_layers(net, model_spec.input_size), {}
     else:
         layers, display = model_spec.layers, model_spec.display_names
         try:

@@ -282,3 +282,99 @@ def test_swin_first_block_sees_its_window(make, size, window):
         assert support_box(net, "features.1.0", size, y, x, lambda t: t.permute(0, 3, 1, 2)) == g.rf.box(y, x)
     shifted = geo["features.1.1"]
     assert shifted.global_context and shifted.rf.box(0, 0) == (0, 0) + size
+
+
+# ------------------------------------------------------- a small MaxViT through maxes, crops, toolbox
+
+TINY_MAXVIT = """architecture: torchvision.models.maxvit:MaxVit
+args: {input_size: [64, 64], stem_channels: 16, partition_size: 4, block_channels: [16, 32], block_layers: [1, 1],
+       head_dim: 8, stochastic_depth_prob: 0.0, num_classes: 10}
+input_size: 64
+mean: [0.5, 0.5, 0.5]
+std: [0.25, 0.25, 0.25]
+"""
+#: window attention (windowed field), grid attention (global), an MBConv conv (a small local field:
+#: crops try input windows, which MaxViT cannot run, and fall back to whole images)
+PIPELINE_LAYERS = ["blocks.0.layers.0.layers.window_attention.attn_layer.1",
+                   "blocks.0.layers.0.layers.grid_attention.mlp_layer.3",
+                   "blocks.0.layers.0.layers.MBconv.layers.conv_a"]
+
+
+@pytest.fixture(scope="module")
+def tiny_maxvit(tmp_path_factory):
+    from dvis.model_loading import load_model
+
+    folder = tmp_path_factory.mktemp("tiny_maxvit")
+    (folder / "model.yaml").write_text("name: tiny-maxvit\nweights: none\n" + TINY_MAXVIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        torch.save(load_model(str(folder)).net.state_dict(), folder / "weights.pt")
+    (folder / "model.yaml").write_text("name: tiny-maxvit\nweights: weights.pt\n" + TINY_MAXVIT)
+    images = folder / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+    return folder, images
+
+
+def test_tiny_maxvit_maxes_and_crops(tiny_maxvit, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dvis.unit_vis import UnitImages
+
+    folder, images = tiny_maxvit
+    yaml = (folder / "model.yaml").read_text()
+    (folder / "model.yaml").write_text(yaml + f"layers: [{', '.join(PIPELINE_LAYERS)}]\n")
+    run, uv = tmp_path / "run", tmp_path / "uv"
+    cmd = [sys.executable, "-W", "ignore", "-m", "dvis"]
+    try:
+        for args in (["maxes", "--model", str(folder), "--images", str(images), "--out", str(run), "--top", "2",
+                      "--workers", "0", "--quiet"],
+                     ["crops", str(run), "--out", str(uv), "--workers", "0", "--quiet"]):
+            proc = subprocess.run(cmd + args, capture_output=True, text=True, timeout=600,
+                                  env={**os.environ, "DVIS_DATA_DIR": str(tmp_path / "data")})
+            assert proc.returncode == 0, proc.stderr[-2000:]
+    finally:
+        (folder / "model.yaml").write_text(yaml)
+    assert "0 activation mismatch" in proc.stdout + proc.stderr
+    unit_images = UnitImages(uv)
+    for layer in PIPELINE_LAYERS:
+        for unit in (0, 15):
+            for kind in ("top9", "deconv"):
+                img = unit_images.load(layer, unit, kind)
+                assert img is not None and img.ndim == 3 and img.any(), (layer, unit, kind)
+
+
+def test_tiny_maxvit_toolbox_visits_every_layer(tiny_maxvit, tmp_path):
+    from dvis.model_loading import load_model
+    from dvis.toolbox.app import Toolbox
+    from dvis.toolbox.settings import load_settings
+
+    folder, images = tiny_maxvit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(str(folder))
+    geo = model_geometry(model)
+    assert sum(geo[n].layout == "partitioned" for n in model.layers) >= 20
+    settings = load_settings(None, {"images": str(images), "pause_after_key_s": 0.0,
+                                    "screenshot_dir": str(tmp_path / "shots")})
+    tb = Toolbox(model, settings, headless=True)
+    try:
+        for i, key in enumerate(["b"] + ["o"] * (len(model.layers) - 1)):
+            tb.press(key)
+            tb.settle()
+            tb.render()
+            out = tb.worker.output
+            assert tb.state.layer == i and i not in tb.disabled, model.layers[i]
+            assert out is not None and out.error is None and np.isfinite(out.grad).all(), (model.layers[i], out.error)
+            g = geo[model.layers[i]]
+            if g.spatial:
+                assert out.acts[model.layers[i]].shape == (g.channels,) + g.grid
+    finally:
+        tb.close()
