@@ -156,7 +156,11 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
                 out = out[0]
             if geom is not None and geom.reordered:
                 out = to_maps(out, geom)
-            if out.dim() == 4:
+            summaries = None
+            if out.dim() == 4 and stats is not None:  # the max with the statistics' map sums, in one read
+                summaries = stats.map_summaries(out)
+                scores, maps = summaries[0], out
+            elif out.dim() == 4:
                 scores, maps = out.flatten(2).amax(2), out
             elif out.dim() == 2:
                 scores, maps = out, None
@@ -167,7 +171,7 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
             if bottom is not None:
                 bottom.update(name, scores, index, maps=maps)
             if stats is not None:
-                stats.update(name, scores, index >= 0, maps=maps, labels=batch.get("labels"))
+                stats.update(name, scores, index >= 0, maps=maps, labels=batch.get("labels"), summaries=summaries)
         return hook
 
     hooks = {n: make(n) for n in layers}
