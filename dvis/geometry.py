@@ -26,7 +26,9 @@ The layout rule follows the flow, never the sizes: the input is ``n c h w``; con
 calls name their dimensions; permute/transpose/view/reshape/flatten/getitem/cat move and regroup the
 atoms. A per-sample ``c h w`` is ``"chw"``, ``h w c`` is ``"hwc"`` (ConvNeXt after ``Permute``,
 Swin), ``(h w) c`` is ``"tokens"`` (ViT: ``[class token] + gh*gw`` patches), ``c`` alone is
-``"vector"``; anything else (windows merged with the batch, attention maps) is ``"other"``.
+``"vector"``; any other arrangement of the batch (outermost, possibly merged with windows) and
+parts of ``c``, ``h`` and ``w`` is ``"partitioned"`` (MaxViT window/grid partitions: ``to_maps``
+undoes the permutation); anything else (attention maps) is ``"other"``.
 
 Field rules: conv/pool (kernel, stride, padding, dilation, asymmetric), transposed conv,
 interpolate, pixel (un)shuffle, pad and strided slices compose by the usual recurrence
@@ -34,7 +36,8 @@ interpolate, pixel (un)shuffle, pad and strided slices compose by the usual recu
 the union of their full-size inputs' fields; an input broadcast over space (an SE gate, N x C x 1 x 1)
 adds global context but keeps the local field; reductions, softmax, attention, matmul/linear/einsum
 over a spatial dimension, roll and adaptive pools that do not tile evenly make the field the whole
-input on that axis. GroupNorm/InstanceNorm/LayerNorm over space add global context. An operation
+input on that axis, except that mixing only the finest part of a split axis (attention inside
+windows) gives the window's field (``ReceptiveField.window``). GroupNorm/InstanceNorm/LayerNorm over space add global context. An operation
 the trace does not know that changes the shape makes the field the whole input (``reason`` says
 which). A fractional stride (resampling by a non-integer factor) becomes the nearest whole one,
 with padding and size grown so that every position's box still contains its field. A position whose

@@ -378,3 +378,31 @@ def test_tiny_maxvit_toolbox_visits_every_layer(tiny_maxvit, tmp_path):
                 assert out.acts[model.layers[i]].shape == (g.channels,) + g.grid
     finally:
         tb.close()
+
+
+class _SplitTwice(nn.Module):
+    """Rows split as 4 x 4, then the coarse part split again (2 x 2 x 4), parts permuted."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.parts = _Lambda(lambda y: y.reshape(y.shape[0], 4, 4, 4, 8).reshape(y.shape[0], 4, 2, 2, 4, 8)
+                             .permute(0, 3, 5, 1, 4, 2))
+        self.mix_middle = _Lambda(lambda t: torch.softmax(t, dim=1))  # over the middle part of the rows
+
+    def forward(self, x):
+        return self.mix_middle(self.parts(self.conv(x)))
+
+
+def test_splitting_a_split_axis_again_keeps_coarse_to_fine_order():
+    net = _SplitTwice().eval()
+    geo = model_geometry(net, (16, 8))
+    g = geo["parts"]
+    assert g.layout == "partitioned" and (g.channels, g.grid) == (4, (16, 8))
+    x = torch.randn(2, 3, 16, 8)
+    with torch.no_grad():
+        acts = activations(net, x, ["conv", "parts"])
+    assert torch.equal(to_maps(acts["parts"], g), acts["conv"])
+    # the middle part of the rows (stride 4) is not a window: mixing it makes the rows global
+    mixed = geo["mix_middle"]
+    assert mixed.global_context and mixed.rf.window == (1, 1) and mixed.rf.box(5, 3)[::2] == (0, 16)
