@@ -72,10 +72,13 @@ def test_changes_gathered_over_frames_merge_per_pane():
 
 def test_pacer_counts_only_frames_produced():
     p = Pacer(0.02)
-    assert p.delay(100.0) == 0  # nothing produced yet
-    p.produced(100.0)
-    assert abs(p.delay(100.005) - 0.015) < 1e-9  # a frame just went: wait for the rest of the period
-    assert p.delay(100.5) == 0  # after a quiet spell (however many idle checks ran): at once
+    assert p.delay(100.0) == 0 and p.delay(100.0, for_input=True) == 0  # nothing produced yet
+    p.produced(100.0)  # a worker's frame
+    assert abs(p.delay(100.005) - 0.015) < 1e-9  # the next one waits for the rest of the period
+    assert p.delay(100.005, for_input=True) == 0  # an input does not wait for it
+    p.produced(100.005, for_input=True)
+    assert abs(p.delay(100.01, for_input=True) - 0.015) < 1e-9  # inputs: at most one frame a period
+    assert p.delay(100.5) == 0 and p.delay(100.5, for_input=True) == 0  # after a quiet spell: at once
 
 
 class FakeSocket:
@@ -131,12 +134,14 @@ def test_a_key_after_a_quiet_spell_is_drawn_in_its_own_core_call(tmp_path):
         for _ in range(3):  # idle checks: nothing new, and they do not hold the next frame back
             await session.call(session._produce, (client,))
         assert frames_in(client) == []
-        session.pacer.last -= 1.0  # a quiet second since the last frame
+        session.pacer.last = session.pacer.last_input = -1.0  # a quiet spell since the last frame
         await session.call(session._key, client, "right", 1, (client,))
         (head, _), = frames_in(client)  # drawn by the key's own call, not by the frame loop later
         assert head["seq"] == 1 and len(head["rects"]) >= 1
         client.outbox.clear()
-        session.pacer.period = 1000.0  # a frame just went: the next key waits for the frame loop
+        session._ack(client)
+        await session.call(lambda: None)
+        session.pacer.period = 1000.0  # an input's frame just went: the next key waits for the frame loop
         await session.call(session._key, client, "right", 2, (client,))
         assert frames_in(client) == [] and session.tb.state.unit == 2
 

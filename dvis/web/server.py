@@ -214,18 +214,22 @@ class RateLimit:
 
 
 class Pacer:
-    """At most one frame per ``period`` seconds. Only frames actually produced count, not the checks
-    that found nothing new, so an input after a quiet spell is drawn at once."""
+    """At most one frame per ``period`` seconds for inputs, and as many again for everything else
+    (worker results, unit images, camera frames). Only frames actually produced count, not the checks
+    that found nothing new, so an input after a quiet spell is drawn at once, and an input right after
+    a worker's frame does not wait for it."""
 
     def __init__(self, period: float):
-        self.period, self.last = period, -math.inf
+        self.period, self.last, self.last_input = period, -math.inf, -math.inf
 
-    def delay(self, now: float) -> float:
-        """Seconds to wait before the next frame may be produced (0: now)."""
-        return max(0.0, self.last + self.period - now)
+    def delay(self, now: float, for_input: bool = False) -> float:
+        """Seconds to wait before the next frame (for an input, or any) may be produced (0: now)."""
+        return max(0.0, (self.last_input if for_input else self.last) + self.period - now)
 
-    def produced(self, now: float) -> None:
+    def produced(self, now: float, for_input: bool = False) -> None:
         self.last = now
+        if for_input:
+            self.last_input = now
 
 
 class Client:
@@ -404,10 +408,10 @@ class Session:
         return (tb.state, id(out), tb.loader.version, tb.message, tb.frame_id, tb.worker.busy)
 
     def _produce_if_due(self, clients: tuple[Client, ...]) -> None:
-        if self.pacer.delay(time.monotonic()) == 0:
-            self._produce(clients)
+        if self.pacer.delay(time.monotonic(), for_input=True) == 0:
+            self._produce(clients, for_input=True)
 
-    def _produce(self, clients: tuple[Client, ...]) -> None:
+    def _produce(self, clients: tuple[Client, ...], for_input: bool = False) -> None:
         """Update; when anything shown may have changed, render and compare with the canvas last
         produced; then send each tab of ``clients`` (the event loop's snapshot) what it lacks."""
         # Inputs are applied on this thread too, so these are exactly the inputs this frame shows.
@@ -428,8 +432,7 @@ class Session:
                     for t, l, h, w in rects:
                         self._shown[t:t + h, l:l + w] = canvas[t:t + h, l:l + w]
                 self.frames += 1
-                self.pacer.produced(time.monotonic())
-                tb.tick()
+                self.pacer.produced(time.monotonic(), for_input)
             self.web_seconds += time.thread_time() - start
         self._shown_settled = settled = self.settled()
         self._busy = not settled or tb.state.camera
@@ -437,6 +440,8 @@ class Session:
             c.frame_seq = max(c.frame_seq, seq)
             c.dirty += rects
         self._serve(clients)
+        if rects:
+            tb.tick()  # after the frame is on its way: it may hand freed heap back to the OS (ms)
 
     def _serve(self, clients) -> None:
         """Send each tab that has no frame in flight the changes it lacks (one encoding per distinct
