@@ -55,7 +55,8 @@ class Server:
         self.app = create_app(lambda cam: Toolbox(self.model, self.settings, camera_factory=cam), self.config)
         self.session = self.app.app.state.session
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    ws_max_size=self.config.max_camera_bytes + 1024))
+                                                    ws_max_size=self.config.max_camera_bytes + 1024,
+                                                    ws_per_message_deflate=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

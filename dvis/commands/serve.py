@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
           f"  from another machine: ssh -N -L {port}:127.0.0.1:{port} {socket.gethostname()}  "
           f"then open the URL above there", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=config.max_camera_bytes + 1024,
-                                  ws_ping_interval=20, ws_ping_timeout=20)).run(sockets=[sock])
+                                  ws_ping_interval=20, ws_ping_timeout=20,
+                                  ws_per_message_deflate=False)).run(sockets=[sock])  # frames are JPEG: deflate only costs
     return 0
 
 
