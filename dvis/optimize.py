@@ -19,6 +19,7 @@ from dvis.activations import forward_to
 from dvis.distributed import Shard
 from dvis.errors import DvisError
 from dvis.geometry import model_geometry
+from dvis.layers import check_layers
 from dvis.optvis.objectives import unit_activations
 from dvis.optvis.param import clamp_pixels, start_images, to_display, to_input
 from dvis.optvis.presets import preset
@@ -51,8 +52,10 @@ def step_sizes(grad: torch.Tensor, s: OptSettings) -> torch.Tensor:
 def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettings
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``s.iters`` regularized ascent steps on the batch ``c`` (N x C x H x W mean-subtracted
-    pixels, image b maximizing unit ``units[b]``); returns (best images, best activations)."""
+    pixels, image b maximizing unit ``units[b]``: a channel of the layer's maps in any layout, see
+    :func:`unit_activations`); returns (best images, best activations)."""
     reg = preset(s.preset)
+    geom = model_geometry(model)[layer]
     mean = torch.tensor(model.mean, device=c.device)
     std = torch.tensor(model.std, device=c.device)
     best = c.clone()
@@ -61,7 +64,7 @@ def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettin
         c = clamp_pixels(c, mean).detach().requires_grad_(True)
         redirect = RedirectedReLUs() if it < s.redirect_iters else nullcontext()
         with torch.enable_grad(), redirect:
-            act = unit_activations(forward_to(model.net, to_input(c, std), layer), units)
+            act = unit_activations(forward_to(model.net, to_input(c, std), layer), units, geom)
             (grad,) = torch.autograd.grad(act.sum(), c)
         c, act = c.detach(), act.detach()
         better = act > best_act
@@ -90,14 +93,18 @@ def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = Non
     """Optimize an image per (unit, seed) of ``layer`` (all units when ``units`` is None).
 
     Seed s starts every unit from the same draw of a generator seeded with s, so results depend
-    neither on batching nor on which process optimizes the unit. Conv units are optimized at the
-    centre of the layer's output. With a ``shard`` of several processes only its batches
-    (:func:`opt_batches` dealt by :meth:`Shard.mine`) are optimized: the result lists those units.
+    neither on batching nor on which process optimizes the unit. Units of maps (channels first or
+    last, token grids, window partitions) are optimized at the centre of the layer's grid. With a
+    ``shard`` of several processes only its batches (:func:`opt_batches` dealt by
+    :meth:`Shard.mine`) are optimized: the result lists those units.
     """
     s = settings or OptSettings()
     s.validate()
     dev = model.device
-    n_units = model_geometry(model)[layer].channels
+    geom = model_geometry(model)[check_layers(model, layer)[0]]
+    if not geom.visualizable:
+        raise DvisError(f"layer {layer} has no units to optimize: {geom.reason}")
+    n_units = geom.channels
     units = np.arange(n_units) if units is None else np.asarray(units, dtype=np.int64)
     if len(units) and (units.min() < 0 or units.max() >= n_units):
         raise DvisError(f"layer {layer} has units 0..{n_units - 1}; got {units.min()}..{units.max()}")

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from dvis.activations import forward_to
 from dvis.datasets import open_source
+from dvis.geometry import model_geometry, to_maps
 from dvis.maxes import TrackConfig, track_maxes
 from dvis.model_loading import load_model
 from dvis.optimize import OptSettings, optimize_units
+from dvis.optvis.param import start_images, to_input
 from dvis.optvis.presets import PRESETS, preset
 from dvis.optvis.transforms import clip_small_contribution, clip_small_norm, gaussian_blur
 from dvis.errors import DvisError
@@ -85,3 +88,103 @@ def test_bad_settings_are_one_line_errors(tiny):
         optimize_units(model, "conv1", [0], OptSettings(lr_policy="adam"))
     with pytest.raises(DvisError, match="units 0..1"):
         optimize_units(model, "conv1", [5], OptSettings(iters=1))
+    with pytest.raises(DvisError, match="unknown layer 'conv9'"):
+        optimize_units(model, "conv9", [0], OptSettings(iters=1))
+
+
+LAYOUT_NET = '''
+import torch
+from torch import nn
+
+
+class Permute(nn.Module):
+    def __init__(self, *order):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x):
+        return x.permute(*self.order)
+
+
+class Tokens(nn.Module):
+    """N x C x H x W -> N x (1 + H*W) x C with a class token first (as in ViT)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.cls = nn.Parameter(torch.full((1, 1, c), 2.0))
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), t], dim=1)
+
+
+class Windows(nn.Module):
+    """N x C x H x W -> (N * windows) x (p * p) x C, windows merged with the batch (Swin, timm)."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        p = self.p
+        x = x.permute(0, 2, 3, 1).view(n, h // p, p, w // p, p, c)
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, c)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.to_hwc = Permute(0, 2, 3, 1)
+        self.mlp = nn.Linear(4, 6)  # on channels-last maps, as in ConvNeXt blocks
+        self.to_chw = Permute(0, 3, 1, 2)
+        self.pool = nn.MaxPool2d(2)
+        self.tokens = Tokens(6)
+        self.windows = Windows(4)
+        self.win = nn.Linear(6, 5)  # on window partitions (MaxViT, Swin)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = self.pool(self.to_chw(self.mlp(self.to_hwc(self.conv1(x)))))
+        w = self.win(self.windows(x))
+        return self.head(self.tokens(x)[:, 0]) + w.mean((0, 1))
+
+
+def build():
+    return Net()
+'''
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("layouts")
+    (root / "net.py").write_text(LAYOUT_NET)
+    (root / "model.yaml").write_text("name: layouts\narchitecture: net.py:build\nweights: none\n"
+                                     "input_size: [16, 16]\nchannels: 3\nmean: 0.5\nstd: 0.25\n")
+    return load_model(str(root))
+
+
+@pytest.mark.parametrize("layer, layout", [("mlp", "hwc"), ("tokens", "tokens"), ("win", "partitioned")])
+def test_units_of_reordered_layouts_are_channels_at_the_centre_of_their_maps(layouts, layer, layout):
+    model = layouts
+    geom = model_geometry(model)[layer]
+    assert geom.layout == layout and geom.reordered
+    s = OptSettings(iters=20, seeds=1)
+    res = optimize_units(model, layer, None, s)
+    assert res.units.tolist() == list(range(geom.channels))
+
+    def centre(pixels: torch.Tensor) -> np.ndarray:
+        """Images x channels: every channel's activation at the centre of the layer's maps."""
+        with torch.no_grad():
+            maps = to_maps(forward_to(model.net, to_input(pixels, torch.tensor(model.std)), layer), geom)
+        return maps[:, :, geom.grid[0] // 2, geom.grid[1] // 2].numpy()
+
+    got = centre(torch.from_numpy(res.pixels[:, 0]))  # row u: unit u's best image
+    own = np.diag(got)
+    # The reported objective of unit c is channel c at the map centre (not dimension 1 of the output).
+    np.testing.assert_allclose(res.activations[:, 0], own, rtol=1e-4, atol=1e-5)
+    start = centre(start_images(1, model.channels, model.input_size, torch.tensor(model.mean), s.start,
+                                torch.Generator().manual_seed(0)))[0]
+    assert (own > start + 0.1).all(), (own, start)  # the ascent raised its own channel

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import torch
 
+from dvis.geometry import LayerGeometry, to_maps
+
 
 def unit_positions(shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """The centre (y, x) of a conv layer's output (the original optimizes the centre unit), None for fc."""
+    """The centre (y, x) of N x C x H x W maps (the original optimizes the centre unit), None for vectors."""
     return (shape[-2] // 2, shape[-1] // 2) if len(shape) == 4 else None
 
 
-def unit_activations(out: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-    """Per image b, the activation of unit ``units[b]`` (at the centre for conv layers)."""
+def unit_activations(out: torch.Tensor, units: torch.Tensor, geom: LayerGeometry) -> torch.Tensor:
+    """Per image b, the activation of unit ``units[b]``: that channel at the centre of the layer's
+    maps, or that entry of its vector. The layer's own layout (channels-last, tokens with a class
+    token, window partitions) goes through :func:`dvis.geometry.to_maps` first."""
+    maps = to_maps(out, geom)
     r = torch.arange(len(units), device=out.device)
-    if out.dim() == 4:
-        y, x = unit_positions(tuple(out.shape))
-        return out[r, units, y, x]
-    return out[r, units]
+    if maps.dim() == 4:
+        y, x = unit_positions(tuple(maps.shape))
+        return maps[r, units, y, x]
+    return maps[r, units]
