@@ -35,6 +35,19 @@ class Tokens(nn.Module):
         return torch.cat([self.cls.expand(x.shape[0], -1, -1), t], dim=1)
 
 
+class Windows(nn.Module):
+    """N x C x H x W -> (N * windows) x (p * p) x C, windows merged with the batch (Swin, timm)."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        x = x.permute(0, 2, 3, 1).view(n, h // self.p, self.p, w // self.p, self.p, c)
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, self.p * self.p, c)
+
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -47,13 +60,16 @@ class Net(nn.Module):
         self.tokens = Tokens(6)
         self.aux = nn.Linear(6, 3)  # a training-only head, like GoogLeNet's aux classifiers
         self.head = nn.Linear(6, 5)
+        self.windows = Windows(4)
+        self.win = nn.Linear(6, 5)  # on window partitions (MaxViT, Swin)
 
     def forward(self, x):
         x = self.to_chw(self.mlp(self.to_hwc(self.conv1(x))))
-        t = self.tokens(self.pool(x))
+        x = self.pool(x)
+        t = self.tokens(x)
         if self.training:
             self.aux(t[:, 0])
-        return self.head(t[:, 0])
+        return self.head(t[:, 0]) + self.win(self.windows(x)).mean((0, 1))
 
 
 def build():
@@ -68,7 +84,7 @@ channels: 3
 mean: 0.5
 std: 0.25
 labels: [a, b, c, d, e]
-layers: [conv1, mlp, tokens, aux, head]
+layers: [conv1, mlp, tokens, aux, win, head]
 """
 
 
@@ -91,7 +107,8 @@ def tb(tmp_path):
 
 
 def test_channels_last_and_token_layers_are_maps_of_their_grid(tb):
-    assert tb.shapes == {"conv1": (4, 16, 16), "mlp": (6, 16, 16), "tokens": (6, 8, 8), "aux": (1,), "head": (5,)}
+    assert tb.shapes == {"conv1": (4, 16, 16), "mlp": (6, 16, 16), "tokens": (6, 8, 8), "aux": (1,), "win": (5, 8, 8),
+                         "head": (5,)}
     run_keys(tb, ["o"])  # mlp: N x H x W x C in the net, shown as 6 maps of 16 x 16
     out = tb.worker.output
     assert out.error is None and out.acts["mlp"].shape == (6, 16, 16)
@@ -104,6 +121,10 @@ def test_channels_last_and_token_layers_are_maps_of_their_grid(tb):
     assert "tokens+1" in tb.status_text()
     assert tb.rf_box(out.acts["tokens"]) is not None  # a patch has a field: the box is drawn
     assert out.grad is not None  # back-projection from a token unit
+    run_keys(tb, ["o", "o"])  # win: (N * 4 windows) x 16 x 5 in the net, shown as 5 maps of 8 x 8
+    out = tb.worker.output
+    assert out.error is None and out.acts["win"].shape == (5, 8, 8)
+    assert "5x8x8 partitioned" in tb.status_text()
 
 
 def test_a_layer_that_never_runs_is_disabled_with_its_reason(tb):

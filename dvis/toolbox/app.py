@@ -430,6 +430,8 @@ class Toolbox:
             shape += " hwc"
         elif geom.layout == "tokens":
             shape += f" tokens+{geom.extra_tokens}" if geom.extra_tokens else " tokens"
+        elif geom.layout == "partitioned":
+            shape += " partitioned"
         rf = self.rfs.get(layer)
         rf_text = f" rf {rf.size[0]}x{rf.size[1]}" if rf is not None else ""
         if rf is not None and geom.global_context:
