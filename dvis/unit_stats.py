@@ -92,13 +92,17 @@ def corr_units(n_units: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_units - 1, CORR_MAX_UNITS).round().astype(np.int64))
 
 
-def score_bins(scores: torch.Tensor) -> torch.Tensor:
-    """Histogram bin (0..N_BINS-1) of each float32 score (same shape, int64), from its bit pattern:
-    no search, exact at every edge."""
-    bits = scores.abs().view(torch.int32).long()
-    edge = (bits >> (23 - OCTAVE_BITS)) - ((127 + MIN_EXP) << OCTAVE_BITS)  # edges at or below |score|, minus 1
-    mag = (edge + 1).clamp_(0, len(EDGES))
-    return CENTER + torch.sign(scores).long() * (1 + mag)
+def score_bins(scores: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tensor:
+    """Histogram bin (0..N_BINS-1) of each float32 score plus ``offset`` (same shape, int32), from
+    its bit pattern: no search, exact at every edge. All in int32 and in place (a few passes over
+    the batch instead of a dozen int64 ones: 3.5 -> 0.24 ms for 64 x 4096 scores on 2 cores)."""
+    raw = scores.contiguous().view(torch.int32)
+    mag = raw & 0x7FFFFFFF  # the bits of |score|
+    # 1 + the edges at or below |score| (clamped to the under/overflow bins) ...
+    out = (mag >> (23 - OCTAVE_BITS)).sub_(((127 + MIN_EXP) << OCTAVE_BITS) - 1).clamp_(0, len(EDGES)).add_(1)
+    torch.minimum(out, mag, out=out)  # ... and 0 for an exact zero (any other |score| has bits >= 1 >= out, or out == 1)
+    out.mul_((raw >> 31).bitwise_or_(1))  # the sign: -1 or 1
+    return out.add_(CENTER + offset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,24 +165,25 @@ class StatsState:
             return
         a, p = self.acc, layer + ":"
         s = scores.float()
-        if bool(torch.isnan(s).any()):
+        if bool(s.sum().isnan()) and bool(torch.isnan(s).any()):  # the cheap test first
             s = torch.nan_to_num(s, nan=0.0)
         d = s.double()
         u = d.shape[1]
         a[p + "n"] += len(d)
-        a[p + "sum"] += d.sum(0)
+        total = d.sum(0)
+        a[p + "sum"] += total
         a[p + "sumsq"] += (d * d).sum(0)
         torch.minimum(a[p + "min"], d.amin(0), out=a[p + "min"])
         torch.maximum(a[p + "max"], d.amax(0), out=a[p + "max"])
-        positive = s > 0
-        a[p + "pos_images"] += positive.sum(0)
+        positive = (s > 0).sum(0)
+        a[p + "pos_images"] += positive
         if maps is not None:
             a[p + "pos_positions"] += counts.double().sum(0).long()
             a[p + "map_sum"] += (sums.double() / (maps.shape[2] * maps.shape[3])).sum(0)
         else:
-            a[p + "pos_positions"] += positive.sum(0)
-            a[p + "map_sum"] += d.sum(0)
-        flat = (score_bins(s.contiguous()) + N_BINS * torch.arange(u, device=s.device)).view(-1)
+            a[p + "pos_positions"] += positive
+            a[p + "map_sum"] += total
+        flat = score_bins(s, self._hist_offset(u, s.device)).view(-1)
         # index_add_ of ones: ~4x faster on the CPU than index_put_(accumulate=True), and exact (integers).
         a[p + "hist"].view(-1).index_add_(0, flat, self._ones(len(flat), s.device))
         if self.n_classes and labels is not None:
@@ -189,6 +194,14 @@ class StatsState:
         ci = self.corr_index[layer]
         sub = d if ci is None else d[:, ci]
         a[p + "corr_sum"].addmm_(sub.t(), sub)
+
+    def _hist_offset(self, u: int, device) -> torch.Tensor:
+        """Each unit's first bin in a flattened units x N_BINS histogram (int32, cached per size)."""
+        cache = self.__dict__.setdefault("_offsets", {})
+        key = (u, str(device))
+        if key not in cache:
+            cache[key] = (N_BINS * torch.arange(u, device=device)).int()
+        return cache[key]
 
     def _ones(self, n: int, device) -> torch.Tensor:
         """n int64 ones (a shared buffer, grown as needed)."""
