@@ -29,16 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     def one_line(message, category, *_args, **_kw):  # warnings (e.g. a skipped image) as one line each
         print(f"dvis {args.command}: warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = one_line
-    try:
-        resolve_model_alias(args)
-        return int(args.func(args) or 0)
-    except (DvisError, ValueError, FileNotFoundError) as exc:
-        print(f"dvis {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"dvis {args.command}: interrupted", file=sys.stderr)
-        return 130
+    # A fresh warnings state per command: entering catch_warnings resets the "already shown" registry,
+    # so each command run in one process (tests, notebooks) warns about each skipped file once, and
+    # the caller's showwarning comes back afterwards.
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        try:
+            resolve_model_alias(args)
+            return int(args.func(args) or 0)
+        except (DvisError, ValueError, FileNotFoundError) as exc:
+            print(f"dvis {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"dvis {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 def add_model_argument(p: argparse.ArgumentParser, positional: bool = False, **kw) -> None:
