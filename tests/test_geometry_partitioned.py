@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.maxvit import SwapAxes, WindowDepartition, WindowPartition
 
 from geometry_reference import support_box
+from layout_modules import Windows
 from dvis.activations import activations
 from dvis.geometry import ReceptiveField, from_maps, model_geometry, to_maps
 from dvis.layers import default_layers
@@ -33,22 +34,8 @@ class _Attention(nn.Module):
         return x + torch.einsum("bgij,bgjc->bgic", a, self.v(x))
 
 
-class _MergedPartition(nn.Module):
-    """N x C x H x W -> (N * windows) x (p * p) x C, windows merged with the batch (Swin, timm)."""
-
-    def __init__(self, p: int):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        p = self.p
-        x = x.permute(0, 2, 3, 1).view(n, h // p, p, w // p, p, c)
-        return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, p * p, c)
-
-
 def _merged_back(t, n: int, h: int, w: int, p: int):
-    """Hand-written inverse of _MergedPartition (the test's own, not dvis's)."""
+    """Hand-written inverse of layout_modules.Windows (the test's own, not dvis's)."""
     return t.reshape(n, h // p, w // p, p, p, -1).permute(0, 5, 1, 3, 2, 4).reshape(n, -1, h, w)
 
 
@@ -81,7 +68,7 @@ class _MaxViTLike(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.merged = _MergedPartition(4)
+        self.merged = Windows(4)
         self.merged_attn = _SdpaAttention(8)
         self.merged_back = _MergedBack(4)
         self.window = WindowPartition()
@@ -180,7 +167,7 @@ def test_windows_of_other_sizes_bound_the_field():
     """A window field that meets a conv becomes a per-position field that contains it."""
     net = nn.Sequential()
     net.conv = nn.Conv2d(3, 4, 3, padding=1)
-    net.part = _MergedPartition(4)
+    net.part = Windows(4)
     net.attn = _SdpaAttention(4)
     net.back = _Lambda(lambda t: _merged_back(t, t.shape[0] // 6, 8, 12, 4))
     net.conv2 = nn.Conv2d(4, 4, 3, padding=1)
