@@ -112,6 +112,13 @@ class Toolbox:
         self.frame: np.ndarray | None = None  # the model view of the current frame
         self.frame_id = None
         self._pane_cache: dict[str, tuple[tuple, np.ndarray]] = {}
+        # Canvas rectangles (top, left, height, width) outside of which the last render left the canvas
+        # exactly as the render before it (number renders - 1) did: a driver that diffs frames
+        # compares only there. Whole panes, but only the outlines when the layers pane kept its grid.
+        self.damage: list[tuple[int, int, int, int]] = [(0, 0, *self.canvas.shape[:2])]
+        self.renders = 0
+        self._layers_drawn = None  # (grid, outline boxes) the layers pane was drawn from at the last render
+        self._help_drawn = False
         self._loop_times: list[float] = []
         map_large_blocks()  # per-frame canvases and panes must not fragment the heap (dvis.memory)
         self._trimmed = time.perf_counter()  # when tick last gave freed heap back to the OS
@@ -251,6 +258,7 @@ class Toolbox:
     def render(self) -> np.ndarray:
         """Draw every pane into the canvas (RGB) and return it."""
         st, s, out = self.state, self.settings, self.worker.output
+        layers_before, self._layers_drawn = self._layers_drawn, None
         if out is not None and out.error:
             self.message = f"worker: {out.error}"
         layer = self.model.layers[st.layer]
@@ -278,7 +286,23 @@ class Toolbox:
         R.render_status(self._pane("status"), self.status_text(), self.style)
         if st.show_help:
             R.render_help(self.canvas, self.help_rows, self.style)
+        self.renders += 1
+        self.damage = self._damage(layers_before, st.show_help)
         return self.canvas
+
+    def _damage(self, layers_before, help_now: bool) -> list[tuple[int, int, int, int]]:
+        """:attr:`damage` of the render just done, given what the layers pane was drawn from before."""
+        help_before, self._help_drawn = self._help_drawn, help_now
+        if help_now or help_before or self.renders == 1:  # the help overlay draws over everything
+            return [(0, 0, *self.canvas.shape[:2])]
+        rects = [p for name, p in self.panes.items() if name != "layers"]
+        now, (top, left) = self._layers_drawn, self.panes["layers"][:2]
+        if now is not None and layers_before is not None and now[0] is layers_before[0]:
+            # The same grid copied in again: only the old and the new outlines can differ.
+            rects += [(top + t, left + l, h, w) for t, l, h, w in layers_before[1] + now[1]]
+        else:
+            rects.append(self.panes["layers"])
+        return rects
 
     def _waiting(self) -> str:
         """What a pane without results says: 'computing', or why there is nothing to compute."""
@@ -331,7 +355,7 @@ class Toolbox:
         frozen = st.frozen[1] if st.frozen and st.frozen[0] == st.layer else None
         grid = self._cached("layers", (st.layer,), images, lambda: self._draw_tiles(images, layout))
         np.copyto(pane, grid)
-        R.render_outlines(pane, layout, len(images), self.style, st.unit, frozen)
+        self._layers_drawn = (grid, R.render_outlines(pane, layout, len(images), self.style, st.unit, frozen))
 
     def _layer_stats(self):
         layer = self.model.layers[self.state.layer]
@@ -352,7 +376,7 @@ class Toolbox:
         layout = self.tile_layouts[st.layer]
         grid = self._cached("layers", (st.layer, st.stats_view), images, lambda: self._draw_tiles(images, layout))
         np.copyto(pane, grid)
-        R.render_outlines(pane, layout, len(images), self.style, st.unit, None)
+        self._layers_drawn = (grid, R.render_outlines(pane, layout, len(images), self.style, st.unit, None))
 
     def _draw_tiles(self, images: np.ndarray, layout: R.TileLayout) -> np.ndarray:
         pane = np.empty(self._pane("layers").shape, np.uint8)

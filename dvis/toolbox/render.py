@@ -212,14 +212,23 @@ def render_tiles(pane: np.ndarray, images: np.ndarray, layout: TileLayout, style
 
 
 def render_outlines(pane: np.ndarray, layout: TileLayout, n: int, style: Style,
-                    selected: int | None = None, frozen: int | None = None) -> None:
-    """Outline the selected (and frozen) unit's tile on the separators around it."""
+                    selected: int | None = None, frozen: int | None = None) -> list[tuple[int, int, int, int]]:
+    """Outline the selected (and frozen) unit's tile on the separators around it; returns the pane
+    rectangles (top, left, height, width) the outlines may have drawn on."""
     origins = layout.origins(n)
+    thickness = 1 if layout.tile_w < 12 else 2
+    boxes = []
     for unit, color in ((frozen, style.frozen), (selected, style.selected)):
         if unit is not None and 0 <= unit < n:
-            y, x = origins[unit]
-            cv2.rectangle(pane, (int(x) - 1, int(y) - 1), (int(x) + layout.tile_w, int(y) + layout.tile_h),
-                          color, 1 if layout.tile_w < 12 else 2)
+            y, x = (int(v) for v in origins[unit])
+            cv2.rectangle(pane, (x - 1, y - 1), (x + layout.tile_w, y + layout.tile_h), color, thickness)
+            # A thick line spreads about its centre: a margin of the thickness holds every pixel drawn.
+            y0, x0 = max(0, y - 1 - thickness), max(0, x - 1 - thickness)
+            y1 = min(pane.shape[0], y + layout.tile_h + thickness + 1)
+            x1 = min(pane.shape[1], x + layout.tile_w + thickness + 1)
+            if y1 > y0 and x1 > x0:
+                boxes.append((y0, x0, y1 - y0, x1 - x0))
+    return boxes
 
 
 def layer_images(acts: np.ndarray, boost_indiv: float, boost_gamma: float, signed: bool,

@@ -130,22 +130,42 @@ def regions(h: int, w: int, panes: list[Rect]) -> list[Rect]:
     return panes + out
 
 
-def changed_rects(base: np.ndarray | None, canvas: np.ndarray, areas: list[Rect]) -> list[Rect]:
+def clip(rect: Rect, area: Rect) -> Rect | None:
+    """The part of ``rect`` inside ``area`` (None: none)."""
+    t, l = max(rect[0], area[0]), max(rect[1], area[1])
+    b, r = min(rect[0] + rect[2], area[0] + area[2]), min(rect[1] + rect[3], area[1] + area[3])
+    return (t, l, b - t, r - l) if b > t and r > l else None
+
+
+def changed_rects(base: np.ndarray | None, canvas: np.ndarray, areas: list[Rect],
+                  damage: list[Rect] | None = None, scratch: np.ndarray | None = None) -> list[Rect]:
     """(top, left, height, width) rectangles covering every pixel where ``canvas`` differs from
     ``base``: the bounding box of the changes inside each of ``areas`` (:func:`regions`: panes and
-    the gaps between them). The whole canvas when there is no base of the same size."""
+    the gaps between them). The whole canvas when there is no base of the same size.
+
+    ``damage``: rectangles outside of which ``canvas`` is known to equal ``base`` (the renderer's
+    :attr:`~dvis.toolbox.app.Toolbox.damage`); only they are compared. ``scratch``: an array of the
+    canvas's shape for the differences (a fresh one each call costs page faults)."""
     h, w = canvas.shape[:2]
     if base is None or base.shape != canvas.shape:
         return [(0, 0, h, w)]
+    if scratch is None or scratch.shape != canvas.shape:
+        scratch = np.empty_like(canvas)
     rects = []
-    for t, l, ah, aw in areas:
-        # Rows x (columns * 3), a view: one channel for OpenCV, which compares and boxes in one pass each.
-        a = base[t:t + ah, l:l + aw].reshape(ah, aw * 3)
-        b = canvas[t:t + ah, l:l + aw].reshape(ah, aw * 3)
-        if cv2.norm(a, b, cv2.NORM_INF) == 0:
-            continue
-        x, y, bw, bh = cv2.boundingRect(cv2.absdiff(a, b))
-        rects.append((t + y, l + x // 3, bh, (x + bw - 1) // 3 - x // 3 + 1))
+    for area in areas:
+        parts = [area] if damage is None else [p for p in (clip(d, area) for d in damage) if p is not None]
+        box = None
+        for t, l, ph, pw in parts:
+            # Rows x (columns * 3), views: one channel for OpenCV, which compares and boxes in one pass each.
+            a = base[t:t + ph, l:l + pw].reshape(ph, pw * 3)
+            b = canvas[t:t + ph, l:l + pw].reshape(ph, pw * 3)
+            if cv2.norm(a, b, cv2.NORM_INF) == 0:
+                continue
+            x, y, bw, bh = cv2.boundingRect(cv2.absdiff(a, b, dst=scratch[t:t + ph, l:l + pw].reshape(ph, pw * 3)))
+            r = (t + y, l + x // 3, t + y + bh, l + (x + bw - 1) // 3 + 1)  # top, left, bottom, right
+            box = r if box is None else (min(box[0], r[0]), min(box[1], r[1]), max(box[2], r[2]), max(box[3], r[3]))
+        if box is not None:
+            rects.append((box[0], box[1], box[2] - box[0], box[3] - box[1]))
     return rects
 
 
@@ -330,6 +350,8 @@ class Session:
         self.web_seconds = 0.0  # CPU spent comparing and encoding frames (what the window does not do)
         self.panes: list[Rect] = []
         self.areas: list[Rect] = []
+        self._renders = 0  # the Toolbox's render count when _shown was last compared with its canvas
+        self._scratch: np.ndarray | None = None  # changed_rects' differences, kept between frames
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -424,7 +446,12 @@ class Session:
             self._last_key = rev
             canvas = tb.render()
             start = time.thread_time()  # what the web adds to the window's loop: compare, copy, encode
-            rects = changed_rects(self._shown, canvas, self.areas)
+            # The render's damage is relative to the render before it: usable when that one is _shown.
+            damage = tb.damage if tb.renders == self._renders + 1 else None
+            self._renders = tb.renders
+            if self._scratch is None or self._scratch.shape != canvas.shape:
+                self._scratch = np.empty_like(canvas)
+            rects = changed_rects(self._shown, canvas, self.areas, damage, self._scratch)
             if rects:
                 if self._shown is None or self._shown.shape != canvas.shape:
                     self._shown = canvas.copy()
