@@ -192,18 +192,20 @@ def merge_rects(rects: list[Rect], areas: list[Rect]) -> list[Rect]:
     return [boxes[i] for i in sorted(boxes)]
 
 
-def encode_delta(canvas: np.ndarray, rects: list[Rect], fmt: str,
-                 quality: int) -> tuple[list[list[int]], bytes]:
+def encode_delta(canvas: np.ndarray, rects: list[Rect], fmt: str, quality: int,
+                 pool: ThreadPoolExecutor | None = None) -> tuple[list[list[int]], bytes]:
     """The images of ``rects`` of ``canvas``: header entries [x, y, w, h, nbytes, raw] and the
     images concatenated. Small rectangles (<= RAW_MAX_PIXELS) are raw RGB bytes (raw = 1), the
-    others images in ``fmt`` (raw = 0)."""
-    entries, parts = [], []
-    for t, l, h, w in rects:
-        sub = canvas[t:t + h, l:l + w]
-        raw = h * w <= RAW_MAX_PIXELS
-        data = sub.tobytes() if raw else encode(sub, fmt, quality)
-        entries.append([l, t, w, h, len(data), int(raw)])
-        parts.append(data)
+    others images in ``fmt`` (raw = 0). With ``pool``, the images but the largest are encoded there
+    while this thread encodes the largest (OpenCV releases the GIL)."""
+    subs = [canvas[t:t + h, l:l + w] for t, l, h, w in rects]
+    images = sorted((i for i, (_, _, h, w) in enumerate(rects) if h * w > RAW_MAX_PIXELS),
+                    key=lambda i: -rects[i][2] * rects[i][3])
+    futures = {i: pool.submit(encode, subs[i], fmt, quality) for i in images[1:]} if pool is not None else {}
+    parts = [sub.tobytes() if i not in images else None for i, sub in enumerate(subs)]
+    for i in images:
+        parts[i] = futures[i].result() if i in futures else encode(subs[i], fmt, quality)
+    entries = [[l, t, w, h, len(data), int(h * w <= RAW_MAX_PIXELS)] for (t, l, h, w), data in zip(rects, parts)]
     return entries, b"".join(parts)
 
 
@@ -331,6 +333,7 @@ class Session:
     def __init__(self, make_toolbox, config: WebConfig):
         self.config = config
         self.core = ThreadPoolExecutor(1, thread_name_prefix="dvis-web-core")  # the Toolbox is not thread-safe
+        self.encoders = ThreadPoolExecutor(2, thread_name_prefix="dvis-web-encode")  # a frame's images at once
         self._make_toolbox = make_toolbox
         self.tb = None
         self.clients: set[Client] = set()
@@ -371,6 +374,7 @@ class Session:
         if self.tb is not None:
             await self.loop.run_in_executor(self.core, self.tb.close)
         self.core.shutdown(wait=False)
+        self.encoders.shutdown(wait=False)
 
     async def call(self, fn, *args):
         """Run ``fn(*args)`` on the core thread."""
@@ -486,7 +490,7 @@ class Session:
                 rects = tuple([(0, 0, h, w)] if c.need_full else merge_rects(c.dirty, self.areas))
                 if rects not in encoded:
                     encoded[rects] = encode_delta(self._shown, list(rects), self.config.frame_format,
-                                                  self.config.quality)
+                                                  self.config.quality, self.encoders)
                     self.frame_bytes += len(encoded[rects][1])
                 entries, payload = encoded[rects]
                 header = {"w": w, "h": h, "mime": FORMATS[self.config.frame_format][1], "seq": c.frame_seq,
