@@ -130,6 +130,7 @@ def test_page_shows_the_headless_drivers_canvas_pixel_for_pixel(browser, server,
         page.keyboard.press({"right": "ArrowRight", "down": "ArrowDown", "left": "ArrowLeft"}.get(k, k))
     settle(page, len(keys))
     shown = canvas_pixels(page)
+    assert page.evaluate("dvis.atlasPieces") > 0  # frames with several images came as atlases, and rebuilt exactly
     model, settings = tiny_settings(tmp_path / "ref")
     ref = Toolbox(model, settings, headless=True)
     try:

@@ -3,27 +3,34 @@ counts only real frames, a key after a quiet spell is drawn in its own core call
 rate-limited."""
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 from dvis.toolbox.app import Toolbox
 from dvis.web import server
-from dvis.web.server import (Client, Pacer, Session, WebConfig, changed_rects, encode_delta, merge_rects,
-                             regions)
+from dvis.web.server import (ATLAS_GRID, Client, Pacer, Session, WebConfig, atlas, atlas_layout, changed_rects,
+                             encode_delta, merge_rects, regions)
 from toolbox_helpers import make_images, make_model_folder
 
 PANES = [(0, 0, 40, 50), (0, 50, 40, 70), (40, 0, 20, 120)]  # a 60 x 130 canvas, a 10-px gap at the right
 
 
 def apply(base, rects, payload):
+    """What the page does with a frame's entries (dvis/web/static/app.js)."""
     out = base.copy()
-    offset = 0
-    for x, y, w, h, n, raw in rects:
+    offset, image = 0, None
+    for x, y, w, h, n, raw, sx, sy in rects:
         data = np.frombuffer(payload[offset:offset + n], np.uint8)
-        out[y:y + h, x:x + w] = data.reshape(h, w, 3) if raw else cv2.cvtColor(
-            cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         offset += n
+        if raw:
+            out[y:y + h, x:x + w] = data.reshape(h, w, 3)
+            continue
+        if n:
+            image = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        out[y:y + h, x:x + w] = image[sy:sy + h, sx:sx + w]
+    assert offset == len(payload)
     return out
 
 
@@ -58,8 +65,35 @@ def test_deltas_rebuild_the_canvas_exactly(monkeypatch):
     entries, payload = encode_delta(new, rects, "png", 85)
     assert [e[5] for e in entries] == [0, 1, 1]
     np.testing.assert_array_equal(apply(base, entries, payload), new)
+    new[0:40, 50:120] = rng.integers(0, 255, (40, 70, 3), dtype=np.uint8)  # three images: the largest alone,
+    new[40:60, 0:120] = rng.integers(0, 255, (20, 120, 3), dtype=np.uint8)  # the others in one atlas
+    rects = changed_rects(base, new, areas)
+    entries, payload = encode_delta(new, rects, "png", 85, ThreadPoolExecutor(2))
+    assert sum(e[4] > 0 and not e[5] for e in entries) == 2 and sum(not e[5] for e in entries) >= 3
+    np.testing.assert_array_equal(apply(base, entries, payload), new)
     small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)  # another size: the whole canvas
     assert changed_rects(base, small, areas) == [(0, 0, 30, 40)]
+
+
+def test_atlas_pieces_sit_on_their_own_jpeg_blocks_and_rebuild_the_rectangles():
+    rng = np.random.default_rng(1)
+    sizes = [(300, 300), (103, 201), (15, 763), (37, 46), (1, 1), (16, 16)]
+    subs = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    img, placed = atlas(subs)
+    (ah, aw), same = atlas_layout(sizes)
+    assert img.shape == (ah, aw, 3) and same == placed
+    cells = np.zeros((ah, aw), int)
+    covered = [np.zeros(s, bool) for s in sizes]
+    up = lambda v: -(-v // ATLAS_GRID) * ATLAS_GRID  # noqa: E731
+    for i, dx, h, w, y, x in placed:
+        assert y % ATLAS_GRID == 0 and x % ATLAS_GRID == 0
+        cells[y:y + up(h), x:x + up(w)] += 1  # its cells hold nothing else (JPEG codes them alone)
+        np.testing.assert_array_equal(img[y:y + h, x:x + w], subs[i][:, dx:dx + w])
+        np.testing.assert_array_equal(img[y + h - 1:y + up(h), x + w - 1], subs[i][h - 1, dx + w - 1][None].repeat(
+            up(h) - h + 1, 0))  # padding: the piece's edge repeated
+        covered[i][:, dx:dx + w] = True
+    assert cells.max() == 1 and all(c.all() for c in covered)
+    assert ah * aw < 1.5 * sum(h * w for h, w in sizes)  # the padding stays small
 
 
 def test_changes_gathered_over_frames_merge_per_pane():

@@ -9,9 +9,12 @@ Protocol (one WebSocket per tab, ``/ws``):
 * server -> page, binary: ``b"F"`` or ``b"S"`` (screenshot), 4-byte big-endian header length, a JSON
   header (``w``, ``h``: the canvas, ``mime``, ``seq``: the last input of this tab the frame reflects,
   ``settled``: the worker has caught up, ``n``: the server's frame count, ``rects``: [x, y, w, h,
-  nbytes, raw] of each changed rectangle), then the rectangles' data: an image in ``mime``, or with
-  raw = 1 (small rectangles) w * h * 3 bytes of RGB. A frame carries only what changed since the
-  frame the tab was sent last; the next one goes out after the tab acks this one (latest wins).
+  nbytes, raw, sx, sy] of each changed rectangle or piece of one), then the data in that order: with
+  raw = 1 (small rectangles) w * h * 3 bytes of RGB; else, when nbytes > 0, an image in ``mime``
+  whose (sx, sy, w, h) part goes to (x, y), and each entry after it with nbytes = 0 another part of
+  that image (an atlas of several rectangles, see :func:`encode_delta`). A frame carries only what
+  changed since the frame the tab was sent last; the next one goes out after the tab acks this one
+  (latest wins).
   Text JSON: ``{"type": "seq"|"info"|"error"|"camera", ...}``; ``seq``: inputs up to ``seq`` are
   shown (they changed nothing, or their frame is the one the tab has).
 
@@ -192,20 +195,71 @@ def merge_rects(rects: list[Rect], areas: list[Rect]) -> list[Rect]:
     return [boxes[i] for i in sorted(boxes)]
 
 
+ATLAS_GRID = 16  # JPEG's largest block (the 4:2:0 MCU): a piece on this grid is coded in blocks of its own
+
+
+def atlas_layout(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], list[tuple[int, int, int, int, int, int]]]:
+    """Shelf packing of rectangles of ``sizes`` (h, w) into one image, each on its own cells of
+    :data:`ATLAS_GRID`: (height, width) of the atlas and the pieces (index into sizes, x offset in
+    that rectangle, h, w, atlas y, atlas x). Rectangles wider than the atlas are cut into pieces."""
+    up = lambda v: -(-v // ATLAS_GRID) * ATLAS_GRID  # noqa: E731
+    width = max(4 * ATLAS_GRID, up(math.isqrt(sum(h * w for h, w in sizes))))
+    pieces = sorted(((i, x, h, min(width, w - x)) for i, (h, w) in enumerate(sizes) for x in range(0, w, width)),
+                    key=lambda p: -p[2])
+    placed, y, x, shelf = [], 0, 0, 0
+    for i, dx, h, w in pieces:
+        if x + up(w) > width:
+            y, x, shelf = y + shelf, 0, 0
+        placed.append((i, dx, h, w, y, x))
+        x, shelf = x + up(w), max(shelf, up(h))
+    return (y + shelf, width), placed
+
+
+def atlas(subs: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int, int, int, int, int]]]:
+    """The images ``subs`` packed by :func:`atlas_layout`, each cell's padding a copy of its piece's
+    last row and column (as JPEG pads an image's own edges)."""
+    (ah, aw), placed = atlas_layout([s.shape[:2] for s in subs])
+    out = np.zeros((ah, aw, 3), np.uint8)  # the space no cell covers: flat, so it costs no bytes
+    up = lambda v: -(-v // ATLAS_GRID) * ATLAS_GRID  # noqa: E731
+    for i, dx, h, w, y, x in placed:
+        out[y:y + up(h), x:x + up(w)] = cv2.copyMakeBorder(subs[i][:, dx:dx + w], 0, up(h) - h, 0, up(w) - w,
+                                                          cv2.BORDER_REPLICATE)
+    return out, placed
+
+
 def encode_delta(canvas: np.ndarray, rects: list[Rect], fmt: str, quality: int,
                  pool: ThreadPoolExecutor | None = None) -> tuple[list[list[int]], bytes]:
-    """The images of ``rects`` of ``canvas``: header entries [x, y, w, h, nbytes, raw] and the
-    images concatenated. Small rectangles (<= RAW_MAX_PIXELS) are raw RGB bytes (raw = 1), the
-    others images in ``fmt`` (raw = 0). With ``pool``, the images but the largest are encoded there
-    while this thread encodes the largest (OpenCV releases the GIL)."""
+    """The images of ``rects`` of ``canvas``: header entries [x, y, w, h, nbytes, raw, sx, sy] and
+    the data concatenated in their order. Small rectangles (<= RAW_MAX_PIXELS) are raw RGB bytes
+    (raw = 1). The others are images in ``fmt``: the largest alone, the rest packed in one atlas
+    (:func:`atlas`), since a browser pays ~1 ms per image on top of decoding; an entry with nbytes
+    > 0 starts an image, one with 0 is a piece of the image before it, at (sx, sy) in it. With
+    ``pool``, the atlas is encoded there while this thread encodes the largest (OpenCV releases
+    the GIL)."""
     subs = [canvas[t:t + h, l:l + w] for t, l, h, w in rects]
-    images = sorted((i for i, (_, _, h, w) in enumerate(rects) if h * w > RAW_MAX_PIXELS),
-                    key=lambda i: -rects[i][2] * rects[i][3])
-    futures = {i: pool.submit(encode, subs[i], fmt, quality) for i in images[1:]} if pool is not None else {}
-    parts = [sub.tobytes() if i not in images else None for i, sub in enumerate(subs)]
-    for i in images:
-        parts[i] = futures[i].result() if i in futures else encode(subs[i], fmt, quality)
-    entries = [[l, t, w, h, len(data), int(h * w <= RAW_MAX_PIXELS)] for (t, l, h, w), data in zip(rects, parts)]
+    big = sorted((i for i, (_, _, h, w) in enumerate(rects) if h * w > RAW_MAX_PIXELS),
+                 key=lambda i: -rects[i][2] * rects[i][3])
+    groups = [big[:1], big[1:]] if len(big) > 2 else [[i] for i in big]
+    images = []  # (the image, its pieces: (rect index, x offset in the rect, h, w, y, x in the image))
+    for g in groups:
+        if len(g) == 1:
+            h, w = subs[g[0]].shape[:2]
+            images.append((subs[g[0]], [(g[0], 0, h, w, 0, 0)]))
+        else:
+            img, placed = atlas([subs[i] for i in g])
+            images.append((img, [(g[i], dx, h, w, y, x) for i, dx, h, w, y, x in placed]))
+    futures = [pool.submit(encode, img, fmt, quality) for img, _ in images[1:]] if pool is not None else []
+    data = [encode(images[0][0], fmt, quality)] if images else []
+    data += [f.result() for f in futures] if pool is not None else [encode(img, fmt, quality) for img, _ in images[1:]]
+    entries, parts = [], []
+    for (_, pieces), blob in zip(images, data):
+        for k, (i, dx, h, w, y, x) in enumerate(pieces):
+            entries.append([rects[i][1] + dx, rects[i][0], w, h, len(blob) if k == 0 else 0, 0, x, y])
+        parts.append(blob)
+    for i, sub in enumerate(subs):
+        if i not in big:
+            entries.append([rects[i][1], rects[i][0], rects[i][3], rects[i][2], sub.nbytes, 1, 0, 0])
+            parts.append(sub.tobytes())
     return entries, b"".join(parts)
 
 

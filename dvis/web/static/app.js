@@ -12,9 +12,10 @@
     Tab: "tab", Backspace: "backspace", Delete: "delete", " ": "space"};
   // For tests and bench/web.py: frame count, the last header, key-to-frame latencies (ms).
   // latencies: input to the first frame showing it; results: input to the first settled frame after it
-  // (the network pass for it done); unchanged: inputs that changed nothing, to the server's answer.
+  // (the network pass for it done); unchanged: inputs that changed nothing, to the server's answer;
+  // atlasPieces: rectangles drawn from an image that holds several.
   const stats = window.dvis = {frames: 0, header: null, seq: 0, ackedSeq: 0, latencies: [], unchanged: [],
-    results: [], sent: new Map(), unsettled: new Map(), bytes: 0, connected: false, connections: 0, settledFrames: 0, errors: []};
+    results: [], sent: new Map(), unsettled: new Map(), bytes: 0, connected: false, connections: 0, settledFrames: 0, errors: [], atlasPieces: 0};
   let ws = null, backoff = 500, camTimer = null, camStream = null;
 
   function say(text, error) {
@@ -87,26 +88,31 @@
     }
     try {
       // Only the rectangles that changed since the last frame sent here (the whole canvas at first):
-      // images decoded off the main thread, small ones raw RGB (no decode at all).
+      // images decoded off the main thread (one may be an atlas of several rectangles), small ones
+      // raw RGB (no decode at all).
       const data = new Uint8Array(buf, 5 + len);
-      let offset = 0;
-      const parts = header.rects.map(([x, y, w, h, n, raw]) => {
+      let offset = 0, image = null;
+      const parts = header.rects.map(([x, y, w, h, n, raw, sx, sy]) => {
         const start = offset;
         offset += n;
-        if (raw) return [x, y, rgba(data.subarray(start, start + n), w, h)];
-        const part = new Blob([data.subarray(start, start + n)], {type: header.mime});
+        if (raw) return [x, y, w, h, 0, 0, rgba(data.subarray(start, start + n), w, h)];
         // Default options: the frames carry no colour profile (sRGB in, sRGB canvas) and no alpha, so
         // "none" conversions change no pixel; they only cost a slower decode path (~1 ms a frame).
-        return createImageBitmap(part).then((bmp) => [x, y, bmp]);
+        if (n) image = createImageBitmap(new Blob([data.subarray(start, start + n)], {type: header.mime}));
+        else stats.atlasPieces += 1;
+        return image.then((bmp) => [x, y, w, h, sx, sy, bmp]);
       });
-      const images = await Promise.all(parts);
+      const pieces = await Promise.all(parts);
       if (canvas.width !== header.w || canvas.height !== header.h) {
         canvas.width = header.w; canvas.height = header.h; fit();
       }
-      for (const [x, y, img] of images) {
+      ctx.imageSmoothingEnabled = false;  // pieces are copied 1:1; never filtered
+      const bitmaps = new Set();
+      for (const [x, y, w, h, sx, sy, img] of pieces) {
         if (img instanceof ImageData) ctx.putImageData(img, x, y);
-        else { ctx.drawImage(img, x, y); img.close(); }
+        else { ctx.drawImage(img, sx, sy, w, h, x, y, w, h); bitmaps.add(img); }
       }
+      bitmaps.forEach((bmp) => bmp.close());
       stats.frames += 1;
       stats.bytes += buf.byteLength;
       stats.header = header;
