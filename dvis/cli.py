@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh warnings state per command: entering catch_warnings resets the "already shown" registry,
     # so each command run in one process (tests, notebooks) warns about each skipped file once, and
     # the caller's showwarning comes back afterwards.
-    with warnings.catch_warnings():
+    from dvis.maxes_run import weights_cache
+
+    with warnings.catch_warnings(), weights_cache():  # and each net's weights hashed once per command
         warnings.showwarning = one_line
         try:
             resolve_model_alias(args)

@@ -188,3 +188,29 @@ def test_cli_shards_merge_and_torchrun_equal_one_process(setup, tmp_path):
     arrays_equal(load_result(tmp_path / "dist")[0], one)
     r = dvis_cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
     assert "already complete" in r.stdout
+
+
+def test_weights_digest_cache_rehashes_new_weights(monkeypatch):
+    """Inside weights_cache() a net is hashed once; weights loaded anew are hashed again, and
+    outside the scope nothing is cached (the CLI opens one scope per command)."""
+    import hashlib
+
+    import dvis.maxes_run as mr
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    hashed = []
+    real_sha1 = hashlib.sha1
+    monkeypatch.setattr(mr.hashlib, "sha1", lambda *a: hashed.append(1) or real_sha1(*a))
+    plain = mr.weights_digest(net)
+    assert mr.weights_digest(net) == plain and len(hashed) == 2  # no scope: hashed at every call
+    with mr.weights_cache():
+        assert mr.weights_digest(net) == plain and mr.weights_digest(net) == plain
+        assert len(hashed) == 3  # once for both calls
+        other = {k: v + 1 for k, v in net.state_dict().items()}
+        net.load_state_dict(other)
+        changed = mr.weights_digest(net)
+        assert changed != plain and len(hashed) == 4
+        with torch.no_grad():
+            net[0].weight.mul_(2)  # an in-place write bumps the version counter
+        assert mr.weights_digest(net) not in (plain, changed) and len(hashed) == 5
+    assert mr._digests is None
