@@ -10,8 +10,8 @@ import numpy as np
 
 from dvis.toolbox.app import Toolbox
 from dvis.web import server
-from dvis.web.server import (ATLAS_GRID, Client, Pacer, Session, WebConfig, atlas, atlas_layout, changed_rects,
-                             encode_delta, merge_rects, regions)
+from dvis.web.server import (ATLAS_GRID, Client, Pacer, Session, WebConfig, atlas, atlas_layout, cells,
+                             changed_rects, encode_delta, merge_rects, regions)
 from toolbox_helpers import make_images, make_model_folder
 
 PANES = [(0, 0, 40, 50), (0, 50, 40, 70), (40, 0, 20, 120)]  # a 60 x 130 canvas, a 10-px gap at the right
@@ -82,17 +82,16 @@ def test_atlas_pieces_sit_on_their_own_jpeg_blocks_and_rebuild_the_rectangles():
     img, placed = atlas(subs)
     (ah, aw), same = atlas_layout(sizes)
     assert img.shape == (ah, aw, 3) and same == placed
-    cells = np.zeros((ah, aw), int)
+    used = np.zeros((ah, aw), int)
     covered = [np.zeros(s, bool) for s in sizes]
-    up = lambda v: -(-v // ATLAS_GRID) * ATLAS_GRID  # noqa: E731
     for i, dx, h, w, y, x in placed:
         assert y % ATLAS_GRID == 0 and x % ATLAS_GRID == 0
-        cells[y:y + up(h), x:x + up(w)] += 1  # its cells hold nothing else (JPEG codes them alone)
+        used[y:y + cells(h), x:x + cells(w)] += 1  # its cells hold nothing else (JPEG codes them alone)
         np.testing.assert_array_equal(img[y:y + h, x:x + w], subs[i][:, dx:dx + w])
-        np.testing.assert_array_equal(img[y + h - 1:y + up(h), x + w - 1], subs[i][h - 1, dx + w - 1][None].repeat(
-            up(h) - h + 1, 0))  # padding: the piece's edge repeated
+        np.testing.assert_array_equal(img[y + h - 1:y + cells(h), x + w - 1], subs[i][h - 1, dx + w - 1][None].repeat(
+            cells(h) - h + 1, 0))  # padding: the piece's edge repeated
         covered[i][:, dx:dx + w] = True
-    assert cells.max() == 1 and all(c.all() for c in covered)
+    assert used.max() == 1 and all(c.all() for c in covered)
     assert ah * aw < 1.5 * sum(h * w for h, w in sizes)  # the padding stays small
 
 

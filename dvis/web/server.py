@@ -198,20 +198,24 @@ def merge_rects(rects: list[Rect], areas: list[Rect]) -> list[Rect]:
 ATLAS_GRID = 16  # JPEG's largest block (the 4:2:0 MCU): a piece on this grid is coded in blocks of its own
 
 
+def cells(v: int) -> int:
+    """``v`` pixels rounded up to whole :data:`ATLAS_GRID` cells."""
+    return -(-v // ATLAS_GRID) * ATLAS_GRID
+
+
 def atlas_layout(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], list[tuple[int, int, int, int, int, int]]]:
     """Shelf packing of rectangles of ``sizes`` (h, w) into one image, each on its own cells of
     :data:`ATLAS_GRID`: (height, width) of the atlas and the pieces (index into sizes, x offset in
     that rectangle, h, w, atlas y, atlas x). Rectangles wider than the atlas are cut into pieces."""
-    up = lambda v: -(-v // ATLAS_GRID) * ATLAS_GRID  # noqa: E731
-    width = max(4 * ATLAS_GRID, up(math.isqrt(sum(h * w for h, w in sizes))))
+    width = max(4 * ATLAS_GRID, cells(math.isqrt(sum(h * w for h, w in sizes))))
     pieces = sorted(((i, x, h, min(width, w - x)) for i, (h, w) in enumerate(sizes) for x in range(0, w, width)),
                     key=lambda p: -p[2])
     placed, y, x, shelf = [], 0, 0, 0
     for i, dx, h, w in pieces:
-        if x + up(w) > width:
+        if x + cells(w) > width:
             y, x, shelf = y + shelf, 0, 0
         placed.append((i, dx, h, w, y, x))
-        x, shelf = x + up(w), max(shelf, up(h))
+        x, shelf = x + cells(w), max(shelf, cells(h))
     return (y + shelf, width), placed
 
 
@@ -220,10 +224,9 @@ def atlas(subs: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int, int,
     last row and column (as JPEG pads an image's own edges)."""
     (ah, aw), placed = atlas_layout([s.shape[:2] for s in subs])
     out = np.zeros((ah, aw, 3), np.uint8)  # the space no cell covers: flat, so it costs no bytes
-    up = lambda v: -(-v // ATLAS_GRID) * ATLAS_GRID  # noqa: E731
     for i, dx, h, w, y, x in placed:
-        out[y:y + up(h), x:x + up(w)] = cv2.copyMakeBorder(subs[i][:, dx:dx + w], 0, up(h) - h, 0, up(w) - w,
-                                                          cv2.BORDER_REPLICATE)
+        out[y:y + cells(h), x:x + cells(w)] = cv2.copyMakeBorder(subs[i][:, dx:dx + w], 0, cells(h) - h,
+                                                                0, cells(w) - w, cv2.BORDER_REPLICATE)
     return out, placed
 
 
