@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,8 +288,12 @@ class StatsArrays:
 
 
 def merge_stats(parts: list[StatsArrays | None], layers: list[str]) -> StatsArrays | None:
-    """The statistics of all shares (None if any share has none)."""
-    if not parts or any(p is None for p in parts):
+    """The statistics of all shares (None, with a warning when some have them, if any share has none)."""
+    missing = [i for i, p in enumerate(parts) if p is None]
+    if missing and len(missing) < len(parts):
+        warnings.warn(f"shares {missing} of {len(parts)} have no unit statistics (run with --no-stats): "
+                      "the merged run has none; rerun those shares with statistics to keep them", stacklevel=2)
+    if not parts or missing:
         return None
     first = parts[0]
     if any(p.classes != first.classes or p.bottom_k != first.bottom_k for p in parts):

@@ -145,6 +145,9 @@ def test_shards_and_resume_give_the_one_process_statistics(setup, tmp_path):
     full = track_maxes(model, source, config=cfg(), labels=labels)
     shards = [track_maxes(model, source, config=cfg(), shard=(i, 3), labels=labels) for i in range(3)]
     stats_equal(merge_results(shards).stats, full.stats)
+    no_stats = track_maxes(model, source, config=cfg(stats=False), shard=(1, 3))
+    with pytest.warns(UserWarning, match=r"shares \[1\] of 3 have no unit statistics"):
+        assert merge_results([shards[0], no_stats, shards[2]]).stats is None
 
     ckpt = tmp_path / "ckpt.npz"
 
