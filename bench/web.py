@@ -90,15 +90,17 @@ def ready_page(browser, url: str):
 def latency(name: str, browser, keys: int, fmt: str) -> dict:
     """Single arrow presses with the default settings (pause_after_key_s 0.15 s, as in the window)."""
     proc, url = start_server(name, fmt)
-    page = ready_page(browser, url)
+    page = None
     try:
+        page = ready_page(browser, url)
         page.evaluate("dvis.latencies.length = 0; dvis.results.length = 0")
         for i in range(keys):
             page.keyboard.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
             page.wait_for_function(f"dvis.results.length + dvis.unchanged.length >= {i + 1}", timeout=120000)
         return {"first": page.evaluate("dvis.latencies"), "results": page.evaluate("dvis.results")}
-    finally:
-        page.close()
+    finally:  # the server goes even when the page never got ready
+        if page is not None:
+            page.close()
         proc.terminate()
         proc.wait(timeout=30)
 
@@ -106,8 +108,9 @@ def latency(name: str, browser, keys: int, fmt: str) -> dict:
 def held_keys(name: str, browser, hold: float, fmt: str) -> dict:
     """Arrow keys held (30 presses a second) with no pause after keys, so each can start a pass."""
     proc, url = start_server(name, fmt, pause=0.0)
-    page = ready_page(browser, url)
+    page = None
     try:
+        page = ready_page(browser, url)
         frames0, bytes0, n0, settled0 = page.evaluate("[dvis.frames, dvis.bytes, dvis.header.n, dvis.settledFrames]")
         cpu0 = server_cpu(proc.pid)
         start = time.perf_counter()
@@ -127,8 +130,9 @@ def held_keys(name: str, browser, hold: float, fmt: str) -> dict:
                 "bytes": (bytes1 - bytes0) / max(1, frames1 - frames0), "held_keys": i,
                 "cpu_ms": 1000 * (server_cpu(proc.pid) - cpu0) / max(1, made),
                 "dropped": made - (frames1 - frames0), "backlog_s": backlog}
-    finally:
-        page.close()
+    finally:  # the server goes even when the page never got ready
+        if page is not None:
+            page.close()
         proc.terminate()
         proc.wait(timeout=30)
 
