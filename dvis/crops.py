@@ -181,9 +181,10 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     geom = model_geometry(model)[layer]
     # Windows pay off when fields are small; near whole-image fields only split the batch by size.
     # Token grids and partitioned maps have a fixed size, and a windowed field's attention windows
-    # would not line up: whole images.
+    # would not line up: whole images. Behind a global gate (squeeze-and-excitation) a window
+    # changes the gate, so the back-projection too, even where the value still passes the check.
     use_windows = windows and conv and ph * pw < WINDOW_MAX_AREA * model.input_size[0] * model.input_size[1] \
-        and geom.layout in ("chw", "hwc") and geom.rf.window == (1, 1)
+        and geom.layout in ("chw", "hwc") and geom.rf.window == (1, 1) and not geom.global_context
     captured: list[torch.Tensor] = []
     fallbacks = 0
 

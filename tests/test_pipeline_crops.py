@@ -117,3 +117,53 @@ def test_precompute_end_to_end_then_vis_info_reports_a_missing_unit(tiny, tmp_pa
                         capture_output=True, text=True, timeout=120)
     assert r3.returncode == 0, r3.stderr
     assert "opt: 2" in r3.stdout and "incomplete" in r3.stdout
+
+
+SE_NET = '''
+import torch
+from torch import nn
+
+
+class SENet(nn.Module):
+    """conv1 -> squeeze-and-excitation gate -> conv2: conv2's units have a 5x5 field, but the
+    gate (the mean of the whole conv1 map) also feeds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.excite = nn.Conv2d(4, 4, 1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = x * torch.sigmoid(self.excite(x.mean((2, 3), keepdim=True)))
+        return self.fc(self.conv2(x).amax((2, 3)))
+
+
+def build():
+    torch.manual_seed(0)
+    return SENet()
+'''
+
+
+def test_layers_behind_a_global_gate_are_cropped_on_whole_images(tmp_path):
+    """A window changes the gate's mean, so the back-projection (and mostly the value, then
+    recomputed) would differ from the whole image's: such layers are cropped on whole images.
+    Before, this net's windowed values passed the check and its deconvs came out different."""
+    folder = tmp_path / "se-net"
+    folder.mkdir()
+    (folder / "senet.py").write_text(SE_NET)
+    (folder / "model.yaml").write_text(f"name: se-net\narchitecture: senet.py:build\nweights: none\n"
+                                       f"input_size: [{SIZE}, {SIZE}]\nlayers: [conv1, conv2]\n")
+    make_images(tmp_path / "images", n=12)
+    with pytest.warns(UserWarning, match="random init"):
+        model = load_model(str(folder))
+    source = open_source(tmp_path / "images")
+    result = track_maxes(model, source, config=TrackConfig(top=3, batch_size=4, workers=0, progress=False))
+    gated = compute_crops(model, result, source, "conv2", ("deconv",), batch_size=5, workers=0)
+    full = compute_crops(model, result, source, "conv2", ("deconv",), batch_size=5, workers=0, windows=False)
+    assert gated.fallbacks == 0 and gated.mismatches == 0
+    assert np.array_equal(gated.patches, full.patches) and np.array_equal(gated.backs["deconv"], full.backs["deconv"])
+    local = compute_crops(model, result, source, "conv1", ("deconv",), batch_size=5, workers=0)
+    assert local.fallbacks == 0 and local.mismatches == 0  # conv1 is before the gate: windows still pay off
