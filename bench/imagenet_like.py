@@ -99,11 +99,11 @@ def forward_rate(model, n: int, batch: int, precision: str) -> float:
 
     x = torch.randint(0, 256, (batch, 3) + tuple(model.input_size), dtype=torch.uint8, device=model.device)
     with torch.inference_mode(), autocast(precision, model.device):
-        model.net(model.normalize(x.float().div(255)))  # warm-up
+        model.net(model.normalize(x.float().div_(255), inplace=True))  # warm-up: as track_maxes does
         _sync(model.device)
         t = time.perf_counter()
         for _ in range(max(1, n // batch)):
-            model.net(model.normalize(x.float().div(255)))
+            model.net(model.normalize(x.float().div_(255), inplace=True))
         _sync(model.device)
     return max(1, n // batch) * batch / (time.perf_counter() - t)
 

@@ -198,7 +198,7 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
     with forward_hooks(model.net, [layer], hook):
         for sel, images in zip(batches, loader):
             u = torch.from_numpy(sel // k).to(model.device)
-            x = model.normalize(images.to(model.device).float().div_(255))
+            x = model.normalize(images.to(model.device).float().div_(255), inplace=True)
             b = torch.from_numpy(boxes.reshape(-1, 4)[sel]).to(model.device)
             at = torch.from_numpy(pos.reshape(-1, 2)[sel].astype(np.int64)).to(model.device) if conv else "max"
             crops = {m: torch.zeros((len(sel), ph, pw, x.shape[1]), device=model.device) for m in modes}

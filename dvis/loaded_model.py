@@ -52,9 +52,10 @@ class LoadedModel:
         x = torch.from_numpy(arr).permute(2, 0, 1)[None].to(self.device, torch.float32) / 255.0
         return self.normalize(x)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """NxCxHxW float in [0, 1], already resized -> normalized (batched path for pipelines)."""
-        return normalize(x, self._mean_t, self._std_t)
+    def normalize(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """NxCxHxW float in [0, 1], already resized -> normalized (batched path for pipelines;
+        ``inplace`` overwrites ``x``, see :func:`dvis.preprocess.normalize`)."""
+        return normalize(x, self._mean_t, self._std_t, inplace)
 
     def deprocess(self, x: torch.Tensor) -> np.ndarray:
         """1xCxHxW or CxHxW normalized tensor -> displayable HxWx3 uint8."""

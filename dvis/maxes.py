@@ -289,7 +289,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
             autocast(cfg.precision, model.device):
         for raw in batch_iter:
             images, ok, index = dataset.decoder.finish(raw, model.device)
-            x = model.normalize(images.float().div_(255))
+            x = model.normalize(images.float().div_(255), inplace=True)
             skipped += index[~ok].tolist()
             batch["index"] = torch.where(ok, index, -1).to(model.device)
             batch["labels"] = None if lab is None else lab[batch["index"].clamp(min=0)]

@@ -83,6 +83,15 @@ def test_normalize_is_the_batched_path_of_preprocess(rgb_model):
     batch = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
     one_by_one = torch.cat([rgb_model.preprocess(i) for i in imgs])
     torch.testing.assert_close(rgb_model.normalize(batch), one_by_one)
+    mean, std = rgb_model._mean_t.view(1, -1, 1, 1), rgb_model._std_t.view(1, -1, 1, 1)
+    kept = batch.clone()
+    assert torch.equal(rgb_model.normalize(batch), (batch - mean) / std) and torch.equal(batch, kept)
+    fresh = batch.clone()
+    assert torch.equal(rgb_model.normalize(fresh, inplace=True), (batch - mean) / std)
+    assert torch.equal(fresh, (batch - mean) / std)  # the pipelines' fresh batches are overwritten
+    x = batch.clone().requires_grad_()
+    rgb_model.normalize(x).sum().backward()  # optimize differentiates through it
+    torch.testing.assert_close(x.grad, (1 / std).expand_as(x))
 
 
 def test_bad_shapes_are_one_line_errors(rgb_model):
