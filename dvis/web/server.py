@@ -117,6 +117,11 @@ def pack(kind: bytes, header: dict, payload: bytes) -> bytes:
 Rect = tuple[int, int, int, int]  # (top, left, height, width)
 
 RAW_MAX_PIXELS = 4096  # a changed rectangle this small goes raw (RGB bytes): no encode, no decode
+# Lossy frames also resend this many pixels around each change: with 4:2:0 chroma a decoded pixel's
+# colour depends on its neighbours', so a pixel next to a thin saturated line (a selection outline)
+# came out tinted and kept the tint after the line moved, since only changed pixels were resent
+# (zf-cifar10, six keys: 982 pixels over 48 levels off a fresh frame, 25 with the margin).
+LOSSY_MARGIN = 2
 
 
 def regions(h: int, w: int, panes: list[Rect]) -> list[Rect]:
@@ -141,14 +146,16 @@ def clip(rect: Rect, area: Rect) -> Rect | None:
 
 
 def changed_rects(base: np.ndarray | None, canvas: np.ndarray, areas: list[Rect],
-                  damage: list[Rect] | None = None, scratch: np.ndarray | None = None) -> list[Rect]:
+                  damage: list[Rect] | None = None, scratch: np.ndarray | None = None,
+                  margin: int = 0) -> list[Rect]:
     """(top, left, height, width) rectangles covering every pixel where ``canvas`` differs from
     ``base``: the bounding box of the changes inside each of ``areas`` (:func:`regions`: panes and
     the gaps between them). The whole canvas when there is no base of the same size.
 
     ``damage``: rectangles outside of which ``canvas`` is known to equal ``base`` (the renderer's
     :attr:`~dvis.toolbox.app.Toolbox.damage`); only they are compared. ``scratch``: an array of the
-    canvas's shape for the differences (a fresh one each call costs page faults)."""
+    canvas's shape for the differences (a fresh one each call costs page faults). ``margin``: each
+    box grown by that many pixels inside its area (see :data:`LOSSY_MARGIN`)."""
     h, w = canvas.shape[:2]
     if base is None or base.shape != canvas.shape:
         return [(0, 0, h, w)]
@@ -168,7 +175,8 @@ def changed_rects(base: np.ndarray | None, canvas: np.ndarray, areas: list[Rect]
             r = (t + y, l + x // 3, t + y + bh, l + (x + bw - 1) // 3 + 1)  # top, left, bottom, right
             box = r if box is None else (min(box[0], r[0]), min(box[1], r[1]), max(box[2], r[2]), max(box[3], r[3]))
         if box is not None:
-            rects.append((box[0], box[1], box[2] - box[0], box[3] - box[1]))
+            t, l = box[0] - margin, box[1] - margin
+            rects.append(clip((t, l, box[2] + margin - t, box[3] + margin - l), area))
     return rects
 
 
@@ -195,38 +203,45 @@ def merge_rects(rects: list[Rect], areas: list[Rect]) -> list[Rect]:
     return [boxes[i] for i in sorted(boxes)]
 
 
-ATLAS_GRID = 16  # JPEG's largest block (the 4:2:0 MCU): a piece on this grid is coded in blocks of its own
+ATLAS_GRID = 16  # JPEG's largest block (the 4:2:0 MCU): a cell on this grid is coded in blocks of its own
+# Pixels of a piece's own edge repeated around it inside its cell: the decoder's chroma upsampling
+# blends each pixel with its neighbours' colour, so a piece touching its cell's border took colour
+# from the next cell (a thin yellow outline bled 37-66 levels into the grey piece beside it).
+ATLAS_PAD = 2
 
 
 def cells(v: int) -> int:
-    """``v`` pixels rounded up to whole :data:`ATLAS_GRID` cells."""
-    return -(-v // ATLAS_GRID) * ATLAS_GRID
+    """``v`` pixels and the padding on both sides, rounded up to whole :data:`ATLAS_GRID` cells."""
+    return -(-(v + 2 * ATLAS_PAD) // ATLAS_GRID) * ATLAS_GRID
 
 
 def atlas_layout(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], list[tuple[int, int, int, int, int, int]]]:
-    """Shelf packing of rectangles of ``sizes`` (h, w) into one image, each on its own cells of
-    :data:`ATLAS_GRID`: (height, width) of the atlas and the pieces (index into sizes, x offset in
-    that rectangle, h, w, atlas y, atlas x). Rectangles wider than the atlas are cut into pieces."""
+    """Shelf packing of rectangles of ``sizes`` (h, w) into one image, each in its own cells of
+    :data:`ATLAS_GRID`, :data:`ATLAS_PAD` in from the cells' border: (height, width) of the atlas
+    and the pieces (index into sizes, x offset in that rectangle, h, w, atlas y, atlas x of the
+    piece). Rectangles wider than the atlas are cut into pieces."""
     width = max(4 * ATLAS_GRID, cells(math.isqrt(sum(h * w for h, w in sizes))))
-    pieces = sorted(((i, x, h, min(width, w - x)) for i, (h, w) in enumerate(sizes) for x in range(0, w, width)),
+    span = width - 2 * ATLAS_PAD  # the widest piece a row of cells holds
+    pieces = sorted(((i, x, h, min(span, w - x)) for i, (h, w) in enumerate(sizes) for x in range(0, w, span)),
                     key=lambda p: -p[2])
     placed, y, x, shelf = [], 0, 0, 0
     for i, dx, h, w in pieces:
         if x + cells(w) > width:
             y, x, shelf = y + shelf, 0, 0
-        placed.append((i, dx, h, w, y, x))
+        placed.append((i, dx, h, w, y + ATLAS_PAD, x + ATLAS_PAD))
         x, shelf = x + cells(w), max(shelf, cells(h))
     return (y + shelf, width), placed
 
 
 def atlas(subs: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int, int, int, int, int]]]:
     """The images ``subs`` packed by :func:`atlas_layout`, each cell's padding a copy of its piece's
-    last row and column (as JPEG pads an image's own edges)."""
+    edge rows and columns (as JPEG pads an image's own edges)."""
     (ah, aw), placed = atlas_layout([s.shape[:2] for s in subs])
     out = np.zeros((ah, aw, 3), np.uint8)  # the space no cell covers: flat, so it costs no bytes
+    p = ATLAS_PAD
     for i, dx, h, w, y, x in placed:
-        out[y:y + cells(h), x:x + cells(w)] = cv2.copyMakeBorder(subs[i][:, dx:dx + w], 0, cells(h) - h,
-                                                                0, cells(w) - w, cv2.BORDER_REPLICATE)
+        out[y - p:y - p + cells(h), x - p:x - p + cells(w)] = cv2.copyMakeBorder(
+            subs[i][:, dx:dx + w], p, cells(h) - h - p, p, cells(w) - w - p, cv2.BORDER_REPLICATE)
     return out, placed
 
 
@@ -512,7 +527,8 @@ class Session:
             self._renders = tb.renders
             if self._scratch is None or self._scratch.shape != canvas.shape:
                 self._scratch = np.empty_like(canvas)
-            rects = changed_rects(self._shown, canvas, self.areas, damage, self._scratch)
+            margin = 0 if self.config.frame_format == "png" else LOSSY_MARGIN
+            rects = changed_rects(self._shown, canvas, self.areas, damage, self._scratch, margin)
             if rects:
                 if self._shown is None or self._shown.shape != canvas.shape:
                     self._shown = canvas.copy()
