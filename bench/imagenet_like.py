@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 IMAGENET = 1_281_167
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
@@ -79,15 +78,15 @@ def decode_rate(source, size, mode: str, device, workers: int, batch: int, refer
     """img/s of decoding ``source`` to ``size`` through DataLoader workers (the pipeline's decode
     capacity), with ``reference`` Pillow + OpenCV resize instead of dvis.decode's choice."""
     from dvis.datasets import ImageDataset, fit_image
+    from dvis.decode import load_batches
 
     class Reference(ImageDataset):
         def __getitem__(self, i):
             return torch.from_numpy(fit_image(self.source.load(i), self.size, self.channels)), True, i
 
     ds = (Reference if reference else ImageDataset)(source, size, 3, mode)
-    loader = DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=ds.decoder.collate)
     t = time.perf_counter()
-    for raw in loader:
+    for raw in load_batches(ds, device, batch_size=batch, num_workers=workers, collate_fn=ds.decoder.collate):
         ds.decoder.finish(raw, device)
     _sync(device)
     return len(source) / (time.perf_counter() - t)

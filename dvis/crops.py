@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dvis.backproject import backproject_batch
 from dvis.constants import BACK_MODES
 from dvis.datasets import ImageSource
-from dvis.decode import decode_cpu
+from dvis.decode import decode_cpu, load_batches
 from dvis.distributed import Shard
 from dvis.errors import DvisError
 from dvis.geometry import model_geometry, to_maps
@@ -193,8 +193,8 @@ def compute_crops(model, result: MaxResult, source: ImageSource, layer: str, mod
 
     dataset = _EntryImages(source, index.reshape(-1)[entries], model.input_size, model.channels)
     offsets = np.cumsum([0] + [len(b) for b in batches])
-    loader = DataLoader(dataset, batch_sampler=[list(range(offsets[j], offsets[j + 1])) for j in range(len(batches))],
-                        num_workers=workers)
+    loader = load_batches(dataset, model.device, num_workers=workers,
+                          batch_sampler=[list(range(offsets[j], offsets[j + 1])) for j in range(len(batches))])
     with forward_hooks(model.net, [layer], hook):
         for sel, images in zip(batches, loader):
             u = torch.from_numpy(sel // k).to(model.device)

@@ -20,10 +20,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from dvis.atomic import atomic_savez
 from dvis.datasets import ImageDataset, ImageSource
+from dvis.decode import load_batches
 from dvis.distributed import shard_batches
 from dvis.precision import autocast
 from dvis.errors import DvisError
@@ -75,33 +75,49 @@ class TopKState:
         """Merge a batch: ``values`` (B x units) per-image scores, ``index`` (B,) image indices (``-1``
         marks images to ignore), ``maps`` the conv layer's B x units x H x W output (positions).
 
-        Only units with a candidate at least as good as their current k-th entry are merged, and
-        max positions are computed only for entries that enter a top-k: after the first batches
-        few units change, so tracking costs little beyond the forward. Skipped units could not
-        change, so the result equals a full merge.
+        Only units with a candidate at least as good as their current k-th entry are merged, only
+        those candidates take part (packed per unit), and max positions are computed only for
+        entries that enter a top-k: after the first batches few units change and each has one or
+        two candidates, so tracking costs little beyond the forward. Skipped units and entries
+        could not change, so the result equals a full merge.
         """
         valid = index >= 0
         if not valid.any():
             return
         v = values.float() if self.sign == 1 else -values.float()
-        v = torch.where(valid[:, None], torch.nan_to_num(v, nan=-torch.inf), -torch.inf)
         kth = self.values[layer][:, -1]
         # A tie with the k-th entry only wins for a lower image index; batches in index order never have one.
         later = bool(index[valid].min() > self.index[layer].max())
-        rows = ((v > kth) if later else (v >= kth)).any(0).nonzero().squeeze(1)
+        cand = (v > kth) if later else (v >= kth)  # never NaN (NaN compares false)
+        if not bool(valid.all()):
+            cand &= valid[:, None]
+        rows = cand.any(0).nonzero().squeeze(1)
         if not len(rows):
             return
         k = self.k
-        values = torch.cat([self.values[layer][rows], v[:, rows].t()], 1)
-        images = torch.cat([self.index[layer][rows], index[None, :].expand(len(rows), -1)], 1)
+        # Each unit's candidates packed into the first columns of a units x C block, in batch order
+        # (C: the most any unit has), padded like the state (-inf, image -1): the merge then sorts
+        # k + C columns instead of k + B.
+        cand = cand[:, rows]
+        b, r = cand.nonzero(as_tuple=True)
+        slot = cand.cumsum(0, dtype=torch.int32)[b, r].long() - 1
+        width = int(slot.max()) + 1
+        new_v = v.new_full((len(rows), width), -torch.inf)
+        new_v[r, slot] = v[b, rows[r]]
+        new_i = index.new_full((len(rows), width), -1)
+        new_i[r, slot] = index[b]
+        new_b = index.new_zeros((len(rows), width))
+        new_b[r, slot] = b
+        values = torch.cat([self.values[layer][rows], new_v], 1)
+        images = torch.cat([self.index[layer][rows], new_i], 1)
         in_order = later and bool(valid.all()) and bool((index[1:] > index[:-1]).all())
         order = topk_order(values, images, k, index_ordered=in_order)
         pos = self.pos[layer][rows].gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, 2))
-        # Positions only for the batch entries that made it into the top-k: a fraction of the
+        # Positions only for the candidates that made it into the top-k: a fraction of the
         # (units x batch) maps, which is most of the tracking cost while the top-k still change.
         r, j = (order >= k).nonzero(as_tuple=True)
         if maps is not None:
-            sel = maps[order[r, j] - k, rows[r]].flatten(1)
+            sel = maps[new_b[r, order[r, j] - k], rows[r]].flatten(1)
             flat = (sel if self.sign == 1 else -sel).argmax(1)  # first maximum, as the recorded value
             pos[r, j] = torch.stack([flat // maps.shape[3], flat % maps.shape[3]], dim=1).to(torch.int32)
         else:
@@ -270,7 +286,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
         if ckpt:
             extra = {}
             if stats is not None:
-                extra.update({f"stats/{k}": v for k, v in stats.to_arrays().items()})
+                extra.update({f"stats/{k}": v for k, v in stats.to_arrays(pending=True).items()})
             if bottom is not None:
                 extra.update({f"bottom/{k}": v for k, v in bottom.to_arrays().items()})
             atomic_savez(ckpt, fingerprint=np.array(fp), shard=np.array(shard), done=np.array(done),
@@ -278,9 +294,8 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                          **state.to_arrays(), **extra)
 
     dataset = ImageDataset(source, model.input_size, model.channels, cfg.decode)
-    loader = DataLoader(dataset, batch_sampler=batches[done:], num_workers=cfg.workers, collate_fn=dataset.decoder.collate,
-                        pin_memory=model.device.type == "cuda", persistent_workers=False)
-    batch_iter = iter(loader)  # the workers start decoding now
+    batch_iter = load_batches(dataset, model.device, batch_sampler=batches[done:], num_workers=cfg.workers,
+                              collate_fn=dataset.decoder.collate, pin_memory=model.device.type == "cuda")  # decoding starts now
     if ckpt and fp is None:
         fp = fingerprint(model, source, layers, cfg.top, cfg.batch_size, cfg.precision)
     last_save = time.monotonic()

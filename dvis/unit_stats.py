@@ -66,6 +66,9 @@ CORR_MAX_UNITS = 1024
 SUMS = ("n", "sum", "sumsq", "pos_images", "pos_positions", "map_sum", "hist", "class_sum", "class_n", "corr_sum")
 #: Map elements :meth:`StatsState.map_summaries` reads at a time (4 MB of float32: fits in cache).
 MAP_CHUNK = 1 << 20
+#: Images whose per-image numbers a layer keeps before adding them up, and the memory all layers'
+#: buffers may take (layers with many units keep fewer images; a batch that does not fit is added at once).
+BUFFER_ROWS, BUFFER_BYTES = 512, 64 << 20
 #: Command that computes statistics, for messages where they are missing.
 HOW_TO = "`dvis maxes` (or `dvis precompute`) computes unit statistics"
 
@@ -113,12 +116,24 @@ def score_bins(scores: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Te
 class StatsState:
     """Running statistics of several layers (torch tensors on the tracking device).
 
-    ``shapes``: per layer ``(C,)`` or ``(C, H, W)``; ``n_classes``: 0 without labels."""
+    ``shapes``: per layer ``(C,)`` or ``(C, H, W)``; ``n_classes``: 0 without labels.
+
+    Each layer's per-image numbers (scores, and positive counts and sums of maps) are kept for up
+    to :data:`BUFFER_ROWS` images (within :data:`BUFFER_BYTES` for all layers) and added to the
+    accumulators together: about 30 tensor operations per layer then serve several batches
+    instead of one (AlexNet on 2 cores: 16 -> 6 ms per 64 images). :meth:`to_arrays` adds what is
+    pending first."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], n_classes: int = 0, device: torch.device | str = "cpu"):
         self.shapes = {n: tuple(s) for n, s in shapes.items()}
         self.n_classes = n_classes
+        self.device = torch.device(device)
         self.acc: dict[str, torch.Tensor] = {}
+        # Bytes per buffered image: float32 scores (+ counts and sums for maps) and a class index.
+        row = sum(4 * s[0] * (3 if len(s) == 3 else 1) + 8 for s in self.shapes.values())
+        self.buffer_rows = min(BUFFER_ROWS, BUFFER_BYTES // max(1, row))
+        self._buffers: dict[str, dict[str, torch.Tensor]] = {}
+        self._filled = dict.fromkeys(self.shapes, 0)
         f64, i64 = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
         self.corr_index: dict[str, torch.Tensor | None] = {}
         for n, s in self.shapes.items():
@@ -154,18 +169,62 @@ class StatsState:
                summaries: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
         """Add a batch: ``scores`` B x units, ``valid`` (B,) bool (images to count), ``maps`` the
         B x units x H x W output of a map layer, ``labels`` (B,) class indices (``-1`` unknown);
-        ``summaries`` is :meth:`map_summaries` of ``maps`` when the caller has it already."""
+        ``summaries`` is :meth:`map_summaries` of ``maps`` when the caller has it already. The
+        numbers are copied (``scores`` may be a layer output that an in-place op changes next)."""
+        counts = sums = None
         if maps is not None:
             _, counts, sums = summaries if summaries is not None else self.map_summaries(maps)
+        if self.n_classes and labels is None:
+            labels = torch.full((len(scores),), -1, dtype=torch.int64, device=scores.device)
         if not bool(valid.all()):
-            scores = scores[valid]
-            if maps is not None:
-                maps, counts, sums = maps[valid], counts[valid], sums[valid]
-            labels = labels[valid] if labels is not None else None
-        if not len(scores):
+            scores, labels = scores[valid], labels[valid] if labels is not None else None
+            counts, sums = (counts[valid], sums[valid]) if counts is not None else (None, None)
+        n = len(scores)
+        if not n:
             return
+        if n > self.buffer_rows:  # more than the buffer holds: straight in
+            self._accumulate(layer, scores.float(), counts, sums, labels if self.n_classes else None)
+            return
+        if self._filled[layer] + n > self.buffer_rows:
+            self._flush(layer)
+        buf, at = self._buffer(layer), self._filled[layer]
+        buf["scores"][at:at + n] = scores
+        if counts is not None:
+            buf["counts"][at:at + n] = counts
+            buf["sums"][at:at + n] = sums
+        if self.n_classes:
+            buf["labels"][at:at + n] = labels
+        self._filled[layer] = at + n
+
+    def _buffer(self, layer: str) -> dict[str, torch.Tensor]:
+        if layer not in self._buffers:
+            u, r = self.shapes[layer][0], self.buffer_rows
+            f32 = dict(dtype=torch.float32, device=self.device)
+            buf = {"scores": torch.empty(r, u, **f32)}
+            if len(self.shapes[layer]) == 3:
+                buf.update(counts=torch.empty(r, u, **f32), sums=torch.empty(r, u, **f32))
+            if self.n_classes:
+                buf["labels"] = torch.empty(r, dtype=torch.int64, device=self.device)
+            self._buffers[layer] = buf
+        return self._buffers[layer]
+
+    def _flush(self, layer: str) -> None:
+        n = self._filled[layer]
+        if n:
+            buf = {k: v[:n] for k, v in self._buffers[layer].items()}
+            self._accumulate(layer, buf["scores"], buf.get("counts"), buf.get("sums"), buf.get("labels"))
+            self._filled[layer] = 0
+
+    def flush(self) -> None:
+        """Add every layer's pending images to the accumulators."""
+        for layer in self.shapes:
+            self._flush(layer)
+
+    def _accumulate(self, layer: str, s: torch.Tensor, counts: torch.Tensor | None, sums: torch.Tensor | None,
+                    labels: torch.Tensor | None) -> None:
+        """Add n images' float32 scores (n x units), positive counts and sums of maps (or None),
+        and class indices (or None) to the accumulators."""
         a, p = self.acc, layer + ":"
-        s = scores.float()
         if bool(s.sum().isnan()) and bool(torch.isnan(s).any()):  # the cheap test first
             s = torch.nan_to_num(s, nan=0.0)
         d = s.double()
@@ -178,9 +237,10 @@ class StatsState:
         torch.maximum(a[p + "max"], d.amax(0), out=a[p + "max"])
         positive = (s > 0).sum(0)
         a[p + "pos_images"] += positive
-        if maps is not None:
+        if counts is not None:
+            shape = self.shapes[layer]
             a[p + "pos_positions"] += counts.double().sum(0).long()
-            a[p + "map_sum"] += (sums.double() / (maps.shape[2] * maps.shape[3])).sum(0)
+            a[p + "map_sum"] += (sums.double() / (shape[1] * shape[2])).sum(0)
         else:
             a[p + "pos_positions"] += positive
             a[p + "map_sum"] += total
@@ -219,11 +279,28 @@ class StatsState:
             buf = self._buf = torch.empty(like.numel(), dtype=torch.float32, device=like.device)
         return buf[:like.numel()].view(like.shape)
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {k: v.cpu().numpy() for k, v in self.acc.items()}
+    def to_arrays(self, pending: bool = False) -> dict[str, np.ndarray]:
+        """The accumulators, with the pending images added; with ``pending`` (a checkpoint) they
+        are left pending and saved as well (``<layer>:pending_<name>``), so that a resumed run adds
+        the same images together as an uninterrupted one and gets the same sums bit for bit."""
+        if not pending:
+            self.flush()
+        out = {k: v.cpu().numpy() for k, v in self.acc.items()}
+        if pending:
+            for layer, n in self._filled.items():
+                for name, v in (self._buffers[layer].items() if n else ()):
+                    out[f"{layer}:pending_{name}"] = v[:n].cpu().numpy()
+        return out
 
     def load_arrays(self, arrays) -> None:
-        """Restore accumulators saved by :meth:`to_arrays` (a checkpoint)."""
+        """Restore what :meth:`to_arrays` saved (a checkpoint), pending images included."""
+        self._filled = dict.fromkeys(self.shapes, 0)
+        for layer in self.shapes:
+            if f"{layer}:pending_scores" in arrays:
+                n = len(arrays[f"{layer}:pending_scores"])
+                for name, v in self._buffer(layer).items():
+                    v[:n] = torch.from_numpy(np.array(arrays[f"{layer}:pending_{name}"]))
+                self._filled[layer] = n
         for k in self.acc:
             self.acc[k] = torch.from_numpy(np.array(arrays[k])).to(self.acc[k].device)
 

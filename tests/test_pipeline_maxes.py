@@ -214,3 +214,70 @@ def test_weights_digest_cache_rehashes_new_weights(monkeypatch):
             net[0].weight.mul_(2)  # an in-place write bumps the version counter
         assert mr.weights_digest(net) not in (plain, changed) and len(hashed) == 5
     assert mr._digests is None
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_running_top_k_equals_a_full_sort(sign, shuffled):
+    """TopKState.update against sorting every (value, image) pair at once: many ties (values on a
+    coarse grid), NaN maps, skipped images (index -1), uneven batches, and images in index order
+    or shuffled (as shard merges and resumes feed them)."""
+    g = torch.Generator().manual_seed(3 + sign + 2 * shuffled)
+    units, k, n = 7, 4, 150
+    maps = torch.randint(-3, 4, (n, units, 3, 5), generator=g).float() / 2
+    maps[5, 2] = torch.nan
+    order = torch.randperm(n, generator=g) if shuffled else torch.arange(n)
+    skipped = set(order[torch.randint(0, n, (12,), generator=g)].tolist())
+    state, seen = TopKState({"l": units}, k, sign=sign), 0
+    while seen < n:
+        b = int(torch.randint(1, 20, (1,), generator=g))
+        idx = order[seen:seen + b]
+        seen += b
+        m = maps[idx]
+        scores = m.flatten(2).amax(2) if sign == 1 else m.flatten(2).amin(2)
+        state.update("l", scores, torch.tensor([-1 if int(i) in skipped else int(i) for i in idx]), maps=m)
+    for u in range(units):
+        entries = []
+        for i in range(n):
+            flat = maps[i, u].flatten()
+            if i in skipped or torch.isnan(flat).any():
+                continue
+            score = float(flat.max()) if sign == 1 else float(flat.min())
+            entries.append((-sign * score, i, int((flat * sign).argmax())))
+        entries.sort()
+        want = entries[:k] + [(torch.inf, -1, 0)] * (k - len(entries[:k]))
+        assert state.index["l"][u].tolist() == [e[1] for e in want]
+        assert state.values["l"][u].tolist() == [-e[0] if e[1] >= 0 else -torch.inf for e in want]  # stored as sign * score
+        got_pos = state.pos["l"][u].tolist()
+        assert [p[0] * 5 + p[1] for p, e in zip(got_pos, want) if e[1] >= 0] == [e[2] for e in want if e[1] >= 0]
+
+
+@pytest.mark.filterwarnings("ignore:skipping unreadable")
+def test_cpu_runs_decode_in_idle_priority_workers(setup, tmp_path, monkeypatch):
+    """On a CPU device the decoding workers run at SCHED_IDLE (they must not preempt the forward's
+    threads) with one OpenCV thread (inherited, since a call into a forked pool can deadlock);
+    the parent keeps its priority and its OpenCV threads; the run's result is unchanged."""
+    import os
+
+    import cv2
+
+    from dvis.decode import Decoder
+
+    _, model_dir, _ = setup
+    model = load_model(str(model_dir))
+    source = open_source(setup[0] / "images")
+    item = Decoder.item
+
+    def spy(self, i):  # runs in the forked workers: record each one's scheduling policy
+        (tmp_path / f"policy-{os.getpid()}").write_text(f"{os.sched_getscheduler(0)} {cv2.getNumThreads()}")
+        return item(self, i)
+
+    monkeypatch.setattr(Decoder, "item", spy)
+    threads = cv2.getNumThreads()
+    cv2.resize(np.zeros((375, 500, 3), np.float32), (224, 224), interpolation=cv2.INTER_AREA)  # the pool runs
+    result = track_maxes(model, source, config=cfg(workers=2))
+    policies = {p.read_text() for p in tmp_path.glob("policy-*")}
+    assert len(list(tmp_path.glob("policy-*"))) == 2 and policies == {f"{os.SCHED_IDLE} 1"}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE and cv2.getNumThreads() == threads
+    monkeypatch.undo()
+    arrays_equal(result, track_maxes(model, source, config=cfg()))

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from torch.utils.data import DataLoader
 
 from dvis.atomic import atomic_write_text
 from dvis.datasets import ImageDataset, open_source
+from dvis.decode import load_batches
 from dvis.errors import DvisError
 from dvis.model_loading import load_model
 
@@ -36,11 +36,11 @@ def evaluate_split(model, source: str | Path, split: str, batch_size: int = 256,
     if not chosen:
         raise DvisError(f"no images under '{split}/<class>/' in {source}")
     label_of = dict(zip(chosen, classes))
-    loader = DataLoader(ImageDataset(images, model.input_size, model.channels), batch_size=batch_size,
-                        sampler=chosen, num_workers=workers)
+    loader = load_batches(ImageDataset(images, model.input_size, model.channels), model.device,
+                          batch_size=batch_size, sampler=chosen, num_workers=workers)
     hits1, hits5, ys = [], [], []
     with torch.inference_mode():
-        for x, ok, idx in tqdm(loader, desc=f"evaluate {model.name}", unit="batch"):
+        for x, ok, idx in tqdm(loader, desc=f"evaluate {model.name}", unit="batch", total=-(-len(chosen) // batch_size)):
             x, idx = x[ok], idx[ok]
             if not len(idx):
                 continue
