@@ -37,6 +37,9 @@ from dvis.unit_stats import StatsArrays, StatsState
 # ---------------------------------------------------------------------------------------------
 # Pure top-k bookkeeping
 
+#: Images whose candidates the tracker collects before merging them into the top-k.
+MERGE_ROWS = 512
+
 
 def topk_order(values: torch.Tensor, index: torch.Tensor, k: int, index_ordered: bool = False) -> torch.Tensor:
     """Columns of the k best of (units x n) candidates: value descending, then image index ascending.
@@ -63,72 +66,121 @@ class TopKState:
     """Running top-k of every unit of several layers (torch tensors on the tracking device).
 
     With ``sign=-1`` it keeps the bottom-k: values are stored negated (so the k "best" are the
-    least activating) and positions are those of each map's first minimum."""
+    least activating) and positions are those of each map's first minimum.
+
+    A batch's candidates (entries that beat their unit's k-th entry, with their positions) are
+    picked when it arrives and merged with those of the following batches, up to
+    :data:`MERGE_ROWS` images at a time, or until they number as many as the layer's units: the
+    merge's two dozen tensor operations per layer then serve several batches once the top-k settle. The top-k of the union does not depend on the grouping, and reading
+    ``values``, ``index`` or ``pos`` merges what is pending first."""
 
     def __init__(self, units: dict[str, int], k: int, device: torch.device | str = "cpu", sign: int = 1):
         self.k, self.sign = k, sign
-        self.values = {n: torch.full((u, k), -torch.inf, device=device) for n, u in units.items()}
-        self.index = {n: torch.full((u, k), -1, dtype=torch.int64, device=device) for n, u in units.items()}
-        self.pos = {n: torch.zeros((u, k, 2), dtype=torch.int32, device=device) for n, u in units.items()}
+        self._values = {n: torch.full((u, k), -torch.inf, device=device) for n, u in units.items()}
+        self._index = {n: torch.full((u, k), -1, dtype=torch.int64, device=device) for n, u in units.items()}
+        self._pos = {n: torch.zeros((u, k, 2), dtype=torch.int32, device=device) for n, u in units.items()}
+        self.merge_rows = MERGE_ROWS
+        # Per layer: candidate (unit, value, image, position) tensors of the batches not merged yet,
+        # their image count, whether every one of them came in index order after the merged ones,
+        # and the highest image index passed (stored or pending).
+        self._pending: dict[str, list[tuple[torch.Tensor, ...]]] = {n: [] for n in units}
+        self._pending_images = dict.fromkeys(units, 0)
+        self._pending_found = dict.fromkeys(units, 0)
+        self._in_order = dict.fromkeys(units, True)
+        self._seen = dict.fromkeys(units, -1)
+
+    @property
+    def values(self) -> dict[str, torch.Tensor]:
+        self.flush()
+        return self._values
+
+    @property
+    def index(self) -> dict[str, torch.Tensor]:
+        self.flush()
+        return self._index
+
+    @property
+    def pos(self) -> dict[str, torch.Tensor]:
+        self.flush()
+        return self._pos
 
     def update(self, layer: str, values: torch.Tensor, index: torch.Tensor, maps: torch.Tensor | None = None) -> None:
-        """Merge a batch: ``values`` (B x units) per-image scores, ``index`` (B,) image indices (``-1``
+        """Add a batch: ``values`` (B x units) per-image scores, ``index`` (B,) image indices (``-1``
         marks images to ignore), ``maps`` the conv layer's B x units x H x W output (positions).
 
-        Only units with a candidate at least as good as their current k-th entry are merged, only
-        those candidates take part (packed per unit), and max positions are computed only for
-        entries that enter a top-k: after the first batches few units change and each has one or
-        two candidates, so tracking costs little beyond the forward. Skipped units and entries
-        could not change, so the result equals a full merge.
+        Only entries at least as good as their unit's current k-th entry are kept (a superset of
+        those that enter, as the k-th entries only rise), and max positions are computed only for
+        them: after the first batches a unit has a candidate in a few batches, so tracking costs
+        little beyond the forward. The rest could not enter, so the result equals a full merge.
         """
         valid = index >= 0
         if not valid.any():
             return
         v = values.float() if self.sign == 1 else -values.float()
-        kth = self.values[layer][:, -1]
+        first, last = int(index[valid].min()), int(index[valid].max())
         # A tie with the k-th entry only wins for a lower image index; batches in index order never have one.
-        later = bool(index[valid].min() > self.index[layer].max())
-        cand = (v > kth) if later else (v >= kth)  # never NaN (NaN compares false)
-        if not bool(valid.all()):
+        later = first > self._seen[layer]
+        cand = (v > self._values[layer][:, -1]) if later else (v >= self._values[layer][:, -1])  # NaN: never
+        all_valid = bool(valid.all())
+        if not all_valid:
             cand &= valid[:, None]
-        rows = cand.any(0).nonzero().squeeze(1)
-        if not len(rows):
+        self._in_order[layer] &= later and all_valid and bool((index[1:] > index[:-1]).all())
+        self._seen[layer] = max(self._seen[layer], last)
+        b, u = cand.nonzero(as_tuple=True)  # batch-major: each unit's candidates in batch order
+        if len(b):
+            if maps is not None:
+                sel = maps[b, u].flatten(1)
+                flat = (sel if self.sign == 1 else -sel).argmax(1)  # first maximum, as the recorded value
+                where = torch.stack([flat // maps.shape[3], flat % maps.shape[3]], dim=1).to(torch.int32)
+            else:
+                where = torch.zeros((len(b), 2), dtype=torch.int32, device=v.device)
+            self._pending[layer].append((u, v[b, u], index[b], where))
+        self._pending_images[layer] += len(index)
+        self._pending_found[layer] += len(b)
+        # Merged at once while candidates abound (the first batches: the k-th entries rise fast and
+        # prune the next batches' candidates, each of which costs a map read for its position).
+        if self._pending_images[layer] >= self.merge_rows or self._pending_found[layer] >= len(cand[0]):
+            self._merge_pending(layer)
+
+    def flush(self) -> None:
+        """Merge every layer's pending candidates."""
+        for layer in self._pending:
+            self._merge_pending(layer)
+
+    def _merge_pending(self, layer: str) -> None:
+        pending, in_order = self._pending[layer], self._in_order[layer]
+        self._pending[layer], self._pending_images[layer], self._in_order[layer] = [], 0, True
+        self._pending_found[layer] = 0
+        if not pending:
             return
-        k = self.k
-        # Each unit's candidates packed into the first columns of a units x C block, in batch order
-        # (C: the most any unit has), padded like the state (-inf, image -1): the merge then sorts
-        # k + C columns instead of k + B.
-        cand = cand[:, rows]
-        b, r = cand.nonzero(as_tuple=True)
-        slot = cand.cumsum(0, dtype=torch.int32)[b, r].long() - 1
-        width = int(slot.max()) + 1
+        u, v, img, where = (torch.cat(t) for t in zip(*pending)) if len(pending) > 1 else pending[0]
+        # Each unit's candidates packed into the first columns of a units x C block, in arrival
+        # order (C: the most any unit has), padded like the state (-inf, image -1): the merge then
+        # sorts k + C columns.
+        o = torch.argsort(u, stable=True)
+        u, v, img, where = u[o], v[o], img[o], where[o]
+        rows, counts = torch.unique_consecutive(u, return_counts=True)
+        r = torch.repeat_interleave(torch.arange(len(rows), device=u.device), counts)
+        slot = torch.arange(len(u), device=u.device) - (counts.cumsum(0) - counts)[r]
+        width = int(counts.max())
         new_v = v.new_full((len(rows), width), -torch.inf)
-        new_v[r, slot] = v[b, rows[r]]
-        new_i = index.new_full((len(rows), width), -1)
-        new_i[r, slot] = index[b]
-        new_b = index.new_zeros((len(rows), width))
-        new_b[r, slot] = b
-        values = torch.cat([self.values[layer][rows], new_v], 1)
-        images = torch.cat([self.index[layer][rows], new_i], 1)
-        in_order = later and bool(valid.all()) and bool((index[1:] > index[:-1]).all())
+        new_v[r, slot] = v
+        new_i = img.new_full((len(rows), width), -1)
+        new_i[r, slot] = img
+        new_p = where.new_zeros((len(rows), width, 2))
+        new_p[r, slot] = where
+        k = self.k
+        values = torch.cat([self._values[layer][rows], new_v], 1)
+        images = torch.cat([self._index[layer][rows], new_i], 1)
         order = topk_order(values, images, k, index_ordered=in_order)
-        pos = self.pos[layer][rows].gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, 2))
-        # Positions only for the candidates that made it into the top-k: a fraction of the
-        # (units x batch) maps, which is most of the tracking cost while the top-k still change.
-        r, j = (order >= k).nonzero(as_tuple=True)
-        if maps is not None:
-            sel = maps[new_b[r, order[r, j] - k], rows[r]].flatten(1)
-            flat = (sel if self.sign == 1 else -sel).argmax(1)  # first maximum, as the recorded value
-            pos[r, j] = torch.stack([flat // maps.shape[3], flat % maps.shape[3]], dim=1).to(torch.int32)
-        else:
-            pos[r, j] = 0
-        self.values[layer][rows] = values.gather(1, order)
-        self.index[layer][rows] = images.gather(1, order)
-        self.pos[layer][rows] = pos
+        self._values[layer][rows] = values.gather(1, order)
+        self._index[layer][rows] = images.gather(1, order)
+        self._pos[layer][rows] = torch.cat([self._pos[layer][rows], new_p], 1).gather(1, order[..., None].expand(-1, -1, 2))
 
     def merge(self, other: "TopKState") -> None:
+        other.flush()
         for n in self.values:
-            self.values[n], self.index[n], self.pos[n] = merge_topk(
+            self._values[n], self._index[n], self._pos[n] = merge_topk(
                 torch.cat([self.values[n], other.values[n].to(self.values[n].device)], 1),
                 torch.cat([self.index[n], other.index[n].to(self.index[n].device)], 1),
                 torch.cat([self.pos[n], other.pos[n].to(self.pos[n].device)], 1), self.k)
@@ -146,6 +198,7 @@ class TopKState:
         for n in layers:
             for name in ("values", "index", "pos"):
                 getattr(state, name)[n] = torch.from_numpy(np.array(arrays[array_key(n, name)])).to(device)
+            state._seen[n] = int(state._index[n].max())
         return state
 
 

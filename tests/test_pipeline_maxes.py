@@ -216,12 +216,14 @@ def test_weights_digest_cache_rehashes_new_weights(monkeypatch):
     assert mr._digests is None
 
 
+@pytest.mark.parametrize("merge_rows", [1, 30, 512])
 @pytest.mark.parametrize("sign", [1, -1])
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_running_top_k_equals_a_full_sort(sign, shuffled):
+def test_running_top_k_equals_a_full_sort(sign, shuffled, merge_rows):
     """TopKState.update against sorting every (value, image) pair at once: many ties (values on a
-    coarse grid), NaN maps, skipped images (index -1), uneven batches, and images in index order
-    or shuffled (as shard merges and resumes feed them)."""
+    coarse grid), NaN maps, skipped images (index -1), uneven batches, images in index order or
+    shuffled (as shard merges and resumes feed them), and candidates merged after every batch,
+    every few batches, or all at the end."""
     g = torch.Generator().manual_seed(3 + sign + 2 * shuffled)
     units, k, n = 7, 4, 150
     maps = torch.randint(-3, 4, (n, units, 3, 5), generator=g).float() / 2
@@ -229,6 +231,7 @@ def test_running_top_k_equals_a_full_sort(sign, shuffled):
     order = torch.randperm(n, generator=g) if shuffled else torch.arange(n)
     skipped = set(order[torch.randint(0, n, (12,), generator=g)].tolist())
     state, seen = TopKState({"l": units}, k, sign=sign), 0
+    state.merge_rows = merge_rows
     while seen < n:
         b = int(torch.randint(1, 20, (1,), generator=g))
         idx = order[seen:seen + b]
