@@ -121,7 +121,7 @@ class StatsState:
     Each layer's per-image numbers (scores, and positive counts and sums of maps) are kept for up
     to :data:`BUFFER_ROWS` images (within :data:`BUFFER_BYTES` for all layers) and added to the
     accumulators together: about 30 tensor operations per layer then serve several batches
-    instead of one (AlexNet on 2 cores: 16 -> 6 ms per 64 images). :meth:`to_arrays` adds what is
+    instead of one (AlexNet on 2 cores: 18.1 -> 9.6 ms per 64 images). :meth:`to_arrays` adds what is
     pending first."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], n_classes: int = 0, device: torch.device | str = "cpu"):
