@@ -183,7 +183,7 @@ def main() -> int:
                 steady = (hi - lo) * args.batch_size / (marks[hi] - marks[lo]) if hi > lo else e2e
                 run_setup = (end - t) - len(source) / steady
                 # The forward again right after: the round's reference is the mean of the two, which
-                # follows the machine's drift (forward-only figures a minute apart differ by up to 20 %
+                # follows the machine's drift (forward-only figures a minute apart differ by up to 30 %
                 # on a shared 2-core machine).
                 after = forward_rate(model, min(args.n, 1024), args.batch_size, args.precision)
                 ref = min(dec, (fwd + after) / 2)

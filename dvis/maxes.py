@@ -71,8 +71,9 @@ class TopKState:
     A batch's candidates (entries that beat their unit's k-th entry, with their positions) are
     picked when it arrives and merged with those of the following batches, up to
     :data:`MERGE_ROWS` images at a time, or until they number as many as the layer's units: the
-    merge's two dozen tensor operations per layer then serve several batches once the top-k settle. The top-k of the union does not depend on the grouping, and reading
-    ``values``, ``index`` or ``pos`` merges what is pending first."""
+    merge's two dozen tensor operations per layer then serve several batches once the top-k
+    settle. The top-k of the union does not depend on the grouping, and reading ``values``,
+    ``index`` or ``pos`` merges what is pending first."""
 
     def __init__(self, units: dict[str, int], k: int, device: torch.device | str = "cpu", sign: int = 1):
         self.k, self.sign = k, sign
@@ -139,7 +140,7 @@ class TopKState:
         self._pending_found[layer] += len(b)
         # Merged at once while candidates abound (the first batches: the k-th entries rise fast and
         # prune the next batches' candidates, each of which costs a map read for its position).
-        if self._pending_images[layer] >= self.merge_rows or self._pending_found[layer] >= len(cand[0]):
+        if self._pending_images[layer] >= self.merge_rows or self._pending_found[layer] >= cand.shape[1]:
             self._merge_pending(layer)
 
     def flush(self) -> None:
@@ -184,6 +185,7 @@ class TopKState:
                 torch.cat([self.values[n], other.values[n].to(self.values[n].device)], 1),
                 torch.cat([self.index[n], other.index[n].to(self.index[n].device)], 1),
                 torch.cat([self.pos[n], other.pos[n].to(self.pos[n].device)], 1), self.k)
+            self._seen[n] = max(self._seen[n], other._seen[n])  # later batches' tie rule sees the merged images
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {}

@@ -87,6 +87,11 @@ def test_ties_break_by_lower_image_index():
     assert state.index["l"].tolist() == [[10, 11]]
     state.update("l", torch.tensor([[2.0], [2.0]]), torch.tensor([-1, 7]))  # earlier tie (a shard merge): wins
     assert state.index["l"].tolist() == [[10, 7]]
+    # After merging another share, a tie with one of its images still goes to the lower index.
+    merged = TopKState({"l": 1}, 1)
+    merged.merge(state)
+    merged.update("l", torch.tensor([[3.0]]), torch.tensor([4]))
+    assert merged.index["l"].tolist() == [[4]]
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
