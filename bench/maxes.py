@@ -20,8 +20,13 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+from dvis.openmp import describe, shorten_spin_wait
+
+if "--openmp-default" not in sys.argv:  # run as `dvis maxes` does; the flag compares with libgomp's default
+    shorten_spin_wait()
+
+import numpy as np  # noqa: E402 - after the OpenMP setting, which must precede torch
+import torch  # noqa: E402
 from PIL import Image
 from torch import nn
 
@@ -123,10 +128,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--crop-units", type=int, default=4)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--openmp-default", action="store_true",
+                   help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.openmp)")
     args = p.parse_args()
     warnings.simplefilter("ignore")
     model = load_model("alexnet", device=args.device, weights="none")  # random init: no download
-    print(f"device {model.device}, torch threads {torch.get_num_threads()}, AlexNet (random init) 224x224, "
+    print(f"device {model.device}, torch threads {torch.get_num_threads()} ({describe()}), AlexNet (random init) 224x224, "
           f"{len(tracked_layers(model.net))} tracked layers")
 
     x = torch.randint(0, 256, (args.tracker_images, 3, 224, 224), dtype=torch.uint8,

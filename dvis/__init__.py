@@ -3,50 +3,72 @@
 Load a model, capture every layer, compute receptive fields and exact back-projections
 (Zeiler & Fergus deconvnet, guided backprop, gradient), and precompute per-unit images for the
 toolbox window (``python run_toolbox.py``) and the ``dvis`` command.
+
+The names below are imported on first use, so ``import dvis`` (and the ``dvis`` command before
+it picks its OpenMP settings, see :mod:`dvis.openmp`) does not load PyTorch.
 """
-from dvis.activations import activations, forward_to
-from dvis.backproject import VisResult, backproject, backproject_batch, forward_and_back
-from dvis.crops import compute_crops
-from dvis.display import back_filter
-from dvis.errors import DvisError, LayerNotFoundError
-from dvis.geometry import LayerGeometry, model_geometry, to_maps
-from dvis.images import list_images, read_image
-from dvis.layers import default_layers
-from dvis.maxes import track_maxes
-from dvis.model_loading import LoadedModel, load_model
-from dvis.optimize import optimize_units
-from dvis.precompute import precompute
-from dvis.receptive_field import ReceptiveField, receptive_field
-from dvis.tiling import grid_shape, tile
-from dvis.unit_vis import UnitImages
+from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DvisError",
-    "LayerGeometry",
-    "LayerNotFoundError",
-    "LoadedModel",
-    "ReceptiveField",
-    "UnitImages",
-    "VisResult",
-    "activations",
-    "back_filter",
-    "backproject",
-    "backproject_batch",
-    "compute_crops",
-    "default_layers",
-    "forward_and_back",
-    "forward_to",
-    "grid_shape",
-    "list_images",
-    "load_model",
-    "model_geometry",
-    "optimize_units",
-    "precompute",
-    "read_image",
-    "receptive_field",
-    "tile",
-    "to_maps",
-    "track_maxes",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "DvisError": "dvis.errors",
+    "LayerGeometry": "dvis.geometry",
+    "LayerNotFoundError": "dvis.errors",
+    "LoadedModel": "dvis.model_loading",
+    "ReceptiveField": "dvis.receptive_field",
+    "UnitImages": "dvis.unit_vis",
+    "VisResult": "dvis.backproject",
+    "activations": "dvis.activations",
+    "back_filter": "dvis.display",
+    "backproject": "dvis.backproject",
+    "backproject_batch": "dvis.backproject",
+    "compute_crops": "dvis.crops",
+    "default_layers": "dvis.layers",
+    "forward_and_back": "dvis.backproject",
+    "forward_to": "dvis.activations",
+    "grid_shape": "dvis.tiling",
+    "list_images": "dvis.images",
+    "load_model": "dvis.model_loading",
+    "model_geometry": "dvis.geometry",
+    "optimize_units": "dvis.optimize",
+    "precompute": "dvis.precompute",
+    "read_image": "dvis.images",
+    "receptive_field": "dvis.receptive_field",
+    "tile": "dvis.tiling",
+    "to_maps": "dvis.geometry",
+    "track_maxes": "dvis.maxes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dvis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """``dvis.backproject`` stays the function when its module ``dvis.backproject`` is imported:
+    the import system binds a new submodule on its package, which would hide the export."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -7,8 +7,12 @@ import pkgutil
 import sys
 import warnings
 
-import dvis.commands
-from dvis.errors import DvisError
+from dvis.openmp import shorten_spin_wait
+
+shorten_spin_wait()  # before anything loads PyTorch (and with it OpenMP)
+
+import dvis.commands  # noqa: E402
+from dvis.errors import DvisError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
