@@ -7,7 +7,7 @@ import pkgutil
 import sys
 import warnings
 
-from dvis.openmp import shorten_spin_wait
+from dvis.openmp import SPIN_COUNT, shorten_spin_wait
 
 shorten_spin_wait()  # before anything loads PyTorch (and with it OpenMP)
 
@@ -16,7 +16,10 @@ from dvis.errors import DvisError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dvis", description="Deep visualization toolbox for PyTorch CNNs.")
+    parser = argparse.ArgumentParser(
+        prog="dvis", description="Deep visualization toolbox for PyTorch CNNs.",
+        epilog=f"dvis commands run with GOMP_SPINCOUNT={SPIN_COUNT} (idle OpenMP threads sleep sooner, leaving the "
+               "cores to the decoding workers) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set; see docs/pipeline.md.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(dvis.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"dvis.commands.{info.name}").register(sub)

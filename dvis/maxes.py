@@ -246,8 +246,9 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
         return hook
 
     hooks = {n: make(n) for n in layers}
-    # All threads: DataParallel runs the replicas' hooks in its worker threads.
-    with forward_hooks(net, layers, lambda name, m, i, out: hooks[name](m, i, out), all_threads=True):
+    # The calling thread's forwards only: a forward of the same net in another thread (the toolbox's
+    # workers) is not one of this run's batches.
+    with forward_hooks(net, layers, lambda name, m, i, out: hooks[name](m, i, out)):
         yield batch
 
 

@@ -94,6 +94,39 @@ def test_ties_break_by_lower_image_index():
     assert merged.index["l"].tolist() == [[4]]
 
 
+def test_forwards_in_other_threads_are_not_tracked():
+    """The toolbox's workers may run the same net while a run tracks it: only the run's own
+    thread's forwards reach the state."""
+    import threading
+
+    from dvis.maxes import max_hooks
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    x = torch.ones(1, 1, 6, 6)
+    with torch.no_grad():
+        expected = net(x)[0]
+    state = TopKState({"0": 2, "2": 3}, 2)
+    with max_hooks(net, state, ["0", "2"]) as batch, torch.inference_mode():
+        batch["index"] = torch.tensor([0])
+        errors = []
+
+        def other_forward():
+            try:
+                with torch.inference_mode():
+                    net(torch.full((1, 1, 6, 6), 100.0))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        other = threading.Thread(target=other_forward)
+        other.start()
+        other.join()
+        assert not errors, errors
+        assert (state.index["0"] == -1).all() and (state.index["2"] == -1).all()
+        net(x)
+    assert state.index["0"][:, 0].tolist() == [0, 0] and (state.index["0"][:, 1] == -1).all()
+    assert torch.equal(state.values["2"][:, 0], expected)
+
+
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
 def test_batching_sharding_and_resume_do_not_change_the_result(setup, tmp_path):
     _, model_dir, _ = setup
