@@ -5,8 +5,9 @@ thread spins 300,000 iterations before it sleeps (libgomp's default when ``OMP_W
 unset), several milliseconds, so in every gap of the forward (the hooks' Python, the wait for the
 next batch) a spinning thread holds a core that the idle-priority decoding workers of
 :func:`dvis.decode.load_batches` would use. ``dvis`` commands shorten the spin to
-:data:`SPIN_COUNT` iterations (AlexNet on 2 cores, ``dvis maxes`` with statistics: 70.5 ->
-81.7 img/s mean over 5 alternating pairs, the forward alone 3-4 % slower; docs/pipeline.md).
+:data:`SPIN_COUNT` iterations (AlexNet on 2 cores, ``dvis maxes`` with statistics, steady rate
+over alternating pairs: 70.5 -> 81.7 and 81.7 -> 85.0 img/s mean, the forward alone the same
+within the noise; docs/pipeline.md).
 
 libgomp reads its settings once, when PyTorch loads it, so this runs before ``import torch``: the
 ``dvis`` command does it first, and ``import dvis`` does not load PyTorch. Processes that only

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-
 from dvis.atomic import atomic_write_text
 from dvis.datasets import ImageDataset, open_source
 from dvis.decode import load_batches
