@@ -6,7 +6,7 @@ Settings come from dvis/toolbox/settings.py, then settings_local.py, then the fl
 import sys
 from pathlib import Path
 
-from dvis.toolbox.main import main
+from dvis.commands.apps import main
 
 if __name__ == "__main__":
     sys.exit(main(repo_root=Path(__file__).resolve().parent))

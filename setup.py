@@ -2,7 +2,7 @@
 the settings templates as package data under ``dvis/_data/``.
 
 A checkout keeps them at the top level (``models/``, ``input_images/``, ``settings/``), where the
-tests, docs and scripts use them; :mod:`dvis.paths` finds either layout. Everything else is
+tests, docs and scripts use them; :mod:`dvis.formats.paths` finds either layout. Everything else is
 configured in pyproject.toml.
 """
 import shutil

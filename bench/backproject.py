@@ -17,8 +17,8 @@ import time
 import torch
 import torchvision
 
-from dvis.activations import forward_to
-from dvis.backproject import backproject, backproject_batch
+from dvis.engine.activations import forward_to
+from dvis.engine.backproject import backproject, backproject_batch
 
 LAYER = "features.10"
 

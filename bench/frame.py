@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dvis.images import list_images, read_image
-from dvis.model_loading import load_model
+from dvis.imaging.images import list_images, read_image
+from dvis.models.loading import load_model
 from dvis.toolbox.app import Toolbox
 from dvis.toolbox.drivers import run_keys
 from dvis.toolbox.settings import load_settings

@@ -1,4 +1,4 @@
-"""Time dvis.geometry.model_geometry (one traced forward for all layers) on torchvision classifiers.
+"""Time dvis.engine.geometry.model_geometry (one traced forward for all layers) on torchvision classifiers.
 
     python bench/geometry.py                      # a dozen representative models
     python bench/geometry.py --models all         # every torchvision classification model
@@ -19,7 +19,7 @@ from collections import Counter
 import torch
 import torchvision
 
-from dvis import geometry
+from dvis.engine import geometry
 
 DEFAULT = ["resnet50", "efficientnet_b0", "densenet201", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
            "regnet_y_400mf", "mobilenet_v3_small", "googlenet", "inception_v3", "alexnet"]

@@ -30,7 +30,7 @@ import time
 import warnings
 from pathlib import Path
 
-from dvis.openmp import describe, shorten_spin_wait
+from dvis.runtime.openmp import describe, shorten_spin_wait
 
 if "--openmp-default" not in sys.argv:  # run as `dvis maxes` does; the flag compares with libgomp's default
     shorten_spin_wait()
@@ -84,9 +84,9 @@ def _sync(device) -> None:
 
 def decode_rate(source, size, mode: str, device, workers: int, batch: int, reference: bool = False) -> float:
     """img/s of decoding ``source`` to ``size`` through DataLoader workers (the pipeline's decode
-    capacity), with ``reference`` Pillow + OpenCV resize instead of dvis.decode's choice."""
-    from dvis.datasets import ImageDataset, fit_image
-    from dvis.decode import load_batches
+    capacity), with ``reference`` Pillow + OpenCV resize instead of dvis.imaging.decode's choice."""
+    from dvis.imaging.datasets import ImageDataset, fit_image
+    from dvis.imaging.decode import load_batches
 
     class Reference(ImageDataset):
         def __getitem__(self, i):
@@ -102,7 +102,7 @@ def decode_rate(source, size, mode: str, device, workers: int, batch: int, refer
 
 def forward_rate(model, n: int, batch: int, precision: str) -> float:
     """img/s of the plain forward (normalize + net) over in-memory uint8 batches on the device."""
-    from dvis.precision import autocast
+    from dvis.runtime.precision import autocast
 
     x = torch.randint(0, 256, (batch, 3) + tuple(model.input_size), dtype=torch.uint8, device=model.device)
     with torch.inference_mode(), autocast(precision, model.device):
@@ -129,14 +129,14 @@ def main() -> int:
                         "(against the mean of its two forwards: on a shared machine the load drifts), their "
                         "median, and the best end to end against the best forward")
     p.add_argument("--openmp-default", action="store_true",
-                   help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.openmp)")
+                   help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.runtime.openmp)")
     args = p.parse_args()
     warnings.simplefilter("ignore")
     from dvis.cli import default_workers
-    from dvis.datasets import open_source
-    from dvis.decode import resolve
-    from dvis.maxes import TrackConfig, track_maxes
-    from dvis.model_loading import load_model
+    from dvis.imaging.datasets import open_source
+    from dvis.imaging.decode import resolve
+    from dvis.pipeline.maxes import TrackConfig, track_maxes
+    from dvis.models.loading import load_model
 
     workers = args.workers if args.workers is not None else default_workers()
     cuda = torch.device(args.device).type == "cuda"
@@ -149,7 +149,7 @@ def main() -> int:
         print(f"wrote {args.n} ImageNet-shaped JPEGs in {time.perf_counter() - t:.0f} s")
         source = open_source(tmp)
         size = (224, 224)
-        decoders = {"pillow (reference)": ("cpu", True), "cpu (dvis.decode)": ("cpu", False)}
+        decoders = {"pillow (reference)": ("cpu", True), "cpu (dvis.imaging.decode)": ("cpu", False)}
         if cuda:
             decoders["gpu (nvjpeg)"] = ("gpu", False)
         rates = {}

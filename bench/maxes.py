@@ -3,7 +3,7 @@
 1. Max tracker vs ceiling: images/s of tracking every conv and fc layer of AlexNet (random init,
    224x224) against a plain batched ``inference_mode`` forward of the same net over the same
    in-memory images (goal: ratio >= 0.95 on CPU), then the same with unit statistics
-   (dvis.unit_stats, 1000 classes; goal >= 0.90).
+   (dvis.formats.stats, 1000 classes; goal >= 0.90).
 2. End to end: images/s of ``track_maxes`` from a folder of JPEGs, decoding in DataLoader workers.
 3. Crops: seconds per unit (its top 9 patches, deconv) for conv1 and conv5, batched (on
    receptive-field windows where fields are small) vs the naive way (one full-image
@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from dvis.openmp import describe, shorten_spin_wait
+from dvis.runtime.openmp import describe, shorten_spin_wait
 
 if "--openmp-default" not in sys.argv:  # run as `dvis maxes` does; the flag compares with libgomp's default
     shorten_spin_wait()
@@ -30,13 +30,13 @@ import torch  # noqa: E402
 from PIL import Image
 from torch import nn
 
-from dvis.backproject import backproject_batch
-from dvis.crops import compute_crops
-from dvis.datasets import ImageSource, fit_image, open_source
-from dvis.maxes import TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
-from dvis.unit_stats import StatsState
-from dvis.maxes_run import MaxResult
-from dvis.model_loading import load_model
+from dvis.engine.backproject import backproject_batch
+from dvis.pipeline.crops import compute_crops
+from dvis.imaging.datasets import ImageSource, fit_image, open_source
+from dvis.pipeline.maxes import TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
+from dvis.formats.stats import StatsState
+from dvis.formats.maxes import MaxResult
+from dvis.models.loading import load_model
 
 
 def tracked_layers(net: nn.Module) -> list[str]:
@@ -129,7 +129,7 @@ def main() -> int:
     p.add_argument("--crop-units", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--openmp-default", action="store_true",
-                   help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.openmp)")
+                   help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.runtime.openmp)")
     args = p.parse_args()
     warnings.simplefilter("ignore")
     model = load_model("alexnet", device=args.device, weights="none")  # random init: no download

@@ -14,7 +14,7 @@ import time
 import torch
 
 from dvis.analyses.occlusion import occlusion_maps
-from dvis.model_loading import load_model
+from dvis.models.loading import load_model
 
 
 def main() -> None:

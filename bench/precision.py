@@ -14,9 +14,9 @@ import warnings
 
 import numpy as np
 
-from dvis.datasets import open_source
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.model_loading import load_model
+from dvis.imaging.datasets import open_source
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.models.loading import load_model
 
 
 def agreement(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:

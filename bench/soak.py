@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dvis import unit_vis  # noqa: E402
-from dvis.model_loading import load_model  # noqa: E402
+from dvis.formats import unit_vis  # noqa: E402
+from dvis.models.loading import load_model  # noqa: E402
 from dvis.toolbox.app import Toolbox  # noqa: E402
-from dvis.toolbox.main import parse_set  # noqa: E402
+from dvis.commands.apps import parse_set  # noqa: E402
 from dvis.toolbox.render import tile_maps  # noqa: E402
 from dvis.toolbox.settings import load_settings  # noqa: E402
 
@@ -80,7 +80,7 @@ def main() -> int:
         overrides["images"] = args.images
     overrides.update(parse_set(args.set))
     settings = load_settings(None, overrides)
-    from dvis.paths import packaged_data_dir
+    from dvis.formats.paths import packaged_data_dir
 
     if not Path(settings.images).exists():
         settings.images = str(packaged_data_dir() / settings.images)

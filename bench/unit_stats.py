@@ -11,9 +11,9 @@ import warnings
 import torch
 from torch import nn
 
-from dvis.maxes import TopKState, layer_shapes, max_hooks
-from dvis.model_loading import load_model
-from dvis.unit_stats import StatsState
+from dvis.pipeline.maxes import TopKState, layer_shapes, max_hooks
+from dvis.models.loading import load_model
+from dvis.formats.stats import StatsState
 
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)

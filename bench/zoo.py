@@ -8,10 +8,10 @@ table row:
 
 * ``GF``: GFLOPs of one forward (counted on fake tensors, no compute); resnet50 is 8.2;
 * ``load s``: ``load_model``; ``fwd ms``: one plain forward (no grad, batch 1);
-* ``geom s``: :func:`dvis.geometry.model_geometry`, all layers;
+* ``geom s``: :func:`dvis.engine.geometry.model_geometry`, all layers;
 * ``1st s``: headless toolbox from construction to the first rendered frame;
 * ``b ms``: ms per toolbox frame with back-projection on (next image, forward + backward + render);
-* ``deconv/guided/grad ms``: :func:`dvis.backproject.backproject` of unit 0 at its max on the middle layer;
+* ``deconv/guided/grad ms``: :func:`dvis.engine.backproject.backproject` of unit 0 at its max on the middle layer;
 * ``rf e/g/f``: layers with an exact local field / flagged global context / no field (failed);
 * ``RSS MB``: peak RSS, and ``x``: peak over the peak of plain inference (load + one forward);
 * ``load``: the machine's 1-minute load average when the model finished (timings on a shared machine).
@@ -101,10 +101,10 @@ def run_one(name: str, device: str, frames: int) -> dict:
     """All measurements of one model; a failing stage records its error and the rest still run."""
     import torch
 
-    from dvis.backproject import backproject
-    import dvis.geometry
-    from dvis.geometry import model_geometry
-    from dvis.model_loading import load_model
+    from dvis.engine.backproject import backproject
+    import dvis.engine.geometry
+    from dvis.engine.geometry import model_geometry
+    from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.settings import load_settings
 
@@ -159,7 +159,7 @@ def run_one(name: str, device: str, frames: int) -> dict:
             return tb
 
         def geometry():
-            dvis.geometry._cache.pop(model.net, None)  # load_model may have traced it already
+            dvis.engine.geometry._cache.pop(model.net, None)  # load_model may have traced it already
             t = time.perf_counter()
             geo = model_geometry(model)
             row["geom_s"] = time.perf_counter() - t
@@ -167,7 +167,7 @@ def run_one(name: str, device: str, frames: int) -> dict:
             return geo
 
         geo = stage("geometry", geometry) or {}
-        dvis.geometry._cache.pop(model.net, None)  # the toolbox pays for a cold geometry, as a user does
+        dvis.engine.geometry._cache.pop(model.net, None)  # the toolbox pays for a cold geometry, as a user does
         tb = stage("toolbox", first_frame)
         runnable = [layer for layer in model.layers if layer in geo and geo[layer].runs] or list(model.layers)
         middle = runnable[len(runnable) // 2]

@@ -5,7 +5,7 @@ Load a model, capture every layer, compute receptive fields and exact back-proje
 toolbox window (``python run_toolbox.py``) and the ``dvis`` command.
 
 The names below are imported on first use, so ``import dvis`` (and the ``dvis`` command before
-it picks its OpenMP settings, see :mod:`dvis.openmp`) does not load PyTorch.
+it picks its OpenMP settings, see :mod:`dvis.runtime.openmp`) does not load PyTorch.
 """
 from __future__ import annotations
 
@@ -18,31 +18,31 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "DvisError": "dvis.errors",
-    "LayerGeometry": "dvis.geometry",
+    "LayerGeometry": "dvis.engine.geometry",
     "LayerNotFoundError": "dvis.errors",
-    "LoadedModel": "dvis.model_loading",
-    "ReceptiveField": "dvis.receptive_field",
-    "UnitImages": "dvis.unit_vis",
-    "VisResult": "dvis.backproject",
-    "activations": "dvis.activations",
-    "back_filter": "dvis.display",
-    "backproject": "dvis.backproject",
-    "backproject_batch": "dvis.backproject",
-    "compute_crops": "dvis.crops",
-    "default_layers": "dvis.layers",
-    "forward_and_back": "dvis.backproject",
-    "forward_to": "dvis.activations",
-    "grid_shape": "dvis.tiling",
-    "list_images": "dvis.images",
-    "load_model": "dvis.model_loading",
-    "model_geometry": "dvis.geometry",
-    "optimize_units": "dvis.optimize",
-    "precompute": "dvis.precompute",
-    "read_image": "dvis.images",
-    "receptive_field": "dvis.receptive_field",
-    "tile": "dvis.tiling",
-    "to_maps": "dvis.geometry",
-    "track_maxes": "dvis.maxes",
+    "LoadedModel": "dvis.models.loading",
+    "ReceptiveField": "dvis.engine.receptive_field",
+    "UnitImages": "dvis.formats.unit_vis",
+    "VisResult": "dvis.engine.backproject",
+    "activations": "dvis.engine.activations",
+    "back_filter": "dvis.render.backfilter",
+    "backproject": "dvis.engine.backproject",
+    "backproject_batch": "dvis.engine.backproject",
+    "compute_crops": "dvis.pipeline.crops",
+    "default_layers": "dvis.engine.layers",
+    "forward_and_back": "dvis.engine.backproject",
+    "forward_to": "dvis.engine.activations",
+    "grid_shape": "dvis.render.tiling",
+    "list_images": "dvis.imaging.images",
+    "load_model": "dvis.models.loading",
+    "model_geometry": "dvis.engine.geometry",
+    "optimize_units": "dvis.pipeline.optimize",
+    "precompute": "dvis.pipeline.precompute",
+    "read_image": "dvis.imaging.images",
+    "receptive_field": "dvis.engine.receptive_field",
+    "tile": "dvis.render.tiling",
+    "to_maps": "dvis.engine.geometry",
+    "track_maxes": "dvis.pipeline.maxes",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -62,7 +62,7 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``dvis.backproject`` stays the function when its module ``dvis.backproject`` is imported:
+    """``dvis.engine.backproject`` stays the function when its module ``dvis.engine.backproject`` is imported:
     the import system binds a new submodule on its package, which would hide the export."""
 
     def __setattr__(self, name: str, value) -> None:

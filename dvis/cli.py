@@ -7,7 +7,7 @@ import pkgutil
 import sys
 import warnings
 
-from dvis.openmp import SPIN_COUNT, shorten_spin_wait
+from dvis.runtime.openmp import SPIN_COUNT, shorten_spin_wait
 
 shorten_spin_wait()  # before anything loads PyTorch (and with it OpenMP)
 
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                "cores to the decoding workers) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set; see docs/pipeline.md.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(dvis.commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"dvis.commands.{info.name}").register(sub)
+        module = importlib.import_module(f"dvis.commands.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh warnings state per command: entering catch_warnings resets the "already shown" registry,
     # so each command run in one process (tests, notebooks) warns about each skipped file once, and
     # the caller's showwarning comes back afterwards.
-    from dvis.maxes_run import weights_cache
+    from dvis.formats.maxes import weights_cache
 
     with warnings.catch_warnings(), weights_cache():  # and each net's weights hashed once per command
         warnings.showwarning = one_line

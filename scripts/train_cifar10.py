@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dvis.fold import fold_batchnorm
-from dvis.imagefolder_arrays import load_split
+from dvis.models.fold import fold_batchnorm
+from dvis.imaging.folder_arrays import load_split
 from dvis.nets.zf_cifar import zf_cifar10
 
 MEAN = (0.4914, 0.4822, 0.4465)

@@ -1,4 +1,4 @@
-"""Test-wide isolation: the user's data and config folders (dvis.paths) point into a fresh temporary
+"""Test-wide isolation: the user's data and config folders (dvis.formats.paths) point into a fresh temporary
 folder, so no test reads or writes a developer's computed unit images or user settings_local.py.
 Subprocesses started by tests inherit it through the environment."""
 from __future__ import annotations

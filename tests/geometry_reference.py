@@ -1,4 +1,4 @@
-"""Independent check of dvis.geometry: receptive fields by gradient support (tests only).
+"""Independent check of dvis.engine.geometry: receptive fields by gradient support (tests only).
 
 Back-propagate single units through the net made linear and positive (ReLU-like activations and
 norms to identity, max-pools to average pools, weights 1/fan_in, biases 0, float64) so that a
@@ -19,8 +19,8 @@ from torch.nn.modules.utils import _ntuple
 from torch.overrides import TorchFunctionMode
 
 from dvis.errors import DvisError
-from dvis.geometry import ReceptiveField, whole_input
-from dvis.layers import as_net, expected_input
+from dvis.engine.geometry import ReceptiveField, whole_input
+from dvis.engine.net import as_net, expected_input
 
 MAX_SIDE = 8192
 

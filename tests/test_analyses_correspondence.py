@@ -10,7 +10,7 @@ from dvis.analyses.correspondence import (
     correspondence, hamming_consistency, load_spec, occlude_boxes, random_boxes, scale_boxes,
 )
 from dvis.errors import DvisError
-from dvis.model_loading import load_model
+from dvis.models.loading import load_model
 
 
 def test_hamming_consistency_known_values():

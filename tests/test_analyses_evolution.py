@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from analyses_helpers import assert_png, run_cli, tiny_model_folder, write_images
-from dvis.activations import activations
+from dvis.engine.activations import activations
 from dvis.analyses.evolution import CELL, feature_evolution, response_correlation, unit_maxima
 from dvis.commands.evolution import parse_units
 from dvis.errors import DvisError
-from dvis.model_loading import load_model
+from dvis.models.loading import load_model
 
 
 def probe(n: int = 6) -> torch.Tensor:

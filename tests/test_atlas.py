@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from dvis.atlas import build_atlas
-from dvis.datasets import open_source
+from dvis.imaging.datasets import open_source
 from dvis.errors import DvisError
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.maxes_run import save_result
-from dvis.model_loading import load_model
-from dvis.unit_stats import UnitStats, source_labels
-from dvis.unit_vis import ensure_manifest, write_sprite
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.formats.maxes import save_result
+from dvis.models.loading import load_model
+from dvis.formats.stats import UnitStats, source_labels
+from dvis.formats.unit_vis import ensure_manifest, write_sprite
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_helpers import make_images, make_model  # noqa: E402

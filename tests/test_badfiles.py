@@ -7,9 +7,9 @@ import pytest
 from analyses_helpers import run_cli, tiny_model_folder
 from badfiles_helpers import BAD, ODD, PLAIN, write_bad_folder
 
-from dvis.datasets import open_source, read_sources
+from dvis.imaging.datasets import open_source, read_sources
 from dvis.errors import DvisError
-from dvis.images import read_image
+from dvis.imaging.images import read_image
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_evaluate(setup, capsys):
 
 
 def test_toolbox_headless_steps_through_bad_files(setup, tmp_path, capsys):
-    from dvis.toolbox.main import main
+    from dvis.commands.apps import main
 
     _, model, images = setup
     keys = " ".join(["e"] * (len(BAD) + len(ODD) + len(PLAIN) + 2))
@@ -103,7 +103,7 @@ def test_toolbox_headless_steps_through_bad_files(setup, tmp_path, capsys):
 
 
 def test_toolbox_with_only_bad_files_says_no_images_in_every_pane(setup, tmp_path):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.settings import load_settings
 

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dvis.backproject import backproject_batch
+from dvis.engine.backproject import backproject_batch
 from dvis.errors import DvisError
-from dvis.hooks import RULES, activation_summary, rule_table
+from dvis.engine.geometry import traced_activations
+from dvis.engine.hooks import RULES, rule_table
 
 X = [-2.0, -0.5, 0.5, 2.0, 7.0]
 
@@ -109,8 +110,8 @@ def test_functional_forms_are_caught_and_rectify_relu_only():
 
 def test_activation_summary_and_rule_table():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3), nn.ReLU6(), nn.Conv2d(4, 4, 1), nn.SiLU())
-    assert activation_summary(net, (16, 16)) == {"GELU": 1, "ReLU6": 1, "SiLU": 1}
-    assert activation_summary(Functional(), (8, 8)) == {"GELU": 1, "ReLU": 1}
+    assert traced_activations(net, (16, 16)) == {"GELU": 1, "ReLU6": 1, "SiLU": 1}
+    assert traced_activations(Functional(), (8, 8)) == {"GELU": 1, "ReLU": 1}
     table = rule_table(["GELU", "ReLU6"], rectify="relu")
     assert table["GELU"]["guided"] == RULES["grad"] and table["ReLU6"]["guided"] == RULES["guided"]
     assert rule_table(["GELU"])["GELU"]["deconv"] == RULES["deconv"]

@@ -8,9 +8,10 @@ import torchvision
 from torch import nn
 
 from core_helpers import FunctionalReLUNet, assert_same_state, fake_loaded, seeded, small_sequential, snapshot
-from dvis.activations import activations, forward_to
+from dvis.engine.activations import activations, forward_to
 from dvis.errors import DvisError, LayerNotFoundError
-from dvis.layers import as_net, default_layers
+from dvis.engine.net import as_net
+from dvis.engine.layers import default_layers
 
 
 def test_inplace_relu_cannot_overwrite_conv_values():

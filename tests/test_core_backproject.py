@@ -13,8 +13,8 @@ from core_helpers import (
     FunctionalReLUNet, ReusedReLUNet, TinyResidual, assert_same_state, conv_relu_pool, fake_loaded, seeded,
     small_sequential, snapshot, twin,
 )
-from dvis.activations import activations, forward_to
-from dvis.backproject import _conv2d_input_grad, backproject, backproject_batch, forward_and_back
+from dvis.engine.activations import activations, forward_to
+from dvis.engine.backproject import _conv2d_input_grad, backproject, backproject_batch, forward_and_back
 from dvis.errors import DvisError
 
 MODES = ("deconv", "guided", "grad")
@@ -399,7 +399,7 @@ class _Tokens(nn.Module):
 @pytest.mark.parametrize(("make", "layer", "layout"), [(_ChannelsLast, "lin", "hwc"), (_Tokens, "lin", "tokens")])
 @pytest.mark.parametrize("mode", ["deconv", "guided", "grad"])
 def test_channels_last_and_token_layers_back_project_their_patch(make, layer, layout, mode):
-    from dvis.geometry import model_geometry
+    from dvis.engine.geometry import model_geometry
 
     net = seeded(make())
     x = torch.randn(1, 3, 16, 20)

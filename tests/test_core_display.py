@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dvis.display import back_filter
+from dvis.render.backfilter import back_filter
 from dvis.errors import DvisError
 
 

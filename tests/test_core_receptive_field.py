@@ -10,7 +10,7 @@ from torch import nn
 from core_helpers import TinyResidual, fake_loaded, seeded
 from geometry_reference import gradient_field
 from dvis.errors import DvisError
-from dvis.receptive_field import ReceptiveField, receptive_field
+from dvis.engine.receptive_field import ReceptiveField, receptive_field
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dvis.datasets import ImageSource
-from dvis.decode import TOLERANCE, Decoder, decode_cpu, jpeg_header, resize_batch, resolve
+from dvis.imaging.datasets import ImageSource
+from dvis.imaging.decode import TOLERANCE, Decoder, decode_cpu, jpeg_header, resize_batch, resolve
 from dvis.errors import DvisError
-from dvis.images import read_image
-from dvis.preprocess import prepare_image
+from dvis.imaging.images import read_image
+from dvis.imaging.preprocess import prepare_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from imagenet_like import write_images  # noqa: E402
@@ -42,13 +42,13 @@ def within(out, ref, kind):
 def jpeg_decoder(request, monkeypatch):
     """The cpu path's JPEG decoder: simplejpeg (the `fast` extra, which the test extra installs)
     or, without it, torchvision's decode_jpeg."""
-    import dvis.decode
+    import dvis.imaging.decode
 
     if request.param == "simplejpeg":
-        if dvis.decode.simplejpeg is None:
+        if dvis.imaging.decode.simplejpeg is None:
             pytest.skip("simplejpeg (the fast extra) is not installed")
     else:
-        monkeypatch.setattr(dvis.decode, "simplejpeg", None)
+        monkeypatch.setattr(dvis.imaging.decode, "simplejpeg", None)
     return request.param
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from dvis.images import list_images, read_image
-from dvis.maxes import layer_shapes
-from dvis.model_loading import load_model
-from dvis.unit_vis import coverage
+from dvis.imaging.images import list_images, read_image
+from dvis.pipeline.maxes import layer_shapes
+from dvis.models.loading import load_model
+from dvis.formats.unit_vis import coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "models" / "zf-cifar10"

@@ -1,7 +1,7 @@
 """Folding batch-norm into the convs of the default architecture leaves its outputs unchanged."""
 import torch
 
-from dvis.fold import fold_batchnorm
+from dvis.models.fold import fold_batchnorm
 from dvis.nets.zf_cifar import zf_cifar10
 
 

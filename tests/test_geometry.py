@@ -13,8 +13,8 @@ from torch import nn
 from core_helpers import TinyResidual
 from geometry_reference import gradient_field
 from dvis.errors import DvisError
-from dvis.geometry import ReceptiveField, extra_token_values, model_geometry, to_maps
-from dvis.layers import default_layers
+from dvis.engine.geometry import ReceptiveField, extra_token_values, model_geometry, to_maps
+from dvis.engine.layers import default_layers
 from dvis.nets.zf_cifar import zf_cifar10
 
 M = torchvision.models

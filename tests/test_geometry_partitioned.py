@@ -15,9 +15,9 @@ from torchvision.models.maxvit import SwapAxes, WindowDepartition, WindowPartiti
 
 from geometry_reference import support_box
 from layout_modules import Windows
-from dvis.activations import activations
-from dvis.geometry import ReceptiveField, from_maps, model_geometry, to_maps
-from dvis.layers import default_layers
+from dvis.engine.activations import activations
+from dvis.engine.geometry import ReceptiveField, from_maps, model_geometry, to_maps
+from dvis.engine.layers import default_layers
 
 SIZE = (16, 24)
 
@@ -289,7 +289,7 @@ PIPELINE_LAYERS = ["blocks.0.layers.0.layers.window_attention.attn_layer.1",
 
 @pytest.fixture(scope="module")
 def tiny_maxvit(tmp_path_factory):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
 
     folder = tmp_path_factory.mktemp("tiny_maxvit")
     (folder / "model.yaml").write_text("name: tiny-maxvit\nweights: none\n" + TINY_MAXVIT)
@@ -313,7 +313,7 @@ def test_tiny_maxvit_maxes_and_crops(tiny_maxvit, tmp_path):
     import subprocess
     import sys
 
-    from dvis.unit_vis import UnitImages
+    from dvis.formats.unit_vis import UnitImages
 
     folder, images = tiny_maxvit
     yaml = (folder / "model.yaml").read_text()
@@ -339,7 +339,7 @@ def test_tiny_maxvit_maxes_and_crops(tiny_maxvit, tmp_path):
 
 
 def test_tiny_maxvit_toolbox_visits_every_layer(tiny_maxvit, tmp_path):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.settings import load_settings
 

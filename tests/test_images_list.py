@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from dvis.errors import DvisError
-from dvis.images import list_images, natural_key
+from dvis.imaging.images import list_images, natural_key
 
 
 def _touch(root, *names):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from dvis.errors import DvisError
-from dvis.images import read_image, to_rgb
+from dvis.imaging.images import read_image, to_rgb
 
 
 def _png_bytes(im: Image.Image, **kw) -> bytes:

@@ -1,4 +1,4 @@
-"""dvis.memory gives freed heap back to the OS (the toolbox maps large blocks and trims from tick)."""
+"""dvis.runtime.memory gives freed heap back to the OS (the toolbox maps large blocks and trims from tick)."""
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dvis.memory import release_free_heap
+from dvis.runtime.memory import release_free_heap
 
 
 def _rss() -> int:
@@ -36,7 +36,7 @@ def test_map_large_blocks_returns_freed_large_arrays_at_once():
     script = """
 import sys; sys.path.insert(0, {tests!r})
 from test_memory import _rss
-from dvis.memory import map_large_blocks
+from dvis.runtime.memory import map_large_blocks
 assert map_large_blocks()
 big = bytearray(b"1") * (8 << 20)
 del big  # without the fixed threshold glibc would now raise it to 8 MB

@@ -8,7 +8,7 @@ import torch
 import torchvision.models as tvm
 
 from dvis.errors import DvisError
-from dvis.model_loading import LoadedModel, load_model
+from dvis.models.loading import LoadedModel, load_model
 from models_helpers import EXAMPLE, REPO, TINY_NET, block_network, make_model_folder
 
 pytestmark = [

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dvis.errors import DvisError
-from dvis.model_loading import load_model
-from dvis.preprocess import prepare_image
+from dvis.models.loading import load_model
+from dvis.imaging.preprocess import prepare_image
 from models_helpers import EXAMPLE
 
 pytestmark = [
@@ -117,7 +117,7 @@ def test_prepare_image_pure():
 def test_area_resize_is_opencv_uint8_area(shape, size):
     """The float32 kernel used for speed gives OpenCV's uint8 INTER_AREA result pixel for pixel,
     on noise and on smooth images (the sums' halves, where rounding could differ)."""
-    from dvis.preprocess import area_resize
+    from dvis.imaging.preprocess import area_resize
 
     rng = np.random.default_rng(1)
     noise = rng.integers(0, 256, shape, dtype=np.uint8)

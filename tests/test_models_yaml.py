@@ -2,8 +2,8 @@
 import pytest
 
 from dvis.errors import DvisError, LayerNotFoundError
-from dvis.model_loading import load_model
-from dvis.model_spec import parse_model_yaml
+from dvis.models.loading import load_model
+from dvis.models.spec import parse_model_yaml
 from models_helpers import make_model_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:model .* random init:UserWarning")

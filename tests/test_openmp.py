@@ -1,4 +1,4 @@
-"""The dvis command's OpenMP spin-wait (dvis.openmp) and the package's lazy exports it relies on."""
+"""The dvis command's OpenMP spin-wait (dvis.runtime.openmp) and the package's lazy exports it relies on."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from dvis.openmp import SPIN_COUNT, USER_SETTINGS
+from dvis.runtime.openmp import SPIN_COUNT, USER_SETTINGS
 
 
 def run_python(code: str, **env_changes: str | None) -> str:
@@ -29,8 +29,8 @@ def test_import_dvis_does_not_load_torch_and_exports_stay_functions():
         import sys, types
         import dvis
         assert "torch" not in sys.modules, "import dvis loaded torch"
-        import dvis.backproject, dvis.precompute, dvis.receptive_field  # submodules named like exports
-        from dvis import activations, track_maxes, paths
+        import dvis.engine.backproject, dvis.precompute, dvis.receptive_field  # submodules named like exports
+        from dvis.engine import activations, track_maxes, paths
         for f in (dvis.backproject, dvis.precompute, dvis.receptive_field, activations, track_maxes):
             assert callable(f) and not isinstance(f, types.ModuleType), f
         assert isinstance(paths, types.ModuleType)
@@ -47,7 +47,7 @@ def test_rules_for_setting_the_spin_count():
     code = """
         import os
         {before}
-        from dvis.openmp import shorten_spin_wait
+        from dvis.runtime.openmp import shorten_spin_wait
         print(shorten_spin_wait(), os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"))
     """
     assert run_python(code.format(before="")) == f"True {SPIN_COUNT} None"

@@ -19,8 +19,8 @@ import pytest
 
 from pipeline_helpers import env_with_models, make_images, make_model
 
-from dvis import paths
-from dvis.unit_vis import UnitImages, coverage
+from dvis.formats import paths
+from dvis.formats.unit_vis import UnitImages, coverage
 
 REPO = Path(__file__).resolve().parent.parent
 LAYERS = {"conv1": 2, "pool1": 2, "conv2": 3, "fc": 4}
@@ -93,8 +93,8 @@ def test_refuses_to_replace_complete_images_from_another_run(tiny, tmp_path):
 
 def test_packaged_model_outputs_go_to_the_user_data_folder(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("DVIS_DATA_DIR", str(tmp_path / "data"))
-    from dvis.model_loading import load_model
-    from dvis.precompute import unit_vis_root
+    from dvis.models.loading import load_model
+    from dvis.pipeline.precompute import unit_vis_root
 
     shipped = load_model(None)  # the default model is packaged (the checkout's models/ in a checkout)
     assert paths.is_packaged(shipped.folder)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dvis import unit_vis
-from dvis.model_loading import load_model
+from dvis.formats import unit_vis
+from dvis.models.loading import load_model
 
 
 def test_sprite_cache_stays_within_its_byte_bound():

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from dvis.crops import compute_crops, crop_batch
-from dvis.datasets import open_source
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.model_loading import load_model
-from dvis.unit_vis import UnitImages, coverage, mosaics
+from dvis.pipeline.crops import compute_crops, crop_batch
+from dvis.imaging.datasets import open_source
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.models.loading import load_model
+from dvis.formats.unit_vis import UnitImages, coverage, mosaics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_helpers import SIZE, env_with_models, make_images, make_model  # noqa: E402

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from dvis.datasets import open_source
-from dvis.maxes import TopKState, TrackConfig, merge_topk, track_maxes
-from dvis.maxes_run import load_result, merge_results, save_result
-from dvis.model_loading import load_model
+from dvis.imaging.datasets import open_source
+from dvis.pipeline.maxes import TopKState, TrackConfig, merge_topk, track_maxes
+from dvis.formats.maxes import load_result, merge_results, save_result
+from dvis.models.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_helpers import (SIZE, blob_image, dvis_cli, env_with_models, expected_conv1_top, make_images,  # noqa: E402
@@ -99,7 +99,7 @@ def test_forwards_in_other_threads_are_not_tracked():
     thread's forwards reach the state."""
     import threading
 
-    from dvis.maxes import max_hooks
+    from dvis.pipeline.maxes import max_hooks
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
     x = torch.ones(1, 1, 6, 6)
@@ -158,9 +158,9 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(setup, tmp_path):
         import os, signal, sys, warnings
         warnings.simplefilter("ignore")
         import numpy as np
-        from dvis.datasets import open_source
-        from dvis.maxes import TrackConfig, track_maxes
-        from dvis.model_loading import load_model
+        from dvis.imaging.datasets import open_source
+        from dvis.pipeline.maxes import TrackConfig, track_maxes
+        from dvis.models.loading import load_model
         kill_at = int(sys.argv[1])
         model = load_model({str(model_dir)!r})
         source = open_source({str(root / "images")!r})
@@ -233,7 +233,7 @@ def test_weights_digest_cache_rehashes_new_weights(monkeypatch):
     outside the scope nothing is cached (the CLI opens one scope per command)."""
     import hashlib
 
-    import dvis.maxes_run as mr
+    import dvis.formats.maxes as mr
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     hashed = []
@@ -302,7 +302,7 @@ def test_cpu_runs_decode_in_idle_priority_workers(setup, tmp_path, monkeypatch):
 
     import cv2
 
-    from dvis.decode import Decoder
+    from dvis.imaging.decode import Decoder
 
     _, model_dir, _ = setup
     model = load_model(str(model_dir))

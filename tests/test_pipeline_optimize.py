@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from dvis.activations import forward_to
-from dvis.datasets import open_source
-from dvis.geometry import model_geometry, to_maps
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.model_loading import load_model
-from dvis.optimize import OptSettings, optimize_units
+from dvis.engine.activations import forward_to
+from dvis.imaging.datasets import open_source
+from dvis.engine.geometry import model_geometry, to_maps
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.models.loading import load_model
+from dvis.pipeline.optimize import OptSettings, optimize_units
 from dvis.optvis.param import start_images, to_input
 from dvis.optvis.presets import PRESETS, preset
 from dvis.optvis.transforms import clip_small_contribution, clip_small_norm, gaussian_blur

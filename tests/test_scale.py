@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dvis.crops import compute_crops, crops_part, merge_crops
-from dvis.datasets import open_source
-from dvis.distributed import Shard, deal, parse_shard, shard_batches
+from dvis.pipeline.crops import compute_crops, crops_part, merge_crops
+from dvis.imaging.datasets import open_source
+from dvis.pipeline.distributed import Shard, deal, parse_shard, shard_batches
 from dvis.errors import DvisError
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.model_loading import load_model
-from dvis.optimize import OptSettings, merge_opt, optimize_units
-from dvis.unit_vis import UnitImages
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.models.loading import load_model
+from dvis.pipeline.optimize import OptSettings, merge_opt, optimize_units
+from dvis.formats.unit_vis import UnitImages
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_helpers import TORCHRUN, env_with_models, make_images, make_model  # noqa: E402

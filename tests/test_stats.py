@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from dvis.activations import activations
-from dvis.datasets import fit_image, open_source
+from dvis.engine.activations import activations
+from dvis.imaging.datasets import fit_image, open_source
 from dvis.errors import DvisError
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.maxes_run import load_result, merge_results, save_result
-from dvis.model_loading import load_model
-from dvis.unit_stats import (EDGES, N_BINS, bin_edges, StatsArrays, UnitStats, corr_units, derive, selectivity_index,
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.formats.maxes import load_result, merge_results, save_result
+from dvis.models.loading import load_model
+from dvis.formats.stats import (EDGES, N_BINS, bin_edges, StatsArrays, UnitStats, corr_units, derive, selectivity_index,
                              source_labels, stats_complete)
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -111,7 +111,7 @@ def test_statistics_equal_a_brute_force_numpy_computation(setup):
         assert np.array_equal(result.stats.arrays[f"{n}:bottom_index"], good[order]), n
         np.testing.assert_allclose(result.stats.arrays[f"{n}:bottom_values"],
                                    np.take_along_axis(scores.T, order, 1), rtol=1e-6)
-        from dvis.unit_stats import topk_class_counts
+        from dvis.formats.stats import topk_class_counts
         assert np.array_equal(topk_class_counts(top, labels, 2), counts)
     # conv1 unit 1 is the negated blob detector: never positive on these images, so dead.
     s = derive(result.stats.arrays, "conv1", result.shapes["conv1"], True)
@@ -226,7 +226,7 @@ def test_buffered_accumulation_equals_batch_by_batch_and_checkpoints_its_pending
     """Images kept in the per-layer buffers (batches that fit, batches larger than the buffer,
     skipped images, labels) add up to the batch-by-batch sums; a checkpoint taken with images
     pending and resumed gives the uninterrupted sums bit for bit."""
-    from dvis.unit_stats import StatsState
+    from dvis.formats.stats import StatsState
 
     g = torch.Generator().manual_seed(5)
     shapes = {"maps": (3, 4, 5), "vec": (6,)}

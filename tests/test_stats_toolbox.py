@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from dvis.datasets import open_source
-from dvis.maxes import TrackConfig, track_maxes
-from dvis.maxes_run import save_result
-from dvis.model_loading import load_model
+from dvis.imaging.datasets import open_source
+from dvis.pipeline.maxes import TrackConfig, track_maxes
+from dvis.formats.maxes import save_result
+from dvis.models.loading import load_model
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.drivers import run_keys
 from dvis.toolbox.render import Style
-from dvis.unit_stats import N_BINS, StatsState, UnitStats, derive, source_labels
+from dvis.formats.stats import N_BINS, StatsState, UnitStats, derive, source_labels
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pipeline_helpers  # noqa: E402

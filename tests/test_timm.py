@@ -12,7 +12,7 @@ import timm
 from timm.data import resolve_data_config
 
 from dvis.errors import DvisError
-from dvis.model_loading import load_model
+from dvis.models.loading import load_model
 
 # One small model of each family the issue names.
 FAMILIES = ["resnet18", "efficientnet_b0", "convnext_atto", "regnetx_002"]

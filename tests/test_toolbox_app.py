@@ -247,7 +247,7 @@ def test_2000_random_keys_leave_a_well_formed_canvas(tb):
 
 
 def test_gray_rectangular_custom_model(tmp_path):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.settings import load_settings
 

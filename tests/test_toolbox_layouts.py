@@ -1,4 +1,4 @@
-"""The toolbox on every layout (dvis.geometry): channels-last maps and token layers shown as C maps
+"""The toolbox on every layout (dvis.engine.geometry): channels-last maps and token layers shown as C maps
 of their grid (class token apart), a layer that never runs in eval mode shown disabled with its
 reason, and start-up from the one traced geometry pass."""
 from __future__ import annotations
@@ -54,7 +54,7 @@ layers: [conv1, mlp, tokens, aux, win, head]
 
 @pytest.fixture
 def tb(tmp_path):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.settings import load_settings
 

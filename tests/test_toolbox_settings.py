@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from dvis.errors import DvisError
-from dvis.toolbox.main import parse_set
+from dvis.commands.apps import parse_set
 from dvis.toolbox.settings import SETTING_NAMES, Settings, load_settings, read_local
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ def free_port() -> int:
 
 
 def tiny_settings(root, **overrides):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.settings import load_settings
 
     model = load_model(str(make_model_folder(root)))

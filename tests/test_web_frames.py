@@ -181,7 +181,7 @@ def frames_in(client):
 
 
 def run_session(tmp_path, scenario):
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.settings import load_settings
 
     model = load_model(str(make_model_folder(tmp_path)))

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dvis.activations import activations
-from dvis.geometry import model_geometry, to_maps
-from dvis.model_loading import load_model
+from dvis.engine.activations import activations
+from dvis.engine.geometry import model_geometry, to_maps
+from dvis.models.loading import load_model
 from geometry_reference import gradient_field
 
 TORCHVISION = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "googlenet", "densenet121",
@@ -160,7 +160,7 @@ PIPELINE = {
 
 @pytest.mark.parametrize("case", sorted(PIPELINE))
 def test_maxes_and_crops(case, tmp_path):
-    from dvis.unit_vis import UnitImages
+    from dvis.formats.unit_vis import UnitImages
 
     yaml_text, layer, units = PIPELINE[case]
     folder = tmp_path / "model"

@@ -41,7 +41,7 @@ def make_model_folder(root: Path, unit_images: bool = True) -> Path:
     for conv1 (units 0..5, unit 5 absent)."""
     import torch
 
-    from dvis.unit_vis import ensure_manifest, write_sprite
+    from dvis.formats.unit_vis import ensure_manifest, write_sprite
 
     folder = root / "tiny"
     folder.mkdir(parents=True)
@@ -79,7 +79,7 @@ def make_images(root: Path) -> Path:
 
 def make_toolbox(tmp_path: Path, headless: bool = True, **overrides):
     """A Toolbox on the tiny model and images (caller closes it)."""
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.settings import load_settings
 

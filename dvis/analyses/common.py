@@ -6,9 +6,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from dvis.activations import activations
+from dvis.engine.activations import activations
 from dvis.errors import DvisError
-from dvis.layers import as_net, default_layers
+from dvis.engine.net import as_net
+from dvis.engine.layers import default_layers
 
 
 def output_layer(model_or_net) -> str:

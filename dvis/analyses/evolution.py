@@ -14,13 +14,13 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from dvis.analyses.common import batch_slices, logits_and_features
-from dvis.backproject import backproject_batch
-from dvis.display import back_filter
+from dvis.engine.backproject import backproject_batch
+from dvis.render.backfilter import back_filter
 from dvis.errors import DvisError
-from dvis.geometry import model_geometry, to_maps
-from dvis.layers import check_layers
-from dvis.receptive_field import receptive_field
-from dvis.tiling import tile
+from dvis.engine.geometry import model_geometry, to_maps
+from dvis.engine.layers import check_layers
+from dvis.engine.receptive_field import receptive_field
+from dvis.render.tiling import tile
 
 #: Side of one patch or projection in the figure, in pixels.
 CELL = 32
@@ -107,7 +107,7 @@ def feature_evolution(
 ) -> Evolution:
     """Top patch and projection of each (layer, unit) over probe images ``x`` at every checkpoint.
 
-    ``model`` is a :class:`dvis.model_loading.LoadedModel` (its ``load_weights`` loads each
+    ``model`` is a :class:`dvis.models.loading.LoadedModel` (its ``load_weights`` loads each
     checkpoint); its original weights are restored afterwards.
     """
     if not checkpoints:

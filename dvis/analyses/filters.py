@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from dvis.errors import DvisError
-from dvis.layers import as_net, check_layers
-from dvis.receptive_field import receptive_field
-from dvis.tiling import tile
+from dvis.engine.net import as_net
+from dvis.engine.layers import check_layers
+from dvis.engine.receptive_field import receptive_field
+from dvis.render.tiling import tile
 
 #: Edges of the radial frequency bins in cycles per pixel (0.5 is Nyquist along an axis).
 FREQ_EDGES = (0.0, 0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.375, 0.4375, 0.5, math.sqrt(0.5) + 1e-6)

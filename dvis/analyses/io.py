@@ -13,10 +13,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dvis.errors import DvisError
-from dvis.atomic import atomic_write_bytes, atomic_write_text
+from dvis.formats.atomic import atomic_write_bytes, atomic_write_text
 from dvis.cli import add_model_argument
-from dvis.datasets import read_sources
-from dvis.model_loading import load_model
+from dvis.imaging.datasets import read_sources
+from dvis.models.loading import load_model
 
 
 def add_common_args(parser, out_default: str) -> None:
@@ -41,7 +41,7 @@ def auto_targets(paths: Sequence[str], labels: Sequence[str], spec: str | None) 
 
 def load_inputs(model, sources: Sequence[str]) -> tuple[torch.Tensor, list[np.ndarray], list[str]]:
     """Read every image named by ``sources`` (files, folders, list files or tars) through
-    :func:`dvis.datasets.read_sources`: unreadable files are skipped with one warning each and
+    :func:`dvis.imaging.datasets.read_sources`: unreadable files are skipped with one warning each and
     counted in the line this prints.
 
     Returns the normalized batch (N x C x H x W on the model's device), the resized RGB uint8

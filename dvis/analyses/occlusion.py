@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.errors import DvisError
-from dvis.layers import check_layers
+from dvis.engine.layers import check_layers
 
 
 @dataclass

@@ -94,8 +94,8 @@ def _page(title: str, body: str, depth: int, scripts: list[str], body_attrs: str
 
 def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
     """Write the atlas of a LoadedModel into ``out``; returns what was written."""
-    from dvis.unit_stats import EDGES, find_stats
-    from dvis.unit_vis import UnitImages
+    from dvis.formats.stats import EDGES, find_stats
+    from dvis.formats.unit_vis import UnitImages
 
     t0 = time.perf_counter()
     out = Path(out)

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from dvis.atlas import build_atlas
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
 
     model = load_model(args.model)
     r = build_atlas(model, args.out, force=args.force)

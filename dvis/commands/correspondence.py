@@ -8,8 +8,8 @@ import torch
 from dvis.analyses.correspondence import RANDOM, correspondence, load_spec, plot_correspondence, random_boxes, scale_boxes
 from dvis.analyses.io import add_common_args, load_inputs, open_model, save_figure, write_json
 from dvis.cli import add_layers_argument, parse_layers
-from dvis.images import read_image
-from dvis.layers import default_layers
+from dvis.imaging.images import read_image
+from dvis.engine.layers import default_layers
 
 
 def register(subparsers) -> None:

@@ -29,10 +29,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dvis.maxes_run import load_manifest
-    from dvis.model_loading import load_model
-    from dvis.distributed import setup
-    from dvis.precompute import run_crops_step, unit_vis_root
+    from dvis.formats.maxes import load_manifest
+    from dvis.models.loading import load_model
+    from dvis.pipeline.distributed import setup
+    from dvis.pipeline.precompute import run_crops_step, unit_vis_root
 
     shard, device = setup(args.device, args.shard)
     manifest = load_manifest(args.run)

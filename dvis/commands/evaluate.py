@@ -8,16 +8,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dvis.atomic import atomic_write_text
-from dvis.datasets import ImageDataset, open_source
-from dvis.decode import load_batches
+from dvis.formats.atomic import atomic_write_text
+from dvis.imaging.datasets import ImageDataset, open_source
+from dvis.imaging.decode import load_batches
 from dvis.errors import DvisError
-from dvis.model_loading import load_model
+from dvis.models.loading import load_model
 
 
 def evaluate_split(model, source: str | Path, split: str, batch_size: int = 256, workers: int = 0) -> dict:
     """Classify every image of ``source/split/<class>/*`` (a folder or tar, read by
-    :func:`dvis.datasets.open_source`); classes are matched to ``model.labels`` by name.
+    :func:`dvis.imaging.datasets.open_source`); classes are matched to ``model.labels`` by name.
     Unreadable images are skipped with one warning each and counted in ``skipped``."""
     if not model.labels:
         raise DvisError(f"model '{model.name}' has no labels file; cannot score a labelled dataset")

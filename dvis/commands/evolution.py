@@ -11,7 +11,7 @@ from dvis.analyses.io import add_common_args, load_inputs, open_model, save_figu
 from dvis.cli import add_layers_argument, parse_layers
 from dvis.constants import BACK_MODES
 from dvis.errors import DvisError
-from dvis.layers import check_layers
+from dvis.engine.layers import check_layers
 
 #: Units per layer picked when --units is not given.
 DEFAULT_UNITS = 3

@@ -9,7 +9,7 @@ from dvis.analyses.common import conv_layers
 from dvis.analyses.filters import conv_weight, filter_grid, filter_stats, plot_filters
 from dvis.analyses.io import save_figure, write_json
 from dvis.errors import DvisError
-from dvis.model_loading import load_model
+from dvis.models.loading import load_model
 
 
 def register(subparsers) -> None:

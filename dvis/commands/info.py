@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 
 from dvis.cli import add_model_argument
-from dvis.geometry import model_geometry
-from dvis.hooks import RULES, activation_summary, rule_table
-from dvis.model_loading import LoadedModel, load_model
+from dvis.engine.geometry import model_geometry
+from dvis.engine.geometry import traced_activations
+from dvis.engine.hooks import RULES, rule_table
+from dvis.models.loading import LoadedModel, load_model
 
 _COLUMNS = ("layer", "display", "output", "rf size", "rf stride", "units", "layout")
 
@@ -47,7 +48,7 @@ def layer_rows(model: LoadedModel) -> list[dict[str, str]]:
 
 def activation_lines(model) -> list[str]:
     """The activations the forward calls (modules and functional forms) and how each back mode treats them."""
-    counts = activation_summary(model)
+    counts = traced_activations(model)
     if not counts:
         return ["activations  none"]
     lines = ["activations  " + ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))]
@@ -80,7 +81,7 @@ def format_info(model: LoadedModel, rows: list[dict[str, str]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.paths:
-        from dvis.paths import lookup_report
+        from dvis.formats.paths import lookup_report
 
         for what, path in lookup_report():
             print(f"{what:<26} {path}{'' if path.exists() else '  (missing)'}")

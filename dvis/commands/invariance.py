@@ -8,8 +8,8 @@ import numpy as np
 from dvis.analyses.invariance import TRANSFORMS, affine_thetas, default_amounts, invariance_sweep, plot_invariance, transform_images
 from dvis.analyses.io import add_common_args, auto_targets, load_inputs, open_model, save_figure, write_json
 from dvis.cli import add_layers_argument, parse_layers
-from dvis.layers import default_layers
-from dvis.tiling import tile
+from dvis.engine.layers import default_layers
+from dvis.render.tiling import tile
 
 #: Transformed copies of the first image shown per transform in the figure.
 EXAMPLES = 9

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dvis.toolbox.bindings import key_map
     from dvis.toolbox.keys import decode, is_modifier
-    from dvis.toolbox.main import has_display
+    from dvis.commands.apps import has_display
     from dvis.toolbox.settings import Settings
 
     if not has_display():

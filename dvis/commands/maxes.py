@@ -39,15 +39,15 @@ def register(sub) -> None:
 
 
 def run_maxes(args) -> int:
-    from dvis.datasets import open_source
-    from dvis.maxes import TrackConfig, track_maxes
-    from dvis.maxes_run import (build_manifest, checkpoint_path, fingerprint, is_complete, merge_results,
+    from dvis.imaging.datasets import open_source
+    from dvis.pipeline.maxes import TrackConfig, track_maxes
+    from dvis.formats.maxes import (build_manifest, checkpoint_path, fingerprint, is_complete, merge_results,
                                 save_result, save_shard, shard_complete, shard_path)
-    from dvis.model_loading import load_model
-    from dvis.unit_stats import source_labels, stats_complete
+    from dvis.models.loading import load_model
+    from dvis.formats.stats import source_labels, stats_complete
 
-    from dvis.decode import resolve
-    from dvis.distributed import setup
+    from dvis.imaging.decode import resolve
+    from dvis.pipeline.distributed import setup
 
     dist, device = setup(args.device, args.shard)
     rank, world, shard = dist.rank, dist.world if dist.group else 1, (dist.rank, dist.world)
@@ -100,7 +100,7 @@ def summary(result, out: Path) -> None:
 
 
 def run_merge(args) -> int:
-    from dvis.maxes_run import merge_shards
+    from dvis.formats.maxes import merge_shards
 
     summary(merge_shards(args.run, args.shards), Path(args.run))
     return 0

@@ -64,9 +64,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dvis.model_loading import load_model
-    from dvis.distributed import setup
-    from dvis.precompute import default_run_dir, format_opt_summary, run_optimize_step, unit_vis_root
+    from dvis.models.loading import load_model
+    from dvis.pipeline.distributed import setup
+    from dvis.pipeline.precompute import default_run_dir, format_opt_summary, run_optimize_step, unit_vis_root
 
     shard, device = setup(args.device, args.shard)
     model = load_model(args.model, device=device)

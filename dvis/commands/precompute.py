@@ -30,11 +30,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dvis.maxes import TrackConfig
-    from dvis.model_loading import load_model
-    from dvis.decode import resolve
-    from dvis.distributed import setup
-    from dvis.precompute import precompute
+    from dvis.pipeline.maxes import TrackConfig
+    from dvis.models.loading import load_model
+    from dvis.imaging.decode import resolve
+    from dvis.pipeline.distributed import setup
+    from dvis.pipeline.precompute import precompute
 
     shard, device = setup(args.device)  # torchrun: all three steps in one launch, rank 0 writes
     model = load_model(args.model, device=device)

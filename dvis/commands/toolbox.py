@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from dvis.toolbox.main import add_window_args
+    from dvis.commands.apps import add_window_args
 
     p = subparsers.add_parser("toolbox", help="open the toolbox window (same flags as run_toolbox.py)",
                               description="The deep visualization toolbox window; see docs/toolbox.md. "
@@ -16,6 +16,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dvis.toolbox.main import execute
+    from dvis.commands.apps import execute
 
     return execute(args, Path.cwd(), "dvis toolbox")

@@ -88,13 +88,13 @@ def plot(stats, summaries: list[dict], corr_layers: list[str], title: str):
 
 def run(args) -> int:
     from dvis.analyses.io import save_figure, write_json
-    from dvis.unit_stats import UnitStats, find_stats, layer_summary
+    from dvis.formats.stats import UnitStats, find_stats, layer_summary
 
     if args.run:
         stats = UnitStats(args.run)
         name = Path(args.run).name
     else:
-        from dvis.model_loading import load_model
+        from dvis.models.loading import load_model
 
         model = load_model(args.model)
         stats = find_stats(model)

@@ -29,10 +29,10 @@ def _ranges(units: list[int]) -> str:
 
 
 def run(args) -> int:
-    from dvis.maxes import layer_shapes
-    from dvis.model_loading import load_model
-    from dvis.paths import unit_vis_origin
-    from dvis.unit_vis import coverage
+    from dvis.pipeline.maxes import layer_shapes
+    from dvis.models.loading import load_model
+    from dvis.formats.paths import unit_vis_origin
+    from dvis.formats.unit_vis import coverage
 
     model = load_model(args.model)
     root = Path(args.out) if args.out else model.unit_vis_dir

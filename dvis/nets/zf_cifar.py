@@ -3,7 +3,7 @@
 ZFNet's shape (conv1..conv5, overlapping 3x3/2 max-pools after conv1, conv2 and conv5,
 then fc6, fc7, fc8) with 3x3 kernels and stride 1 in conv1, because a 32x32 image has no
 room for ZFNet's 7x7/2 first layer.  Training uses batch-norm after every conv; the shipped
-net has it folded into the conv weights (:func:`dvis.fold.fold_batchnorm`) so the visualized
+net has it folded into the conv weights (:func:`dvis.models.fold.fold_batchnorm`) so the visualized
 path is plain conv/ReLU/pool/fc and deconvnet projections stay exact.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from dvis.geometry import LayerGeometry, to_maps
+from dvis.engine.geometry import LayerGeometry, to_maps
 
 
 def unit_positions(shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -14,7 +14,7 @@ def unit_positions(shape: tuple[int, ...]) -> tuple[int, int] | None:
 def unit_activations(out: torch.Tensor, units: torch.Tensor, geom: LayerGeometry) -> torch.Tensor:
     """Per image b, the activation of unit ``units[b]``: that channel at the centre of the layer's
     maps, or that entry of its vector. The layer's own layout (channels-last, tokens with a class
-    token, window partitions) goes through :func:`dvis.geometry.to_maps` first."""
+    token, window partitions) goes through :func:`dvis.engine.geometry.to_maps` first."""
     maps = to_maps(out, geom)
     r = torch.arange(len(units), device=out.device)
     if maps.dim() == 4:

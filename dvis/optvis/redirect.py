@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.overrides import TorchFunctionMode
 
-from dvis.hooks import RELU_FUNCTIONS
+from dvis.engine.hooks import RELU_FUNCTIONS
 
 
 class _RedirectedReLU(torch.autograd.Function):

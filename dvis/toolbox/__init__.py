@@ -17,7 +17,7 @@ Headless API (stable; used by tests, bench/ and soak runs)::
     from dvis.toolbox.app import Toolbox
     from dvis.toolbox.drivers import perform, run_keys
 
-    tb = Toolbox(model, settings, headless=True)   # model: dvis.model_loading.LoadedModel
+    tb = Toolbox(model, settings, headless=True)   # model: dvis.models.loading.LoadedModel
     effects = tb.press("b")      # a key name (dvis.toolbox.keys); returns effects, e.g. ("screenshot",)
     perform(tb, effects)         # optional: the window's way of doing them (PNG into screenshot_dir)
     tb.click(x, y)               # a click at canvas pixel (x, y): layer name or unit tile

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from dvis.errors import DvisError
-from dvis.geometry import model_geometry
-from dvis.memory import map_large_blocks, release_free_heap, resident_bytes
+from dvis.engine.geometry import model_geometry
+from dvis.runtime.memory import map_large_blocks, release_free_heap, resident_bytes
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
@@ -78,7 +78,7 @@ class Toolbox:
         self.canvas = np.zeros(settings.canvas_shape() + (3,), np.uint8)
         self.keymap = key_map(settings.key_bindings)
         self.help_rows = help_lines(settings.key_bindings)
-        # One traced forward gives every layer's shape, layout and receptive field (dvis.geometry).
+        # One traced forward gives every layer's shape, layout and receptive field (dvis.engine.geometry).
         geometry = model_geometry(model)
         self.layer_geometry = {layer: geometry.get(layer) for layer in model.layers}
         self.shapes = {layer: display_shape(g) for layer, g in self.layer_geometry.items()}
@@ -105,7 +105,7 @@ class Toolbox:
             most_correlated=SP.correlated_table(self.unit_stats, model.layers))
         self.state = State(crop=settings.crop, show_top5=settings.show_top5,
                            show_unit_images=settings.show_unit_images)
-        from dvis.paths import unit_vis_origin
+        from dvis.formats.paths import unit_vis_origin
 
         self.message = self.files.message or f"unit images: {unit_vis_origin(model)}"  # computed or shipped
         self.camera = None  # what camera_factory returned while the camera is on
@@ -120,7 +120,7 @@ class Toolbox:
         self._layers_drawn = None  # (grid, outline boxes) the layers pane was drawn from at the last render
         self._help_drawn = False
         self._loop_times: list[float] = []
-        map_large_blocks()  # per-frame canvases and panes must not fragment the heap (dvis.memory)
+        map_large_blocks()  # per-frame canvases and panes must not fragment the heap (dvis.runtime.memory)
         self._trimmed = time.perf_counter()  # when tick last gave freed heap back to the OS
         self.worker = ComputeWorker(model, settings, functools.partial(compute_fn, geometry=self.layer_geometry))
         self.loader = ImageLoader(unit_image_loader(model.unit_vis_dir, *getattr(model, "unit_vis_dirs", [])[1:]),
@@ -313,7 +313,7 @@ class Toolbox:
     def _back_image(self, out) -> np.ndarray | None:
         if not self.state.back_on or out is None or out.grad is None:
             return None
-        from dvis.display import back_filter
+        from dvis.render.backfilter import back_filter
 
         filt = self.state.back_filter
         return self._cached("back", (filt,), out, lambda: back_filter(out.grad, filt))
@@ -484,7 +484,7 @@ class Toolbox:
     def tick(self) -> None:
         now = time.perf_counter()
         self._loop_times = (self._loop_times + [now])[-30:]
-        if now - self._trimmed >= TRIM_EVERY_S:  # frames free MBs each; see dvis.memory
+        if now - self._trimmed >= TRIM_EVERY_S:  # frames free MBs each; see dvis.runtime.memory
             release_free_heap()
             self._trimmed = now
 

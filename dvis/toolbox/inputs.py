@@ -7,7 +7,7 @@ import threading
 import cv2
 import numpy as np
 
-from dvis.datasets import UNREADABLE, open_source
+from dvis.imaging.datasets import UNREADABLE, open_source
 from dvis.errors import DvisError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class FileSource:
 
     def __init__(self, src: str, recursive: bool = True, pattern: str | None = None):
         self.message = ""
-        self.source = None  # dvis.datasets: the one reader of folders, list files and tars
+        self.source = None  # dvis.imaging.datasets: the one reader of folders, list files and tars
         try:
             self.source = open_source(src, recursive=recursive, pattern=pattern)
             self.paths = [self.source.path(i) for i in range(len(self.source))]

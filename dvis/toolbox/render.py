@@ -11,7 +11,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from dvis.tiling import grid_shape, tile, tile_origins
+from dvis.render.tiling import grid_shape, tile, tile_origins
 from dvis.toolbox.workers import NotThere
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -369,7 +369,7 @@ def render_aux(pane: np.ndarray, style: Style, unit_image: np.ndarray | None = N
 
 def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, caption: str = "",
                 stale: bool = False) -> None:
-    """The back-projection image (from ``dvis.display.back_filter``) or a disabled pane."""
+    """The back-projection image (from ``dvis.render.backfilter.back_filter``) or a disabled pane."""
     if image is None:
         fill(pane, style.stale if stale else style.disabled, caption or "back-projection off (b)", style)
         return

@@ -86,7 +86,7 @@ class Settings:
     pause_after_key_s: float = 0.15  # the worker waits this long after a key before a new pass
     # Byte bound of the unit-image cache. A screen shows one unit's images (zf-cifar10: ~190 KB for
     # its four kinds) and in pattern mode one layer's opt sprite (<= 3 MiB); 16 MiB keeps ~80 units
-    # browsed; the rest is re-cut from the decoded-sprite cache (dvis.unit_vis). A sprite over the
+    # browsed; the rest is re-cut from the decoded-sprite cache (dvis.formats.unit_vis). A sprite over the
     # bound (big models' pattern mode) is still kept: the cache always holds its newest entry.
     unit_cache_bytes: int = 16 * 2**20
     # Each pass keeps every layer's values (a layer change needs no new pass) while they total at most

@@ -1,4 +1,4 @@
-"""Pure renderers of the unit statistics (:mod:`dvis.unit_stats`) for the toolbox: the histogram
+"""Pure renderers of the unit statistics (:mod:`dvis.formats.stats`) for the toolbox: the histogram
 mode and the correlation mode (one tile image per unit, drawn by the usual tile grid) and the
 unit pane's statistics lines. numpy/cv2 only: testable without a window."""
 from __future__ import annotations
@@ -7,13 +7,13 @@ import numpy as np
 
 from dvis.toolbox.render import Style, put_text
 from dvis.errors import DvisError
-from dvis.unit_stats import CENTER, HOW_TO, LayerStats, UnitStats, find_stats
+from dvis.formats.stats import CENTER, HOW_TO, LayerStats, UnitStats, find_stats
 
 #: Tile side of the histogram and correlation tiles (the tile grid scales them to the pane).
 TILE = 48
 DEAD: tuple[int, int, int] = (200, 40, 40)
 RARE: tuple[int, int, int] = (220, 140, 0)
-#: What the panes say without statistics (dvis.unit_stats.HOW_TO in pane-wide lines).
+#: What the panes say without statistics (dvis.formats.stats.HOW_TO in pane-wide lines).
 MISSING = ["no unit statistics:", "`dvis maxes` or `dvis precompute`", "computes them"]
 
 

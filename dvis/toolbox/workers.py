@@ -82,12 +82,12 @@ def compute(model, job: Job, settings, geometry: dict | None = None) -> Output:
     when None), plus one backward when a back-projection is asked for. Pure apart from the model's
     forward/backward.
 
-    With ``geometry`` (layer -> dvis.geometry.LayerGeometry), layers that do not run or have no unit
+    With ``geometry`` (layer -> dvis.engine.geometry.LayerGeometry), layers that do not run or have no unit
     layout are skipped and values come as C x H x W maps (channels-last and token layers too, the
     class/register tokens of token layers in ``Output.extra``) or C vectors.
     """
-    from dvis.activations import activations
-    from dvis.backproject import forward_and_back
+    from dvis.engine.activations import activations
+    from dvis.engine.backproject import forward_and_back
 
     start = time.perf_counter()
     layers = [k for k in (model.layers if job.layers is None else job.layers)
@@ -106,7 +106,7 @@ def compute(model, job: Job, settings, geometry: dict | None = None) -> Output:
             acts = activations(model, x, layers)
     out.acts = {k: _first(v, k, geometry) for k, v in acts.items()}
     if geometry is not None:
-        from dvis.geometry import extra_token_values
+        from dvis.engine.geometry import extra_token_values
 
         for k, v in acts.items():
             extra = extra_token_values(v, geometry[k])
@@ -122,7 +122,7 @@ def compute(model, job: Job, settings, geometry: dict | None = None) -> Output:
 def _first(value: torch.Tensor, layer: str, geometry: dict | None) -> np.ndarray:
     """The first batch item as numpy, as maps / vectors when the layer's geometry is known."""
     if geometry is not None:
-        from dvis.geometry import to_maps
+        from dvis.engine.geometry import to_maps
 
         value = to_maps(value.detach(), geometry[layer])
     return value.detach()[0].float().cpu().numpy()
@@ -388,10 +388,10 @@ class ImageLoader(_ThreadWorker):
 
 def unit_image_loader(root: Path | None, *fallbacks: Path) -> Callable[[Hashable], np.ndarray | None]:
     """``load_fn`` for :class:`ImageLoader` reading :class:`UnitImageKey` and :class:`SpriteKey`
-    keys through :class:`dvis.unit_vis.UnitImages` (layers missing in ``root`` from ``fallbacks``)."""
+    keys through :class:`dvis.formats.unit_vis.UnitImages` (layers missing in ``root`` from ``fallbacks``)."""
     if root is None or not Path(root).is_dir():
         return lambda key: None
-    from dvis.unit_vis import UnitImages
+    from dvis.formats.unit_vis import UnitImages
 
     images = UnitImages(root, *fallbacks)
 

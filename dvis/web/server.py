@@ -52,7 +52,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dvis.errors import DvisError
-from dvis.images import read_image
+from dvis.imaging.images import read_image
 from dvis.toolbox.actions import SCREENSHOT
 from dvis.toolbox.keys import is_key_name
 

@@ -4,8 +4,8 @@ Conv units are scored by their spatial max (with its position), fc units by thei
 broken by the lower image index, so the result does not depend on how images are split into
 batches, checkpoints, processes or shards.
 
-The run folder format (manifest, arrays, shards, merge) is owned by :mod:`dvis.maxes_run`; the
-unit statistics gathered in the same pass (and bottom-k images) by :mod:`dvis.unit_stats`.
+The run folder format (manifest, arrays, shards, merge) is owned by :mod:`dvis.formats.maxes`; the
+unit statistics gathered in the same pass (and bottom-k images) by :mod:`dvis.formats.stats`.
 """
 from __future__ import annotations
 
@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvis.atomic import atomic_savez
-from dvis.datasets import ImageDataset, ImageSource
-from dvis.decode import load_batches
-from dvis.distributed import shard_batches
-from dvis.precision import autocast
+from dvis.formats.atomic import atomic_savez
+from dvis.imaging.datasets import ImageDataset, ImageSource
+from dvis.imaging.decode import load_batches
+from dvis.pipeline.distributed import shard_batches
+from dvis.runtime.precision import autocast
 from dvis.errors import DvisError
-from dvis.geometry import model_geometry, to_maps
-from dvis.hooks import forward_hooks
-from dvis.layers import check_layers
-from dvis.maxes_run import MaxResult, array_key, fingerprint, result_from_arrays
-from dvis.unit_stats import StatsArrays, StatsState
+from dvis.engine.geometry import model_geometry, to_maps
+from dvis.engine.hooks import forward_hooks
+from dvis.engine.layers import check_layers
+from dvis.formats.maxes import MaxResult, array_key, fingerprint, merge_topk, result_from_arrays, topk_order
+from dvis.formats.stats import StatsArrays, StatsState
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,27 +39,6 @@ from dvis.unit_stats import StatsArrays, StatsState
 
 #: Images whose candidates the tracker collects before merging them into the top-k.
 MERGE_ROWS = 512
-
-
-def topk_order(values: torch.Tensor, index: torch.Tensor, k: int, index_ordered: bool = False) -> torch.Tensor:
-    """Columns of the k best of (units x n) candidates: value descending, then image index ascending.
-
-    Two stable sorts (index, then value) give the deterministic tie order in one batched op; with
-    ``index_ordered`` the columns already list tied values in ascending index order (a stored
-    top-k followed by later images in order), so the value sort alone gives the same result.
-    """
-    if index_ordered:
-        return torch.argsort(values, dim=1, descending=True, stable=True)[:, :k]
-    order = torch.argsort(index, dim=1, stable=True)
-    by_value = torch.argsort(values.gather(1, order), dim=1, descending=True, stable=True)[:, :k]
-    return order.gather(1, by_value)
-
-
-def merge_topk(values: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, k: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep the k best of (units x n) candidates (see :func:`topk_order`)."""
-    order = topk_order(values, index, k)
-    return values.gather(1, order), index.gather(1, order), pos.gather(1, order[..., None].expand(-1, -1, 2))
 
 
 class TopKState:
@@ -215,7 +194,7 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
     capture time (before any in-place ReLU that follows), so no feature map is kept or cloned.
     Yields a dict whose ``"index"`` (B image indices, ``-1`` to ignore) and, with statistics,
     ``"labels"`` (B class indices, ``-1`` unknown, or None) the caller sets before each forward.
-    With ``geometry`` (:func:`dvis.geometry.model_geometry`), channels-last and token layers are
+    With ``geometry`` (:func:`dvis.engine.geometry.model_geometry`), channels-last and token layers are
     tracked as N x C x H x W maps (class tokens left out)."""
     batch: dict[str, torch.Tensor] = {}
 
@@ -254,7 +233,7 @@ def max_hooks(net: nn.Module, state: TopKState, layers: list[str], stats: StatsS
 
 def layer_shapes(net: nn.Module, layers: list[str], input_shape: tuple[int, ...], device) -> dict[str, tuple[int, ...]]:
     """Tracked shape (without batch) of each layer for inputs of ``input_shape`` (C, H, W), from
-    :func:`dvis.geometry.model_geometry`: C x H x W for maps and token grids (whatever their
+    :func:`dvis.engine.geometry.model_geometry`: C x H x W for maps and token grids (whatever their
     layout), C for vectors. ``device`` is unused (the geometry trace runs on the net's device)."""
     geo = model_geometry(net, tuple(input_shape[1:]), channels=input_shape[0])
     shapes: dict[str, tuple[int, ...]] = {}
@@ -282,9 +261,9 @@ class TrackConfig:
     workers: int = 2
     checkpoint_every: float = 30.0  # seconds between checkpoints
     progress: bool = True
-    decode: str = "cpu"  # "cpu" or "gpu" (dvis.decode.resolve)
-    precision: str = "fp32"  # forward precision (dvis.precision)
-    stats: bool = True  # gather unit statistics (dvis.unit_stats) in the same pass
+    decode: str = "cpu"  # "cpu" or "gpu" (dvis.imaging.decode.resolve)
+    precision: str = "fp32"  # forward precision (dvis.runtime.precision)
+    stats: bool = True  # gather unit statistics (dvis.formats.stats) in the same pass
     bottom_k: int = 0  # also keep each unit's bottom-k (least-activating) images
 
 
@@ -299,7 +278,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
     ``on_batch(done)`` is called after each batch (and its checkpoint, if any) with the number of
     this shard's batches done. Returns the shard's result (the full result when unsharded).
     With ``config.stats`` the result's ``stats`` holds the unit statistics; ``labels`` is
-    (class names, one class index per source image) as :func:`dvis.unit_stats.source_labels` gives.
+    (class names, one class index per source image) as :func:`dvis.formats.stats.source_labels` gives.
     """
     from tqdm import tqdm
 

@@ -17,16 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from dvis.backproject import backproject_batch
+from dvis.engine.backproject import backproject_batch
 from dvis.constants import BACK_MODES
-from dvis.datasets import ImageSource
-from dvis.decode import decode_cpu, load_batches
-from dvis.distributed import Shard
+from dvis.imaging.datasets import ImageSource
+from dvis.imaging.decode import decode_cpu, load_batches
+from dvis.pipeline.distributed import Shard
 from dvis.errors import DvisError
-from dvis.geometry import model_geometry, to_maps
-from dvis.hooks import forward_hooks
-from dvis.maxes_run import MaxResult
-from dvis.receptive_field import receptive_field
+from dvis.engine.geometry import model_geometry, to_maps
+from dvis.engine.hooks import forward_hooks
+from dvis.formats.maxes import MaxResult
+from dvis.engine.receptive_field import receptive_field
 
 MODES = BACK_MODES
 MAX_PATCH = 96  # larger patches (e.g. fc layers of 224 px nets) are shrunk: mosaics stay pane-sized

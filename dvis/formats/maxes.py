@@ -24,9 +24,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvis.atomic import atomic_savez, atomic_write_text, read_format_json
+from dvis.formats.atomic import atomic_savez, atomic_write_text, read_format_json
 from dvis.errors import DvisError
-from dvis.unit_stats import StatsArrays, merge_stats, save_stats
+from dvis.formats.stats import StatsArrays, merge_stats, save_stats
+
+
+def topk_order(values: torch.Tensor, index: torch.Tensor, k: int, index_ordered: bool = False) -> torch.Tensor:
+    """Columns of the k best of (units x n) candidates: value descending, then image index ascending.
+
+    Two stable sorts (index, then value) give the deterministic tie order in one batched op; with
+    ``index_ordered`` the columns already list tied values in ascending index order (a stored
+    top-k followed by later images in order), so the value sort alone gives the same result.
+    """
+    if index_ordered:
+        return torch.argsort(values, dim=1, descending=True, stable=True)[:, :k]
+    order = torch.argsort(index, dim=1, stable=True)
+    by_value = torch.argsort(values.gather(1, order), dim=1, descending=True, stable=True)[:, :k]
+    return order.gather(1, by_value)
+
+
+def merge_topk(values: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, k: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep the k best of (units x n) candidates (see :func:`topk_order`)."""
+    order = topk_order(values, index, k)
+    return values.gather(1, order), index.gather(1, order), pos.gather(1, order[..., None].expand(-1, -1, 2))
+
 
 FORMAT = "dvis-maxes"
 VERSION = 1
@@ -53,7 +75,7 @@ class MaxResult:
     pos: dict[str, np.ndarray]
     n_images: int = 0
     skipped: list[int] = field(default_factory=list)
-    stats: StatsArrays | None = None  # unit statistics gathered in the same pass (dvis.unit_stats)
+    stats: StatsArrays | None = None  # unit statistics gathered in the same pass (dvis.formats.stats)
 
     def is_conv(self, layer: str) -> bool:
         return len(self.shapes[layer]) == 3
@@ -237,17 +259,18 @@ def shard_complete(run_dir: str | Path, shard: tuple[int, int], fp: str) -> bool
 
 def merge_results(results: list[MaxResult]) -> MaxResult:
     """Merge per-shard results into the result of one pass over all images."""
-    from dvis.maxes import TopKState  # the tracker's merge; imported here since the tracker imports this module
-
     first = results[0]
     for r in results[1:]:
         if r.layers != first.layers or r.top != first.top or r.shapes != first.shapes:
             raise DvisError("cannot merge maxes of different layers, shapes or top k")
-    state = TopKState.from_arrays(result_arrays(first), first.layers, first.top)
-    for r in results[1:]:
-        state.merge(TopKState.from_arrays(result_arrays(r), r.layers, r.top))
+    parts = [result_arrays(r) for r in results]
+    arrays = {}
+    for n in first.layers:
+        keys = [array_key(n, f) for f in FIELDS]
+        cat = [torch.from_numpy(np.concatenate([a[k] for a in parts], 1)) for k in keys]
+        arrays.update(zip(keys, (t.numpy() for t in merge_topk(*cat, first.top))))
     skipped = {i for r in results for i in r.skipped}
-    merged = result_from_arrays(state.to_arrays(), first.layers, first.shapes, first.top, first.n_images, skipped)
+    merged = result_from_arrays(arrays, first.layers, first.shapes, first.top, first.n_images, skipped)
     merged.stats = merge_stats([r.stats for r in results], first.layers)
     return merged
 

@@ -2,9 +2,9 @@
 
 :func:`load_model` returns a :class:`LoadedModel`: the net in eval mode on its device plus
 everything needed to feed and display it. The parts live in their own modules:
-:mod:`dvis.model_spec` (the yaml schema and the search), :mod:`dvis.architectures` (building the
-net), :mod:`dvis.weights`, :mod:`dvis.devices`, :mod:`dvis.preprocess`, :mod:`dvis.loaded_model`
-and :mod:`dvis.paths` (where things are looked up).
+:mod:`dvis.models.spec` (the yaml schema and the search), :mod:`dvis.models.architectures` (building the
+net), :mod:`dvis.models.weights`, :mod:`dvis.runtime.devices`, :mod:`dvis.imaging.preprocess`, :mod:`dvis.models.loaded`
+and :mod:`dvis.formats.paths` (where things are looked up).
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 import torchvision.models as tvm
 
-from dvis.architectures import build_net, check_architecture
-from dvis.devices import resolve_device
+from dvis.models.architectures import build_net, check_architecture
+from dvis.runtime.devices import resolve_device
 from dvis.errors import DvisError, LayerNotFoundError
-from dvis.layers import check_layers, default_layers
-from dvis.loaded_model import LoadedModel
-from dvis.model_spec import DEFAULT_MODEL, ModelSpec, find_model_yaml, parse_model_yaml
-from dvis.paths import unit_vis_read_dirs
-from dvis.weights import is_weights_name
+from dvis.engine.layers import check_layers, default_layers
+from dvis.models.loaded import LoadedModel
+from dvis.models.spec import DEFAULT_MODEL, ModelSpec, find_model_yaml, parse_model_yaml
+from dvis.formats.paths import unit_vis_read_dirs
+from dvis.models.weights import is_weights_name
 
 __all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model"]
 
@@ -78,7 +78,7 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
         keep = is_weights_name(weights) or weights.lower() in ("none", "pretrained")
         model_spec.weights = weights if keep else str(Path(weights).resolve())
     if model_spec.architecture.startswith("timm:"):  # timm fills input size and normalization from its data config
-        from dvis import timm_models
+        from dvis.models import timm as timm_models
 
         net, source = build_net(model_spec, model_spec.weights)
         labels = _read_labels(model_spec) or timm_models.labels(net)

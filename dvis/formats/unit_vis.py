@@ -44,11 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dvis.atomic import atomic_write_bytes as _atomic_write
+from dvis.formats.atomic import atomic_write_bytes as _atomic_write
 from dvis.constants import UNIT_IMAGE_KINDS as KINDS
 from dvis.errors import DvisError
-from dvis.maxes_run import load_manifest
-from dvis.tiling import tile
+from dvis.formats.maxes import load_manifest
+from dvis.render.tiling import tile
 
 FORMAT = "dvis-unit-vis"
 VERSION = 1
@@ -423,7 +423,7 @@ def now() -> str:
 def write_crops_layer(root: str | Path, model_name: str, layer: str, crops, result, names: list[str],
                       meta: dict) -> None:
     """Write ``layer``'s top-9 and back-projection mosaics and ``crops.json`` from ``crops`` (a
-    :class:`dvis.crops.LayerCrops`) of the maxes ``result``; ``meta`` is the provenance
+    :class:`dvis.pipeline.crops.LayerCrops`) of the maxes ``result``; ``meta`` is the provenance
     (maxes fingerprint, source, image count) recorded with them."""
     present = crops.valid.any(1)
     ensure_manifest(root, model_name, layer)

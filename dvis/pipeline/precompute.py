@@ -3,8 +3,8 @@
 This module only sequences the steps: each step is skipped where its output is already
 complete for the same inputs and settings, and refuses (without ``force``) to replace complete
 unit images made from another run or other settings. The computations live in
-:mod:`dvis.maxes`, :mod:`dvis.crops` and :mod:`dvis.optimize`; the files in
-:mod:`dvis.maxes_run` and :mod:`dvis.unit_vis`.
+:mod:`dvis.pipeline.maxes`, :mod:`dvis.pipeline.crops` and :mod:`dvis.pipeline.optimize`; the files in
+:mod:`dvis.formats.maxes` and :mod:`dvis.formats.unit_vis`.
 """
 from __future__ import annotations
 
@@ -15,20 +15,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dvis import maxes_run, unit_vis
-from dvis.crops import layer_crops
-from dvis.datasets import open_source
-from dvis.distributed import Shard
+from dvis.formats import maxes as maxes_run, unit_vis
+from dvis.pipeline.crops import layer_crops
+from dvis.imaging.datasets import open_source
+from dvis.pipeline.distributed import Shard
 from dvis.errors import DvisError
-from dvis.maxes import TrackConfig, layer_shapes, track_maxes
-from dvis.unit_stats import source_labels, stats_complete
-from dvis.optimize import OptSettings, sharded_optimize
-from dvis.paths import unit_vis_write_dir
-from dvis.receptive_field import receptive_field
+from dvis.pipeline.maxes import TrackConfig, layer_shapes, track_maxes
+from dvis.formats.stats import source_labels, stats_complete
+from dvis.pipeline.optimize import OptSettings, sharded_optimize
+from dvis.formats.paths import unit_vis_write_dir
+from dvis.engine.receptive_field import receptive_field
 
 
 def unit_vis_root(model, out: str | Path | None) -> Path:
-    """Where the pipeline writes ``model``'s unit images: ``out``, else :func:`dvis.paths.unit_vis_write_dir`."""
+    """Where the pipeline writes ``model``'s unit images: ``out``, else :func:`dvis.formats.paths.unit_vis_write_dir`."""
     if out:
         return Path(out)
     root = unit_vis_write_dir(model)
@@ -85,7 +85,7 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
                    progress: bool = True, shard: Shard = Shard()) -> dict[str, int]:
     """Write top-9 and back-projection mosaics plus crops.json for each layer; returns per layer the
     number of re-run activation mismatches (skipped layers are not listed). With a ``shard`` each
-    process computes its units and the merging process writes (see :func:`dvis.crops.layer_crops`)."""
+    process computes its units and the merging process writes (see :func:`dvis.pipeline.crops.layer_crops`)."""
     result, manifest, names = maxes_run.load_result(run_dir)
     if manifest.get("weights") not in (None, maxes_run.weights_digest(model.net)):
         raise DvisError(f"{run_dir} was computed with other weights of {model.name}; rerun `dvis maxes`")

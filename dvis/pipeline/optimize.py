@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dvis.activations import forward_to
-from dvis.distributed import Shard
+from dvis.engine.activations import forward_to
+from dvis.pipeline.distributed import Shard
 from dvis.errors import DvisError
-from dvis.geometry import model_geometry
-from dvis.layers import check_layers
+from dvis.engine.geometry import model_geometry
+from dvis.engine.layers import check_layers
 from dvis.optvis.objectives import unit_activations
 from dvis.optvis.param import clamp_pixels, start_images, to_display, to_input
 from dvis.optvis.presets import preset

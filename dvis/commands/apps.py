@@ -1,5 +1,8 @@
-"""Command line of ``run_toolbox.py`` and ``dvis toolbox``: settings file + flags -> a window or a headless run
-(the flags that pick model, inputs and settings are shared with ``dvis serve``)."""
+"""The apps' command line: ``run_toolbox.py``, ``dvis toolbox`` and ``dvis serve``.
+
+Settings file + flags -> a window, a headless run or a served page (the flags that pick model,
+inputs and settings are shared by all three).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +10,7 @@ import ast
 import logging
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -41,9 +45,19 @@ def add_window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/toolbox", help="headless output folder (default out/toolbox)")
     p.add_argument("--web", action="store_true",
                    help="serve the toolbox to a browser instead of a window, as dvis serve (docs/web.md)")
-    from dvis.commands.serve import add_web_args
-
     add_web_args(p.add_argument_group("with --web"))
+
+
+def add_web_args(p: argparse.ArgumentParser) -> None:
+    """The server's own flags."""
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: reachable only through an ssh tunnel)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", help="the access token (default: a new random one, printed in the URL)")
+    p.add_argument("--no-token", action="store_true", help="ask no token (refused unless --host is loopback)")
+    p.add_argument("--frame-format", choices=("jpeg", "webp", "png"), default="jpeg",
+                   help="encoding of the frames (default jpeg; png is lossless and larger)")
+    p.add_argument("--quality", type=int, default=85, help="JPEG / WebP quality (default 85)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +81,7 @@ def parse_set(items: list[str]) -> dict:
 
 
 def default_settings_file(repo_root: Path) -> Path | None:
-    from dvis.paths import find_settings_local  # the current folder, then the user's config folder
+    from dvis.formats.paths import find_settings_local  # the current folder, then the user's config folder
 
     found = find_settings_local()
     return found or ((repo_root / "settings_local.py") if (repo_root / "settings_local.py").is_file() else None)
@@ -102,8 +116,6 @@ def main(argv: list[str] | None = None, repo_root: Path | None = None) -> int:
 def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
     """Run parsed window flags: the window, or the headless key list; errors are one line, exit 2."""
     if args.web:
-        from dvis.commands.serve import run as serve
-
         try:
             return serve(args)
         except DvisError as exc:
@@ -127,7 +139,7 @@ def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
 
 def load_from_args(args: argparse.Namespace, repo_root: Path):
     """(settings, model) from the shared flags of :func:`add_settings_args`."""
-    from dvis.model_loading import load_model
+    from dvis.models.loading import load_model
 
     local = Path(args.settings) if args.settings else default_settings_file(repo_root)
     if args.settings and not local.is_file():
@@ -138,7 +150,7 @@ def load_from_args(args: argparse.Namespace, repo_root: Path):
         overrides.update(camera_id=args.camera, start_in_camera=True)
     overrides.update(parse_set(args.set))
     settings = load_settings(local, overrides)
-    from dvis.paths import packaged_data_dir
+    from dvis.formats.paths import packaged_data_dir
 
     for base in (repo_root, packaged_data_dir()):  # e.g. the default input_images/ from elsewhere, or shipped
         if not Path(settings.images).exists() and (base / settings.images).exists():
@@ -162,3 +174,44 @@ def run(args: argparse.Namespace, repo_root: Path, prog: str = PROG) -> int:
     finally:
         toolbox.close()
     return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the toolbox to a browser (``dvis serve``, ``--web``) until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise DvisError("dvis serve needs the web extra: pip install 'dvis[web]' (starlette, uvicorn)") from None
+    from dvis.web.server import WebConfig, create_app, is_loopback, new_token
+
+    logging.basicConfig(level=logging.INFO, format="dvis serve: %(levelname)s: %(message)s")
+    token = "" if args.no_token else (args.token or new_token())
+    config = WebConfig(host=args.host, port=args.port, token=token, frame_format=args.frame_format,
+                       quality=args.quality)
+    config.check()
+    settings, model = load_from_args(args, Path.cwd())
+    app = create_app(lambda camera_factory: make_toolbox(model, settings, camera_factory), config)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        raise DvisError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    sock.listen(128)  # connections wait in the backlog until the server accepts them
+    port = sock.getsockname()[1]
+    shown = "127.0.0.1" if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    print(f"dvis serve: {model.name} on {args.host}:{port}\n  open  {url}\n"
+          f"  from another machine: ssh -N -L {port}:127.0.0.1:{port} {socket.gethostname()}  "
+          f"then open the URL above there", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=config.max_camera_bytes + 1024,
+                                  ws_ping_interval=20, ws_ping_timeout=20,
+                                  ws_per_message_deflate=False)).run(sockets=[sock])  # frames are JPEG: deflate only costs
+    return 0
+
+
+def make_toolbox(model, settings, camera_factory):
+    """The shared Toolbox core of a server (see dvis.web: every tab shares this one view)."""
+    from dvis.toolbox.app import Toolbox
+
+    return Toolbox(model, settings, headless=False, camera_factory=camera_factory)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dvis.atomic import atomic_write_text, read_format_json
+from dvis.formats.atomic import atomic_write_text, read_format_json
 from dvis.errors import DvisError
 
 FORMAT = "dvis-unit-stats"
@@ -390,7 +390,7 @@ def image_labels(class_names: list[str | None] | None, known: list[str] = ()) ->
 
     Classes follow ``known`` (a model's labels, so that class i is output unit i) when every name
     is one of them, else natural order of the names. ``([], None)`` without labels."""
-    from dvis.images import natural_key
+    from dvis.imaging.images import natural_key
 
     if not class_names:
         return [], None
@@ -421,7 +421,7 @@ def save_stats(run_dir: str | Path, stats: StatsArrays, index: dict[str, np.ndar
     if stats.labels is not None:
         arrays["@labels"] = stats.labels
     tmp = run / f".{ARRAYS}.tmp{os.getpid()}"
-    try:  # compressed (histograms are mostly zeros), written atomically like dvis.atomic.atomic_savez
+    try:  # compressed (histograms are mostly zeros), written atomically like dvis.formats.atomic.atomic_savez
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
             f.flush()

@@ -1,6 +1,6 @@
 """Resolving a model.yaml ``architecture``: a torchvision classification name, ``module:factory``
-or ``file.py:factory`` (imported from the model folder), or ``timm:NAME`` (:mod:`dvis.timm_models`);
-and building the net with its weights (:mod:`dvis.weights`).
+or ``file.py:factory`` (imported from the model folder), or ``timm:NAME`` (:mod:`dvis.models.timm`);
+and building the net with its weights (:mod:`dvis.models.weights`).
 """
 from __future__ import annotations
 
@@ -17,13 +17,9 @@ import torchvision.models as tvm
 from torch import nn
 
 from dvis.errors import DvisError, did_you_mean, first_line
-from dvis.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_state_dict, load_state_dict_file,
+from dvis.models.spec import torchvision_architectures
+from dvis.models.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_state_dict, load_state_dict_file,
                           weights_enum, weights_unavailable)
-
-
-def torchvision_architectures() -> list[str]:
-    """Names of torchvision's classification models (``alexnet``, ``vgg16``, ``resnet18``, ...)."""
-    return tvm.list_models(module=tvm)
 
 
 def check_architecture(architecture: str) -> None:
@@ -88,15 +84,15 @@ def _construct(spec, enum) -> nn.Module:
 
 
 def build_net(spec, weights: str | None) -> tuple[nn.Module, str]:
-    """Build the net of ``spec`` (a :class:`dvis.model_spec.ModelSpec`) on the CPU with ``weights``
+    """Build the net of ``spec`` (a :class:`dvis.models.spec.ModelSpec`) on the CPU with ``weights``
     loaded; returns (net, weights source).
 
     ``weights`` is None/``none`` (random init, with a warning), a torchvision weights name (from
     torch's hub cache, downloaded there if missing), or a state_dict file (relative to the folder).
-    ``timm:NAME`` architectures are built by :mod:`dvis.timm_models`.
+    ``timm:NAME`` architectures are built by :mod:`dvis.models.timm`.
     """
     if spec.architecture.startswith("timm:"):  # the one place architectures dispatch to timm
-        from dvis import timm_models
+        from dvis.models import timm as timm_models
 
         return timm_models.build(spec)
     check_architecture(spec.architecture)

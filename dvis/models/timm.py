@@ -26,7 +26,7 @@ from torch import nn
 from dvis.errors import DvisError, first_line, suggestions
 
 if TYPE_CHECKING:
-    from dvis.model_spec import ModelSpec
+    from dvis.models.spec import ModelSpec
 
 PREFIX = "timm:"
 #: The ``weights:`` value that asks for timm's pretrained weights.
@@ -67,7 +67,7 @@ def build(spec: ModelSpec) -> tuple[nn.Module, str]:
     Also fills ``spec.input_size``, ``spec.mean`` and ``spec.std`` from timm's data config where
     model.yaml left them out.
     """
-    from dvis.weights import load_state_dict_file
+    from dvis.models.weights import load_state_dict_file
 
     name = model_name(spec.architecture)
     timm = import_timm(spec.architecture)

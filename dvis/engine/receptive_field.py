@@ -1,6 +1,6 @@
 """Receptive fields of layer units in input pixels, read from the one-pass layer geometry.
 
-:func:`receptive_field` is the public entry; the numbers come from :func:`dvis.geometry.model_geometry`
+:func:`receptive_field` is the public entry; the numbers come from :func:`dvis.engine.geometry.model_geometry`
 (one traced forward for all layers, cached per net and input size). Units of vectors (fc layers) and
 of layers behind a global operation (global pooling, attention) see the whole input: size = stride =
 input size, padding 0. Layers behind a squeeze-and-excitation gate keep their local (conv-path)
@@ -9,8 +9,8 @@ field; ``model_geometry(...)[layer].global_context`` says a global gate also fee
 from __future__ import annotations
 
 from dvis.errors import DvisError
-from dvis.geometry import DEFAULT_INPUT_SIZE, ReceptiveField, input_size_of, model_geometry, whole_input
-from dvis.layers import check_layers
+from dvis.engine.geometry import DEFAULT_INPUT_SIZE, ReceptiveField, input_size_of, model_geometry, whole_input
+from dvis.engine.layers import check_layers
 
 __all__ = ["DEFAULT_INPUT_SIZE", "ReceptiveField", "receptive_field", "whole_input"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dvis.images import is_image_path, read_image
+from dvis.imaging.images import is_image_path, read_image
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:

@@ -114,7 +114,7 @@ class Shard:
             return self.gather(part)
         if not self.files:
             return [part]
-        from dvis.atomic import atomic_savez
+        from dvis.formats.atomic import atomic_savez
 
         parts_dir = Path(folder) / ".parts"
         parts_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from dvis.errors import DvisError, first_line
-from dvis.images import IMAGE_EXTENSIONS, list_images, natural_key, read_image
-from dvis.preprocess import prepare_image
+from dvis.imaging.images import IMAGE_EXTENSIONS, list_images, natural_key, read_image
+from dvis.imaging.preprocess import prepare_image
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 #: Compressed tars cannot be read by offset, so their members are held in memory up to this size.
@@ -91,7 +91,7 @@ class ImageSource:
         return ReadImages(images, names, skipped)
 
 
-#: What decoding a bad file raises (DvisError from dvis.images, OSError from the file system).
+#: What decoding a bad file raises (DvisError from dvis.imaging.images, OSError from the file system).
 UNREADABLE = (DvisError, OSError, ValueError, cv2.error)
 
 
@@ -163,7 +163,7 @@ def _tar_source(spec: str, regex: re.Pattern | None = None) -> ImageSource:
 def open_source(spec: str | Path, recursive: bool = True, pattern: str | None = None) -> ImageSource:
     """Open an image folder (sub-folders too when ``recursive``), a text file listing image paths,
     a tar archive or one image; ``pattern`` is a regular expression searched in each relative path
-    (as :func:`dvis.images.list_images`)."""
+    (as :func:`dvis.imaging.images.list_images`)."""
     spec = str(spec)
     if not os.path.exists(spec):
         raise DvisError(f"image source not found: {spec}")
@@ -199,10 +199,10 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, source: ImageSource, size: tuple[int, int], channels: int = 3, decode: str = "cpu"):
-        from dvis.decode import Decoder
+        from dvis.imaging.decode import Decoder
 
         self.source, self.size, self.channels = source, tuple(size), channels
-        self.decoder = Decoder(source, self.size, channels, decode)  # dvis.decode: --decode cpu|gpu
+        self.decoder = Decoder(source, self.size, channels, decode)  # dvis.imaging.decode: --decode cpu|gpu
 
     def __len__(self) -> int:
         return len(self.source)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvis.preprocess import deprocess, normalize, prepare_image
-from dvis.weights import NO_WEIGHTS, load_state_dict_file
+from dvis.imaging.preprocess import deprocess, normalize, prepare_image
+from dvis.models.weights import NO_WEIGHTS, load_state_dict_file
 
 
 @dataclass(repr=False)
@@ -54,7 +54,7 @@ class LoadedModel:
 
     def normalize(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """NxCxHxW float in [0, 1], already resized -> normalized (batched path for pipelines;
-        ``inplace`` overwrites ``x``, see :func:`dvis.preprocess.normalize`)."""
+        ``inplace`` overwrites ``x``, see :func:`dvis.imaging.preprocess.normalize`)."""
         return normalize(x, self._mean_t, self._std_t, inplace)
 
     def deprocess(self, x: torch.Tensor) -> np.ndarray:

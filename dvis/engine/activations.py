@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from dvis.errors import DvisError
-from dvis.hooks import forward_hooks
-from dvis.layers import as_net, check_input, check_layers, default_layers, describe_input
+from dvis.engine.hooks import forward_hooks
+from dvis.engine.net import as_net, check_input, describe_input
+from dvis.engine.layers import check_layers, default_layers
 
 
 class _StopForward(Exception):

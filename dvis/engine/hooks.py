@@ -172,11 +172,3 @@ def rule_table(names: Iterable[str], rectify: str = "all") -> dict[str, dict[str
     """{activation name: {mode: rule text}} for the activations ``names`` (e.g. a summary's keys)."""
     by_name = {a.name: a for a in ACTIVATION_FUNCTIONS.values()}
     return {n: {m: RULES[back_rule(by_name[n], m, rectify)] for m in RULES} for n in names if n in by_name}
-
-
-def activation_summary(model_or_net, input_size=None) -> dict[str, int]:
-    """{activation name: calls in one forward} for the net, functional calls included (from the
-    geometry trace, so no extra forward once the geometry is known)."""
-    from dvis.geometry import traced_activations
-
-    return traced_activations(model_or_net, input_size)

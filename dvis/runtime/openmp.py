@@ -4,7 +4,7 @@ PyTorch's CPU operators run on GNU OpenMP (libgomp) on Linux. Between parallel r
 thread spins 300,000 iterations before it sleeps (libgomp's default when ``OMP_WAIT_POLICY`` is
 unset), several milliseconds, so in every gap of the forward (the hooks' Python, the wait for the
 next batch) a spinning thread holds a core that the idle-priority decoding workers of
-:func:`dvis.decode.load_batches` would use. ``dvis`` commands shorten the spin to
+:func:`dvis.imaging.decode.load_batches` would use. ``dvis`` commands shorten the spin to
 :data:`SPIN_COUNT` iterations (AlexNet on 2 cores, ``dvis maxes`` with statistics, steady rate
 over alternating pairs: 70.5 -> 81.7 and 81.7 -> 85.0 img/s mean, the forward alone the same
 within the noise; docs/pipeline.md).

@@ -1,7 +1,7 @@
 """The ``model.yaml`` schema: :class:`ModelSpec`, its validation, and finding a spec's folder.
 
 The format is documented in ``models/README.md``; folders are searched along
-:func:`dvis.paths.model_search_path`.
+:func:`dvis.formats.paths.model_search_path`.
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from typing import Any
 
 import yaml
 
-from dvis.architectures import torchvision_architectures
 from dvis.errors import DvisError, closest, did_you_mean
-from dvis.paths import model_search_path
+from dvis.formats.paths import model_search_path
 
 #: The model :func:`dvis.load_model` loads when given no spec.
 DEFAULT_MODEL = "zf-cifar10"
@@ -24,6 +23,13 @@ MODEL_KEYS = (
     "mean", "std", "labels", "layers", "unit_vis", "checkpoints",
 )
 _LAYER_KEYS = ("name", "display")
+
+
+def torchvision_architectures() -> list[str]:
+    """Names of torchvision's classification models (``alexnet``, ``vgg16``, ``resnet18``, ...)."""
+    import torchvision.models as tvm  # only when a name must be checked: torchvision is slow to import
+
+    return tvm.list_models(module=tvm)
 
 
 @dataclass

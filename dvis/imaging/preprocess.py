@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dvis.errors import DvisError
-from dvis.images import to_rgb
+from dvis.imaging.images import to_rgb
 
 
 def prepare_image(img: np.ndarray, input_size: tuple[int, int], channels: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Decoding dataset images to the model's input size, on the CPU or on the GPU (nvjpeg).
 
-The reference is :func:`dvis.images.read_image` (Pillow) followed by the model's resize
-(:func:`dvis.preprocess.prepare_image`: OpenCV area averaging when shrinking, bilinear when
+The reference is :func:`dvis.imaging.images.read_image` (Pillow) followed by the model's resize
+(:func:`dvis.imaging.preprocess.prepare_image`: OpenCV area averaging when shrinking, bilinear when
 enlarging). The decoders below are faster and stay within :data:`TOLERANCE` of it:
 
 - **cpu** (per file): a JPEG at least 8x the input size on both sides is decoded by Pillow with
@@ -38,8 +38,8 @@ try:  # optional (the `fast` extra): ~15% less decoding time than decode_jpeg pe
     import simplejpeg
 except ImportError:  # pragma: no cover - decode_jpeg does the same work
     simplejpeg = None
-from dvis.images import read_image
-from dvis.preprocess import prepare_image
+from dvis.imaging.images import read_image
+from dvis.imaging.preprocess import prepare_image
 
 MODES = ("cpu", "gpu", "auto")
 
@@ -225,7 +225,7 @@ def resolve(mode: str, device: torch.device | str) -> str:
 
 
 def _skip(name: str, exc: BaseException) -> None:
-    """The skip-and-warn rule of dvis.datasets: one warning naming the file."""
+    """The skip-and-warn rule of dvis.imaging.datasets: one warning naming the file."""
     warnings.warn(f"skipping unreadable image {name}: {first_line(exc)}", stacklevel=2)
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from dvis.geometry import model_geometry, to_maps, extra_token_values
+    from dvis.engine.geometry import model_geometry, to_maps, extra_token_values
     geo = model_geometry(model)                   # {layer: LayerGeometry}, cached per net and input size
     g = geo["features.3.0.block.5"]               # ConvNeXt block internals: layout "hwc"
     g.layout, g.channels, g.grid, g.rf.box(y, x)  # "hwc", 96, (56, 56), input pixels of unit (y, x)
@@ -61,7 +61,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from dvis.errors import DvisError
-from dvis.hooks import ACTIVATION_FUNCTIONS, activation_of, forward_hooks
+from dvis.engine.hooks import ACTIVATION_FUNCTIONS, activation_of, forward_hooks
+from dvis.engine.net import as_net, expected_input
 
 LAYOUTS = ("chw", "hwc", "tokens", "vector", "partitioned", "other")
 #: Plain nets have no recorded input size; this is the usual ImageNet one.
@@ -1262,8 +1263,6 @@ def model_geometry(model_or_net, input_size=None, channels=None) -> dict[str, La
     net's train/eval flags are restored). Cached per net, input size and channels (geometry does
     not depend on the weights). Modules the eval forward never reaches come last with ``runs=False``.
     """
-    from dvis.layers import as_net, expected_input
-
     net = as_net(model_or_net)
     size = input_size_of(model_or_net, input_size)
     if channels is None:
@@ -1273,8 +1272,6 @@ def model_geometry(model_or_net, input_size=None, channels=None) -> dict[str, La
 
 def traced_activations(model_or_net, input_size=None, channels=None) -> dict[str, int]:
     """{activation name: calls} seen by the same traced forward as :func:`model_geometry`."""
-    from dvis.layers import as_net, expected_input
-
     channels = channels if channels is not None else expected_input(model_or_net)[1] or 3
     return dict(_traced(as_net(model_or_net), input_size_of(model_or_net, input_size), int(channels))[1])
 

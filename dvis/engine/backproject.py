@@ -3,8 +3,8 @@
 All three modes are one autograd backward pass; they differ only in how a ReLU passes the signal
 back (``grad``: where its forward input was positive; ``guided``: there and only positive signal;
 ``deconv`` (Zeiler & Fergus): positive signal anywhere, ignoring the forward). The other activations
-(GELU, SiLU, Hardswish, ReLU6, LeakyReLU, ELU/SELU/CELU, Mish; :mod:`dvis.hooks`) get the same
-rules generalized (:data:`dvis.hooks.RULES`): deconv passes ``max(g, 0)``, guided
+(GELU, SiLU, Hardswish, ReLU6, LeakyReLU, ELU/SELU/CELU, Mish; :mod:`dvis.engine.hooks`) get the same
+rules generalized (:data:`dvis.engine.hooks.RULES`): deconv passes ``max(g, 0)``, guided
 ``max(g, 0) * max(f'(x), 0)``; ``rectify="relu"`` keeps the plain gradient at all but ReLU/ReLU6. Max-pools use
 autograd's own backward, which routes through the switches recorded in the forward (exact also
 for overlapping pools), and convolutions use the transposed filters, which is autograd's
@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
-from dvis.activations import activations, capture
+from dvis.engine.activations import activations, capture
 from dvis.constants import BACK_MODES
 from dvis.errors import DvisError
-from dvis.geometry import LayerGeometry, from_maps, model_geometry, to_maps
-from dvis.hooks import INPLACE_RELUS, RECTIFY, RELU, activation_of, activation_params, back_rule, forward_hooks, leaf_names
-from dvis.layers import as_net, check_input, check_layers, frozen_params
+from dvis.engine.geometry import LayerGeometry, from_maps, model_geometry, to_maps
+from dvis.engine.hooks import INPLACE_RELUS, RECTIFY, RELU, activation_of, activation_params, back_rule, forward_hooks, leaf_names
+from dvis.engine.net import as_net, check_input, frozen_params
+from dvis.engine.layers import check_layers
 
 MODES = BACK_MODES
 
@@ -76,7 +77,7 @@ _FUNCTIONS = {(g, i): _relu_function(g, i) for g in (False, True) for i in (Fals
 
 class _BackActivation(torch.autograd.Function):
     """A non-ReLU activation (out of place) whose backward applies the deconv or guided rule of
-    :data:`dvis.hooks.RULES`: deconv ``max(g, 0)`` (LeakyReLU: its own slope on the signal), guided
+    :data:`dvis.engine.hooks.RULES`: deconv ``max(g, 0)`` (LeakyReLU: its own slope on the signal), guided
     ``max(g, 0) * max(f'(x), 0)``."""
 
     generate_vmap_rule = True
@@ -232,7 +233,7 @@ def _frozen_batch_norm(input, running_mean, running_var, weight=None, bias=None,
 
 class _BackMode(TorchFunctionMode):
     """While the forward runs: activations through the deconv/guided Functions (all of
-    :data:`dvis.hooks.ACTIVATION_FUNCTIONS`, or ReLU/ReLU6 only with ``rectify="relu"``), conv2d
+    :data:`dvis.engine.hooks.ACTIVATION_FUNCTIONS`, or ReLU/ReLU6 only with ``rectify="relu"``), conv2d
     through :class:`_Conv2d` / :class:`_Conv2dWeightOnly` and eval-mode batch norm through
     :class:`_FrozenBatchNorm` (the same backward, less of the forward kept for it)."""
 
@@ -479,7 +480,7 @@ def forward_and_back(
     w.r.t. the layer's output) at each of ``diff_layers``; zeros where the layer is not on the
     way back (e.g. past ``back_layer``). ``back_layer=None`` runs the forward only. ``rectify``:
     ``"all"`` or ``"relu"`` (see :func:`backproject_batch`). Autograd records the forward only up to
-    ``back_layer`` (:func:`dvis.activations.capture`'s ``grad_until``): the layers after it, needed
+    ``back_layer`` (:func:`dvis.engine.activations.capture`'s ``grad_until``): the layers after it, needed
     for their values only, hold no graph.
     """
     layers = check_layers(model_or_net, layers)
