@@ -36,7 +36,7 @@ import warnings
 from pathlib import Path
 
 RESULT = "ZOO-RESULT "
-#: The CI subset (tests/test_zoo.py) and the default of --models small.
+#: The CI subset (tests/models/test_zoo.py) and the default of --models small.
 SMALL = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "googlenet", "densenet121",
          "regnet_y_400mf", "vit_b_16", "swin_t"]
 RESNET50_GFLOPS = 8.18
