@@ -10,8 +10,6 @@ it picks its OpenMP settings, see :mod:`dvis.runtime.openmp`) does not load PyTo
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -60,15 +58,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
-
-class _Package(types.ModuleType):
-    """``dvis.engine.backproject`` stays the function when its module ``dvis.engine.backproject`` is imported:
-    the import system binds a new submodule on its package, which would hide the export."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -29,8 +29,9 @@ def test_import_dvis_does_not_load_torch_and_exports_stay_functions():
         import sys, types
         import dvis
         assert "torch" not in sys.modules, "import dvis loaded torch"
-        import dvis.engine.backproject, dvis.precompute, dvis.receptive_field  # submodules named like exports
-        from dvis.engine import activations, track_maxes, paths
+        import dvis.engine.backproject, dvis.pipeline.precompute, dvis.engine.receptive_field  # modules of exports
+        from dvis import activations, track_maxes
+        from dvis.formats import paths
         for f in (dvis.backproject, dvis.precompute, dvis.receptive_field, activations, track_maxes):
             assert callable(f) and not isinstance(f, types.ModuleType), f
         assert isinstance(paths, types.ModuleType)
