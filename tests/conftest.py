@@ -1,11 +1,19 @@
-"""Test-wide isolation: the user's data and config folders (dvis.formats.paths) point into a fresh temporary
-folder, so no test reads or writes a developer's computed unit images or user settings_local.py.
-Subprocesses started by tests inherit it through the environment."""
+"""Test-wide isolation and shared fixtures.
+
+The user's data and config folders (dvis.formats.paths) point into a fresh temporary folder, so no
+test reads or writes a developer's computed unit images or user settings_local.py; subprocesses
+started by tests inherit it through the environment. ``browser`` is Debian's chromium under
+Playwright (skipped without it, except under CI: tests/helpers/system.py).
+"""
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+
+import pytest
+
+from helpers.system import require_programs
 
 _HOME: list[str] = []
 
@@ -20,3 +28,16 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     for home in _HOME:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser), with a fake camera."""
+    from playwright import sync_api
+
+    exe = require_programs("chromium")["chromium"]
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
+        yield b
+        b.close()

@@ -2,7 +2,6 @@
 synthetic model with its own unit images and statistics, plus the shipped zf-cifar10."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections import deque
@@ -52,18 +51,6 @@ def site(tmp_path_factory):
     model = load_model(str(model_dir))
     report = build_atlas(model, root / "site")
     return model, result, report
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright import sync_api
-
-    exe = shutil.which("chromium")
-    assert exe, "Debian chromium is required (apt-get install chromium; .ci/run installs it)"
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str):

@@ -4,7 +4,6 @@ window, check the panes changed, and check that 'q' exits 0. Needs xvfb, xdotool
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,28 +11,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from dvis.toolbox.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = ("Xvfb", "xdotool", "import")
-
-
-@pytest.fixture
-def display():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    assert not missing, f"the window test needs {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        number = f.readline().strip()  # Xvfb writes its display number once it accepts clients
-    assert number, "Xvfb did not start"
-    yield f":{number}"
-    xvfb.terminate()
-    xvfb.wait(timeout=10)
 
 
 def x(env, *args, check=True) -> str:

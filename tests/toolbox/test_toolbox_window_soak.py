@@ -8,7 +8,7 @@ import random
 import subprocess
 import sys
 
-from test_toolbox_window import REPO, display, find_window, x  # noqa: F401 (display is a fixture)
+from test_toolbox_window import REPO, find_window, x
 
 #: X keysyms of every bound key but quit (q); camera, screenshot and help included.
 KEYS = ["Left", "Right", "Up", "Down", "i", "j", "k", "l", "I", "J", "K", "L", "minus", "equal", "bracketleft",
@@ -18,7 +18,7 @@ EVENTS = 3000
 CANVAS = (1500, 930)  # the default model's canvas at global_scale 1 (w, h)
 
 
-def test_window_survives_random_keys_and_clicks_then_quits(display, tmp_path):  # noqa: F811
+def test_window_survives_random_keys_and_clicks_then_quits(display, tmp_path):
     env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
     proc = subprocess.Popen([sys.executable, str(REPO / "run_toolbox.py"), "--images", str(REPO / "input_images"),
                              "--set", f"screenshot_dir={tmp_path / 'shots'}"],
