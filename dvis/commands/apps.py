@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 from dvis.errors import DvisError
@@ -32,7 +33,8 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera", type=int, metavar="ID", help="start on camera ID")
     p.add_argument("--scale", type=float, help="global_scale of the window")
     p.add_argument("--settings", metavar="FILE",
-                   help="settings file (default: settings_local.py in the current folder or the repository root)")
+                   help="settings file (default: settings_local.py in the current folder, else the repository "
+                        "root of a source checkout, else the user's config folder; see dvis info --paths)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override any setting, e.g. --set font_scale=1.2 (repeatable)")
 
@@ -80,13 +82,6 @@ def parse_set(items: list[str]) -> dict:
     return values
 
 
-def default_settings_file(repo_root: Path) -> Path | None:
-    from dvis.formats.paths import find_settings_local  # the current folder, then the user's config folder
-
-    found = find_settings_local()
-    return found or ((repo_root / "settings_local.py") if (repo_root / "settings_local.py").is_file() else None)
-
-
 def has_display() -> bool:
     """False on Linux/BSD without an X11 or Wayland display (other platforms always have one)."""
     if not sys.platform.startswith(("linux", "freebsd", "openbsd")):
@@ -110,7 +105,11 @@ def serve_line(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None, repo_root: Path | None = None) -> int:
-    return execute(build_parser().parse_args(argv), repo_root or Path.cwd(), PROG)
+    """``run_toolbox.py``: warnings print as one line each, as the ``dvis`` command prints them."""
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_a, **_k: print(f"{PROG}: warning: {message}", file=sys.stderr)
+        return execute(args, repo_root or Path.cwd(), PROG)
 
 
 def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
@@ -139,9 +138,10 @@ def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
 
 def load_from_args(args: argparse.Namespace, repo_root: Path):
     """(settings, model) from the shared flags of :func:`add_settings_args`."""
+    from dvis.formats.paths import find_settings_local, packaged_data_dir
     from dvis.models.loading import load_model
 
-    local = Path(args.settings) if args.settings else default_settings_file(repo_root)
+    local = Path(args.settings) if args.settings else find_settings_local()
     if args.settings and not local.is_file():
         raise DvisError(f"--settings {args.settings}: no such file")
     overrides = {"model": args.model, "weights": args.weights, "device": args.device, "images": args.images,
@@ -150,8 +150,6 @@ def load_from_args(args: argparse.Namespace, repo_root: Path):
         overrides.update(camera_id=args.camera, start_in_camera=True)
     overrides.update(parse_set(args.set))
     settings = load_settings(local, overrides)
-    from dvis.formats.paths import packaged_data_dir
-
     for base in (repo_root, packaged_data_dir()):  # e.g. the default input_images/ from elsewhere, or shipped
         if not Path(settings.images).exists() and (base / settings.images).exists():
             settings.images = str(base / settings.images)

@@ -8,6 +8,8 @@ What the package ships (the default model, sample images, settings templates) li
 Model folders are searched in ``$DVIS_MODELS`` (os.pathsep-separated), ``./models``, the user's
 data folder (``<data>/models``), then the packaged models. Pipeline outputs for a packaged model
 go to ``<data>/unit_vis/<model name>``, never into the installed package; readers prefer them.
+``settings_local.py`` is read from the current folder, else the repository root (a source
+checkout), else the user's config folder.
 """
 from __future__ import annotations
 
@@ -64,13 +66,21 @@ def model_search_path() -> list[Path]:
     return dirs
 
 
+def checkout_root() -> Path | None:
+    """The repository root when dvis runs from a source checkout (no ``dvis/_data``), else None."""
+    return None if (_PACKAGE / "_data").is_dir() else _PACKAGE.parent
+
+
 def settings_local_candidates() -> list[Path]:
-    """Where ``settings_local.py`` is looked for, in order: the current folder, the user's config folder."""
-    return [Path.cwd() / "settings_local.py", user_config_dir() / "settings_local.py"]
+    """Where ``settings_local.py`` is looked for, in order: the current folder, the repository root
+    (a source checkout only, where the templates say to copy it), the user's config folder."""
+    dirs = (Path.cwd(), checkout_root(), user_config_dir())
+    return [d / "settings_local.py" for d in dict.fromkeys(d.resolve() for d in dirs if d is not None)]
 
 
 def find_settings_local() -> Path | None:
-    """The first existing :func:`settings_local_candidates` entry, or None."""
+    """The first existing :func:`settings_local_candidates` entry, or None (the one rule of
+    ``run_toolbox.py``, ``dvis toolbox`` and ``dvis serve``)."""
     return next((p for p in settings_local_candidates() if p.is_file()), None)
 
 
