@@ -19,7 +19,7 @@ from pathlib import Path
 import platformdirs
 
 APP = "dvis"
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # the dvis package folder
 
 
 def packaged_data_dir() -> Path:
@@ -117,11 +117,13 @@ def unit_vis_read_dirs(name: str, folder: Path | None, shipped: Path | None) -> 
 
 
 def unit_vis_origin(model) -> str:
-    """Which unit images a model shows, for the toolbox's status: 'computed (PATH)', 'shipped (PATH)' or 'none'."""
+    """Which unit images a model shows, for the toolbox's status and ``dvis vis-info``: 'shipped (PATH)'
+    for those that came with the packaged models, 'computed (PATH)' for any other (a user's own model
+    folder, or the user's data folder), or 'none'."""
     root = model.unit_vis_dir
     if root is None or not (Path(root) / "manifest.json").is_file():
         return "none"
-    kind = "computed" if Path(root).resolve() == user_unit_vis_dir(model.name).resolve() else "shipped"
+    kind = "shipped" if is_packaged(root) else "computed"
     return f"{kind} ({root})"
 
 
