@@ -180,7 +180,9 @@ def serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise DvisError("dvis serve needs the web extra: pip install 'dvis[web]' (starlette, uvicorn)") from None
-    from dvis.web.server import WebConfig, create_app, is_loopback, new_token
+    from dvis.web.app import create_app
+    from dvis.web.config import WebConfig, is_loopback
+    from dvis.web.security import new_token
 
     logging.basicConfig(level=logging.INFO, format="dvis serve: %(levelname)s: %(message)s")
     token = "" if args.no_token else (args.token or new_token())

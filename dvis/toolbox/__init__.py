@@ -7,7 +7,8 @@ Core (no window, no files, no threads of its own beyond its workers):
   (keys, help, pure transitions, effects);
 * :mod:`dvis.toolbox.workers` - the compute worker and the unit-image loader;
 * :mod:`dvis.toolbox.render` - pure pane renderers;
-* :class:`dvis.toolbox.app.Toolbox` - ties them together into one RGB canvas.
+* :class:`dvis.toolbox.app.Toolbox` - ties them together into one RGB canvas (drawn by its base,
+  :class:`dvis.toolbox.painting.Painting`).
 
 Drivers: :func:`dvis.toolbox.drivers.run_window` (OpenCV window), :func:`dvis.toolbox.drivers.run_keys`
 (headless key list) and :mod:`dvis.web` (browser).

@@ -20,7 +20,8 @@ from websockets.sync.client import connect as ws_connect
 from dvis.errors import DvisError
 from dvis.toolbox.app import Toolbox
 from dvis.toolbox.drivers import run_keys
-from dvis.web.server import WebConfig, create_app
+from dvis.web.app import create_app
+from dvis.web.config import WebConfig
 from helpers.toolbox import make_images, make_model_folder
 
 TOKEN = "test-token-123"
@@ -269,8 +270,8 @@ def test_upload_limits_and_origin(server, tmp_path):
     assert r.status_code == 413 and "limit" in r.json()["error"]
     r = httpx.post(url, content=b"not an image", cookies=cookies, headers=origin)
     assert r.status_code == 400 and "not a readable image" in r.json()["error"]
-    bomb = io.BytesIO()  # 48 megapixels in a 47 KB file: refused from its header, before decoding
-    Image.new("L", (8000, 6000)).save(bomb, "PNG")
+    bomb = io.BytesIO()  # 72 megapixels in a 70 KB file: refused from its header, before decoding
+    Image.new("L", (9000, 8000)).save(bomb, "PNG")
     r = httpx.post(url, content=bomb.getvalue(), cookies=cookies, headers=origin)
     assert r.status_code == 400 and "pixel limit" in r.json()["error"]
     png = tmp_path / "x.png"

@@ -9,9 +9,13 @@ import cv2
 import numpy as np
 
 from dvis.toolbox.app import Toolbox
-from dvis.web import server
-from dvis.web.server import (ATLAS_GRID, ATLAS_PAD, Client, Pacer, Session, WebConfig, atlas, atlas_layout, cells,
-                             changed_rects, encode, encode_delta, merge_rects, regions)
+from dvis.web import encoding, frames
+from dvis.web.config import WebConfig
+from dvis.web.encoding import ATLAS_GRID, ATLAS_PAD, atlas, atlas_layout, cells, encode, encode_delta
+from dvis.web.frames import changed_rects, merge_rects, regions
+from dvis.web.pacing import Pacer
+from dvis.web.session import Session
+from dvis.web.tabs import Client
 from helpers.toolbox import make_images, make_model_folder
 
 PANES = [(0, 0, 40, 50), (0, 50, 40, 70), (40, 0, 20, 120)]  # a 60 x 130 canvas, a 10-px gap at the right
@@ -45,7 +49,7 @@ def test_regions_cover_the_canvas_once():
 
 
 def test_deltas_rebuild_the_canvas_exactly(monkeypatch):
-    monkeypatch.setattr(server, "RAW_MAX_PIXELS", 100)
+    monkeypatch.setattr(encoding, "RAW_MAX_PIXELS", 100)
     rng = np.random.default_rng(0)
     areas = regions(60, 130, PANES)
     base = rng.integers(0, 255, (60, 130, 3), dtype=np.uint8)
@@ -78,7 +82,7 @@ def test_deltas_rebuild_the_canvas_exactly(monkeypatch):
 def test_lossy_deltas_leave_no_tint_where_a_thin_line_was(monkeypatch):
     """A JPEG pixel next to a thin saturated line comes out tinted (4:2:0 chroma); when the line
     moves, the resent box must take that pixel along (LOSSY_MARGIN), or the tint stays for good."""
-    monkeypatch.setattr(server, "RAW_MAX_PIXELS", 0)  # every box an image, as for big panes
+    monkeypatch.setattr(encoding, "RAW_MAX_PIXELS", 0)  # every box an image, as for big panes
     areas = regions(128, 128, [(0, 0, 128, 128)])
 
     def outlined(y: int) -> np.ndarray:
@@ -100,7 +104,7 @@ def test_lossy_deltas_leave_no_tint_where_a_thin_line_was(monkeypatch):
     stale = np.abs(page_after(0).astype(int) - fresh).max(2)
     assert stale[20:80].max() > 40  # without the margin the old lines' neighbours keep their tint (65)
     # With it what stays is the old blocks' faint ringing (16 here; JPEG's own error at the line is 109).
-    assert np.abs(page_after(server.LOSSY_MARGIN).astype(int) - fresh).max(2)[20:80].max() <= 20
+    assert np.abs(page_after(frames.LOSSY_MARGIN).astype(int) - fresh).max(2)[20:80].max() <= 20
 
 
 def test_atlas_pieces_sit_on_their_own_jpeg_blocks_and_rebuild_the_rectangles():
