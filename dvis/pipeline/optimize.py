@@ -8,8 +8,9 @@ steps, zero pixels of small norm and of small contribution (percentiles).
 """
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -49,11 +50,12 @@ def step_sizes(grad: torch.Tensor, s: OptSettings) -> torch.Tensor:
     return (s.desired_prog / sq).clamp_max(s.max_lr).view(-1, 1, 1, 1)
 
 
-def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettings
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettings,
+           on_step: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``s.iters`` regularized ascent steps on the batch ``c`` (N x C x H x W mean-subtracted
     pixels, image b maximizing unit ``units[b]``: a channel of the layer's maps in any layout, see
-    :func:`unit_activations`); returns (best images, best activations)."""
+    :func:`unit_activations`); returns (best images, best activations). ``on_step`` is called with
+    the number of steps done after each step."""
     reg = preset(s.preset)
     geom = model_geometry(model)[layer]
     mean = torch.tensor(model.mean, device=c.device)
@@ -70,6 +72,8 @@ def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettin
         better = act > best_act
         best = torch.where(better.view(-1, 1, 1, 1), c, best)
         best_act = torch.where(better, act, best_act)
+        if on_step is not None:
+            on_step(it + 1)
         if it == s.iters - 1:
             break
         c = (c + step_sizes(grad, s) * grad) * (1 - reg.decay)
@@ -78,6 +82,22 @@ def ascend(model, layer: str, units: torch.Tensor, c: torch.Tensor, s: OptSettin
         c = clip_small_norm(c, reg.norm_pct)
         c = clip_small_contribution(c, grad, reg.contrib_pct)
     return best, best_act
+
+
+def step_credit(progress: Callable[[int], None], n_images: int, iters: int) -> Callable[[int], None]:
+    """An ``on_step`` for :func:`ascend` that credits ``progress`` with a batch's ``n_images`` in
+    proportion to its steps done (whole images; all of them after the last step), so a progress
+    bar moves within a batch rather than once per batch (minutes apart on a CPU)."""
+    credited = 0
+
+    def on_step(done: int) -> None:
+        nonlocal credited
+        now = n_images * done // iters
+        if now > credited:
+            progress(now - credited)
+            credited = now
+
+    return on_step
 
 
 def opt_batches(n_units: int, s: OptSettings) -> list[np.ndarray]:
@@ -96,7 +116,8 @@ def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = Non
     neither on batching nor on which process optimizes the unit. Units of maps (channels first or
     last, token grids, window partitions) are optimized at the centre of the layer's grid. With a
     ``shard`` of several processes only its batches (:func:`opt_batches` dealt by
-    :meth:`Shard.mine`) are optimized: the result lists those units.
+    :meth:`Shard.mine`) are optimized: the result lists those units. ``progress`` is called with
+    numbers of images done, step by step (see :func:`step_credit`).
     """
     s = settings or OptSettings()
     s.validate()
@@ -121,15 +142,27 @@ def optimize_units(model, layer: str, units: list[int] | np.ndarray | None = Non
         # Unit-major (unit, seed) pairs: a unit's seeds sit in one batch.
         ids = torch.from_numpy(mine[lo:hi]).repeat_interleave(s.seeds).to(dev)
         c0 = starts.repeat(hi - lo, 1, 1, 1).to(dev)
-        b, a = ascend(model, layer, ids, c0, s)
+        b, a = ascend(model, layer, ids, c0, s, step_credit(progress, len(ids), s.iters) if progress else None)
         best[lo:hi], acts[lo:hi] = b.cpu().view(best[lo:hi].shape), a.cpu().view(hi - lo, s.seeds)
         lo = hi
-        if progress:
-            progress(len(ids))
     flat = best.flatten(0, 1)
     images = to_display(flat, mean).numpy()
     u, k = len(mine), s.seeds
     return OptResult(layer, mine, images.reshape((u, k) + images.shape[1:]), acts.numpy(), best.numpy())
+
+
+def step_seconds(model, layer: str, settings: OptSettings) -> float:
+    """Seconds one ascent step of ``layer``'s first (full) batch takes, timed once: what a layer's
+    optimization costs is about ``len(opt_batches(...)) * iters`` of these, however many images
+    the other steps see."""
+    s = replace(settings, iters=1)
+    geom = model_geometry(model)[check_layers(model, layer)[0]]
+    n = len(opt_batches(geom.channels, s)[0]) * s.seeds
+    ids = torch.arange(n, device=model.device) // s.seeds
+    c0 = torch.zeros((n, model.channels) + tuple(model.input_size), device=model.device)
+    t0 = time.perf_counter()
+    ascend(model, layer, ids, c0, s)
+    return time.perf_counter() - t0
 
 
 def merge_opt(layer: str, units: np.ndarray, parts: list[dict[str, np.ndarray]]) -> OptResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -21,8 +22,9 @@ from dvis.imaging.datasets import open_source
 from dvis.pipeline.distributed import Shard
 from dvis.errors import DvisError
 from dvis.pipeline.maxes import TrackConfig, layer_shapes, track_maxes
-from dvis.formats.stats import source_labels, stats_complete
-from dvis.pipeline.optimize import OptSettings, sharded_optimize
+from dvis.formats.stats import stats_complete
+from dvis.imaging.labels import source_labels
+from dvis.pipeline.optimize import OptSettings, opt_batches, sharded_optimize, step_seconds
 from dvis.formats.paths import unit_vis_write_dir
 from dvis.engine.receptive_field import receptive_field
 
@@ -56,24 +58,29 @@ def refuse_replace(root: Path, what: list[tuple[str, dict | None]], new: str) ->
 
 
 def run_maxes_step(model, images: str, run_dir: Path, layers: list[str] | None, cfg: TrackConfig,
-                   model_spec: str | None, shard: Shard = Shard()) -> bool:
+                   model_spec: str | None, shard: Shard = Shard(), labels_file: str | None = None) -> bool:
     """Run ``maxes`` unless ``run_dir`` already holds the same computation; returns whether it ran.
-    Under torchrun (``shard.group``) each rank tracks its batches and rank 0 merges and writes."""
+    Under torchrun (``shard.group``) each rank tracks its batches and rank 0 merges and writes;
+    ``labels_file`` names the images' classes for the unit statistics (default: class folders)."""
     source = open_source(images)
     layers = list(layers or model.layers)
-    fp = maxes_run.fingerprint(model, source, layers, cfg.top, cfg.batch_size)
-    labels = source_labels(source, known=model.labels) if cfg.stats else None  # unit statistics by class folder
+    fp = maxes_run.fingerprint(model, source, layers, cfg.top, cfg.batch_size, cfg.precision)
+    labels = source_labels(source, labels_file, model.labels) if cfg.stats else None
     stats_done = not cfg.stats or stats_complete(run_dir, fp, labels[0], cfg.bottom_k or None)
     if shard.agree(maxes_run.is_complete(run_dir, fp) and stats_done):
         return False
+    if shard.files:
+        raise DvisError(f"{run_dir}: the maxes step runs whole or under torchrun, not as --shard {shard.rank}/{shard.world}; "
+                        "run `dvis maxes --shard` and `dvis maxes-merge` first (precompute then skips it)")
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = maxes_run.checkpoint_path(run_dir, (shard.rank, shard.world))
     result = track_maxes(model, source, layers, cfg, shard=(shard.rank, shard.world), checkpoint=ckpt, labels=labels)
     parts = shard.gather(result)
     if parts is not None:
         result = maxes_run.merge_results(parts)
-        maxes_run.save_result(result, run_dir, maxes_run.build_manifest(model, model_spec, source, cfg.batch_size, fp),
-                              source.names)
+        manifest = dict(maxes_run.build_manifest(model, model_spec, source, cfg.batch_size, fp), decode=cfg.decode,
+                        precision=cfg.precision)
+        maxes_run.save_result(result, run_dir, manifest, source.names)
         print(f"maxes: {result.n_images} images ({len(result.skipped)} skipped as unreadable) -> {run_dir}")
     shard.barrier()
     ckpt.unlink(missing_ok=True)
@@ -105,7 +112,8 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
     mismatches = {}
     for layer in todo:
         n = int((result.index[layer] >= 0).sum())
-        with tqdm(total=n, unit="patch", desc=f"crops {layer}", disable=not progress) as bar:
+        shown = model.display_names.get(layer, layer)
+        with tqdm(total=n, unit="patch", desc=f"crops {shown}", disable=not progress) as bar:
             lc = layer_crops(model, result, source, layer, tuple(modes), batch_size, workers, shard, root / layer,
                              dict(meta, modes=list(modes), batch_size=batch_size), progress=bar.update)
         if lc is None:  # another process merges and writes this layer
@@ -114,10 +122,10 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
         shard.drop_parts(root / layer, f"crops-{layer}")
         mismatches[layer] = lc.mismatches
         if lc.fallbacks:
-            print(f"crops {layer}: {lc.fallbacks} receptive-field windows differed from the whole image; "
+            print(f"crops {shown}: {lc.fallbacks} receptive-field windows differed from the whole image; "
                   "those pairs were recomputed on the whole image")
         if lc.mismatches:
-            print(f"crops {layer}: {lc.mismatches} re-run activations differ from the recorded maxes "
+            print(f"crops {shown}: {lc.mismatches} re-run activations differ from the recorded maxes "
                   "(nondeterminism or preprocessing drift)")
     return mismatches
 
@@ -156,7 +164,9 @@ def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, unit
             dataset_best = result.values[layer][:, 0]
     n_total = layer_shapes(model.net, [layer], (model.channels,) + tuple(model.input_size), model.device)[layer][0]
     unit_list = np.arange(n_total) if units is None else np.asarray(units)
-    with tqdm(total=len(unit_list) * settings.seeds, unit="image", desc=f"optimize {layer}", disable=not progress) as bar:
+    shown = model.display_names.get(layer, layer)
+    mine = sum(len(b) for b in shard.mine(opt_batches(len(unit_list), settings)))  # this process's units
+    with tqdm(total=mine * settings.seeds, unit="image", desc=f"optimize {shown}", disable=not progress) as bar:
         res = sharded_optimize(model, layer, unit_list, settings, shard, root / layer,
                                dict(key, units=np.asarray(unit_list).tolist()), progress=bar.update)
     if res is None:
@@ -164,7 +174,7 @@ def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, unit
     shard.drop_parts(root / layer, f"opt-{layer}")
     ratios = unit_vis.write_opt_layer(root, model.name, layer, n_total, unit_list, crop_to_field(model, layer, res.images),
                                       res.activations, key, dataset_best)
-    summary = {"layer": layer, "units": len(unit_list), "mean_activation": float(res.activations.max(1).mean())}
+    summary = {"layer": layer, "shown": shown, "units": len(unit_list), "mean_activation": float(res.activations.max(1).mean())}
     if ratios:
         r = np.array(ratios)
         summary.update(median_ratio=float(np.median(r)), above_dataset=float((r > 1).mean()))
@@ -177,7 +187,7 @@ def check_replace(model, root: Path, images: str, layers: list[str], track: Trac
     crops made from other maxes or optimized images made with other settings."""
     if "crops" not in skip:
         source = open_source(images)
-        fp = maxes_run.fingerprint(model, source, layers, track.top, track.batch_size)
+        fp = maxes_run.fingerprint(model, source, layers, track.top, track.batch_size, track.precision)
         new = {"source": str(Path(images).resolve()), "n_images": len(source), "date": unit_vis.now()}
         refuse_replace(root, [(n, unit_vis.provenance(root, n, "crops")) for n in layers
                               if not unit_vis.crops_complete(root, n, modes, fp)], unit_vis.describe(new))
@@ -189,23 +199,61 @@ def check_replace(model, root: Path, images: str, layers: list[str], track: Trac
 
 
 def format_opt_summary(s: dict) -> str:
-    text = f"optimize {s['layer']}: {s['units']} units, mean best activation {s['mean_activation']:.3g}"
+    text = f"optimize {s.get('shown', s['layer'])}: {s['units']} units, mean best activation {s['mean_activation']:.3g}"
     if "median_ratio" in s:
         text += (f"; vs best dataset image: median ratio {s['median_ratio']:.2f}, "
                  f"{100 * s['above_dataset']:.0f}% of units above")
     return text
 
 
+def about(seconds: float) -> str:
+    """A rough duration for the plan: "under a minute", "about 12 min", "about 3.5 h"."""
+    if seconds < 60:
+        return "under a minute"
+    return f"about {seconds / 60:.0f} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
+
+
+def plan(model, n_images: int, root: Path, layers: list[str], track: TrackConfig, settings: OptSettings,
+         skip: tuple[str, ...] = (), force: bool = False, world: int = 1) -> Iterator[str]:
+    """The lines saying what each step of :func:`precompute` will do and roughly cost, printed before
+    it starts (one by one: the optimize line takes a moment). The optimize estimate times one ascent
+    step per layer still to do (:func:`step_seconds`: 1/iters of that layer's first batch); unlike
+    maxes and crops it does not shrink with fewer images."""
+    shapes = layer_shapes(model.net, layers, (model.channels,) + tuple(model.input_size), model.device)
+    units = sum(shapes[n][0] for n in layers)
+    yield f"precompute {model.name}: {len(layers)} layer(s), {units:,} units -> {root}"
+    if "maxes" not in skip:
+        yield (f"  maxes     {n_images:,} images x {len(layers)} layers: one forward pass per "
+               f"{track.batch_size}-image batch, top {track.top} per unit")
+    if "crops" not in skip:
+        yield (f"  crops     {n_images:,} images x {len(layers)} layers: up to {track.top} patches per "
+               f"unit, {min(track.top, n_images) * units:,} back-projections at most")
+    if "optimize" in skip:
+        return
+    key = opt_key(model, settings)
+    todo = [n for n in layers if force or not unit_vis.opt_complete(root, n, key)]
+    if not todo:
+        yield "  optimize  already complete"
+        return
+    seconds = sum(len(opt_batches(shapes[n][0], settings)) * settings.iters * step_seconds(model, n, settings)
+                  for n in todo) / world
+    yield (f"  optimize  {sum(shapes[n][0] for n in todo):,} units x {settings.seeds} seeds x {settings.iters} "
+           f"steps in {len(todo)} layer(s): {about(seconds)} (one step timed per layer), "
+           "the same however few images are given")
+
+
 def precompute(model, images: str | Path, out: str | Path | None = None, run_dir: str | Path | None = None,
                layers: list[str] | None = None, track: TrackConfig | None = None, modes=("deconv",),
                settings: OptSettings | None = None, skip: tuple[str, ...] = (), force: bool = False,
-               model_spec: str | None = None, shard: Shard = Shard()) -> Path:
+               model_spec: str | None = None, shard: Shard = Shard(), labels_file: str | None = None) -> Path:
     """Run maxes, crops and optimize for ``model`` (a LoadedModel) over ``images`` into its unit_vis
     folder (or ``out``), skipping steps and layers already complete; returns the folder.
 
     ``model_spec`` is what the maxes manifest records to reload the model (None: the default model).
     Under torchrun (``shard``) every rank runs each step on its share, rank 0 writes, and all
-    wait for each other between steps.
+    wait for each other between steps; with a ``--shard i/N`` share the maxes step must be complete
+    already, and the last shard to finish each crops or optimize layer writes it.
+    ``labels_file``: the images' classes for the unit statistics (default: class folders).
     """
     root = unit_vis_root(model, out)
     run_dir = Path(run_dir) if run_dir else default_run_dir(root)
@@ -215,12 +263,16 @@ def precompute(model, images: str | Path, out: str | Path | None = None, run_dir
     progress = track.progress
     if not force:  # before the maxes step replaces the run the existing crops came from
         check_replace(model, root, str(images), layers, track, tuple(modes), settings, skip)
+    if shard.main:
+        for line in plan(model, len(open_source(str(images))), root, layers, track, settings, skip, force,
+                         shard.world):
+            print(line, flush=True)
     t0 = time.monotonic()
     if "maxes" not in skip:
-        if force and shard.main:
+        if force and shard.main and not shard.files:  # --shard jobs never redo the maxes (see run_maxes_step)
             (run_dir / maxes_run.MANIFEST).unlink(missing_ok=True)
         shard.barrier()
-        if not run_maxes_step(model, str(images), run_dir, layers, track, model_spec, shard) and shard.main:
+        if not run_maxes_step(model, str(images), run_dir, layers, track, model_spec, shard, labels_file) and shard.main:
             print(f"maxes: {run_dir} is already complete")
         if shard.main:
             print(f"maxes: {time.monotonic() - t0:.0f} s")
@@ -237,7 +289,8 @@ def precompute(model, images: str | Path, out: str | Path | None = None, run_dir
         for layer in layers:
             summary = run_optimize_step(model, layer, root, settings, None, run_dir, force, progress, shard)
             if shard.main:
-                print(format_opt_summary(summary) if summary else f"optimize {layer}: already complete")
+                print(format_opt_summary(summary) if summary
+                      else f"optimize {model.display_names.get(layer, layer)}: already complete")
         shard.barrier()
         if shard.main:
             print(f"optimize: {time.monotonic() - t2:.0f} s")
