@@ -19,7 +19,7 @@ from torch import nn
 from dvis.errors import DvisError, did_you_mean, first_line
 from dvis.models.spec import torchvision_architectures
 from dvis.models.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_state_dict, load_state_dict_file,
-                          weights_enum, weights_unavailable)
+                                missing_weights, random_init_message, weights_enum, weights_unavailable)
 
 
 def check_architecture(architecture: str) -> None:
@@ -113,10 +113,10 @@ def build_net(spec, weights: str | None) -> tuple[nn.Module, str]:
     if enum is not None:
         return net, f"{enum} ({cached})"
     if weights is None or weights.lower() == "none":
-        warnings.warn(f"model {spec.name}: no weights given, the net has random init", stacklevel=3)
+        warnings.warn(random_init_message(spec.name, weights), stacklevel=3)
         return net, NO_WEIGHTS
     file = (spec.folder or Path.cwd()) / weights
     if not file.is_file():
-        raise DvisError(f"model {spec.name}: weights file {file} not found")
+        raise missing_weights(spec.name, file, ", a torchvision weights name")
     load_state_dict_file(net, file)
     return net, str(file)

@@ -24,7 +24,7 @@ from dvis.models.spec import DEFAULT_MODEL, ModelSpec, find_model_yaml, parse_mo
 from dvis.formats.paths import unit_vis_read_dirs
 from dvis.models.weights import is_weights_name
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "load_model_layout"]
 
 
 def _read_labels(spec: ModelSpec) -> list[str]:
@@ -126,3 +126,12 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
         device=dev,
         weights_source=source,
     )
+
+
+def load_model_layout(spec: str | os.PathLike | None = None) -> LoadedModel:
+    """``spec``'s names, layers, labels and folders without its weights: the net at random init, on
+    the CPU, and no random-init warning. For what only reads the model's files (``dvis atlas``,
+    ``dvis unit-stats``): a missing or undownloaded weights file does not stop them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"model .*random init")
+        return load_model(spec, weights="none")

@@ -67,7 +67,7 @@ def build(spec: ModelSpec) -> tuple[nn.Module, str]:
     Also fills ``spec.input_size``, ``spec.mean`` and ``spec.std`` from timm's data config where
     model.yaml left them out.
     """
-    from dvis.models.weights import load_state_dict_file
+    from dvis.models.weights import load_state_dict_file, missing_weights, random_init_message
 
     name = model_name(spec.architecture)
     timm = import_timm(spec.architecture)
@@ -88,11 +88,11 @@ def build(spec: ModelSpec) -> tuple[nn.Module, str]:
         tag = cfg.get("hf_hub_id") or cfg.get("url") or name
         return net, f"timm pretrained ({tag})"
     if weights is None or weights.lower() == "none":
-        warnings.warn(f"model {spec.name}: no weights given, the net has random init", stacklevel=3)
+        warnings.warn(random_init_message(spec.name, weights), stacklevel=3)
         return net, "none (random init)"
     file = (spec.folder or Path.cwd()) / weights
     if not file.is_file():
-        raise DvisError(f"model {spec.name}: weights file {file} not found (or use weights: {PRETRAINED} or none)")
+        raise missing_weights(spec.name, file, f", {PRETRAINED}")
     load_state_dict_file(net, file)
     return net, str(file)
 

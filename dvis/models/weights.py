@@ -17,6 +17,20 @@ NO_WEIGHTS = "none (random init)"
 _WEIGHTS_ENUM = re.compile(r"^[A-Za-z]\w*_Weights\.\w+$")
 
 
+def random_init_message(model: str, weights: str | None) -> str:
+    """The warning for a net left at random init: ``weights`` None (nothing given) or ``none`` (asked for)."""
+    if weights is None:
+        return (f"model {model}: no weights given, the net has random init (give --weights FILE or a "
+                f"torchvision weights name; --weights none to ask for random init)")
+    return f"model {model}: weights none, the net has random init"
+
+
+def missing_weights(model: str, file: Path, alternatives: str = "") -> DvisError:
+    """The error for a weights file that does not exist; names the ways out (``--weights none`` among them)."""
+    return DvisError(f"model {model}: weights file {file} not found; give --weights with another file"
+                     f"{alternatives}, or --weights none for random init")
+
+
 def is_weights_name(text: str) -> bool:
     """Whether ``text`` names torchvision weights (``ResNet18_Weights.IMAGENET1K_V1``)."""
     return bool(_WEIGHTS_ENUM.match(text))
