@@ -1,9 +1,12 @@
-"""The ``dvis`` console command."""
+"""The ``dvis`` console command: the table of commands, grouped by purpose, and how one runs.
+
+Each command is one module of :mod:`dvis.commands` whose ``register(subparsers)`` adds its parser
+(flags from :mod:`dvis.commands.args`) and whose ``func(args)`` runs it.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 import warnings
 
@@ -11,20 +14,52 @@ from dvis.runtime.openmp import SPIN_COUNT, shorten_spin_wait
 
 shorten_spin_wait()  # before anything loads PyTorch (and with it OpenMP)
 
-import dvis.commands  # noqa: E402
+from dvis.commands.args import resolve_model_alias  # noqa: E402
 from dvis.errors import DvisError  # noqa: E402
+
+#: Every command, grouped by purpose for ``dvis --help``: (group, ((command, module in dvis.commands), ...)).
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("apps", (("toolbox", "toolbox"), ("serve", "serve"), ("keys", "keys"))),
+    ("pipeline", (("maxes", "maxes"), ("crops", "crops"), ("optimize", "optimize"), ("precompute", "precompute"),
+                  ("maxes-merge", "maxes_merge"), ("unit-stats", "unit_stats"), ("vis-info", "vis_info"),
+                  ("atlas", "atlas"))),
+    ("models", (("info", "info"), ("evaluate", "evaluate"))),
+    ("experiments", (("filters", "filters"), ("occlusion", "occlusion"), ("invariance", "invariance"),
+                     ("correspondence", "correspondence"), ("evolution", "evolution"))),
+)
+
+
+class _Recording:
+    """The subparsers action, noting each command's one-line help for the grouped listing."""
+
+    def __init__(self, sub):
+        self.sub, self.help = sub, {}
+
+    def add_parser(self, name: str, **kw):
+        self.help[name] = kw.get("help", "")
+        kw.setdefault("description", kw.get("help"))
+        return self.sub.add_parser(name, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dvis`` parser with every command's (imports no heavy module: see dvis.commands.args)."""
     parser = argparse.ArgumentParser(
-        prog="dvis", description="Deep visualization toolbox for PyTorch CNNs.",
-        epilog=f"dvis commands run with GOMP_SPINCOUNT={SPIN_COUNT} (idle OpenMP threads sleep sooner, leaving the "
-               "cores to the decoding workers) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set; see docs/pipeline.md.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(dvis.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"dvis.commands.{info.name}")
-        if hasattr(module, "register"):
-            module.register(sub)
+        prog="dvis", usage="%(prog)s [-h] COMMAND ...", description="Deep visualization toolbox for PyTorch CNNs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS, prog="dvis")
+    recording = _Recording(sub)
+    for _group, commands in COMMANDS:
+        for _name, module in commands:
+            importlib.import_module(f"dvis.commands.{module}").register(recording)
+    width = max(len(name) for _g, commands in COMMANDS for name, _m in commands) + 2
+    lines = []
+    for group, commands in COMMANDS:
+        lines += ["", f"{group}:"] if lines else [f"{group}:"]
+        lines += [f"  {name:<{width}}{recording.help[name]}" for name, _m in commands]
+    parser.epilog = ("\n".join(lines) + "\n\n`dvis COMMAND --help` shows a command's flags.\n\n"
+                     f"dvis commands run with GOMP_SPINCOUNT={SPIN_COUNT} (idle OpenMP threads sleep sooner, leaving "
+                     "the\ncores to the decoding workers) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set; see "
+                     "docs/pipeline.md.")
     return parser
 
 
@@ -54,55 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"dvis {args.command}: interrupted", file=sys.stderr)
             return 130
-
-
-def add_model_argument(p: argparse.ArgumentParser, positional: bool = False, **kw) -> None:
-    """``--model`` (anything :func:`dvis.load_model` accepts); with ``positional`` also as an
-    optional first argument (``dvis info alexnet``), resolved by :func:`resolve_model_alias`."""
-    help_text = kw.pop("help", "model folder name or path, model.yaml, or torchvision/timm architecture "
-                               "(default: zf-cifar10)")
-    p.add_argument("--model", default=None, help=help_text, **kw)
-    if positional:
-        p.add_argument("model_positional", nargs="?", default=None, metavar="MODEL", help="same as --model")
-
-
-def resolve_model_alias(args: argparse.Namespace) -> None:
-    """Fold the positional MODEL into ``args.model``."""
-    alias = getattr(args, "model_positional", None)
-    if alias is None:
-        return
-    if args.model is not None and args.model != alias:
-        raise DvisError(f"two models given: {alias!r} and --model {args.model!r}")
-    args.model = alias
-
-
-def add_layers_argument(p: argparse.ArgumentParser, default_help: str) -> None:
-    """``--layers``: a comma-separated list of layer names, or ``all`` (resolved by :func:`parse_layers`)."""
-    p.add_argument("--layers", default=None, help=f"comma-separated layer names or 'all' (default: {default_help})")
-
-
-def parse_layers(text: str | None, model=None) -> list[str] | None:
-    """``--layers`` text -> names (None when not given); ``all`` -> every layer of ``model``."""
-    if not text:
-        return None
-    if text.strip() == "all":
-        if model is None:
-            raise DvisError("--layers all needs a model")
-        return list(model.layers)
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
-def parse_list(text: str | None) -> list[str]:
-    """A comma-separated option (``--modes deconv,guided``, ``--skip maxes``) -> its items."""
-    return [s.strip() for s in text.split(",") if s.strip()] if text else []
-
-
-def default_workers() -> int:
-    """Decoding workers: two, or fewer when this process may use fewer CPU cores."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(2, cores))
 
 
 if __name__ == "__main__":

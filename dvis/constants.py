@@ -12,3 +12,5 @@ BACK_FILTERS = ("raw", "gray", "norm", "normblur")
 UNIT_IMAGE_KINDS = ("top9",) + BACK_MODES + ("opt", "opt_seeds")
 #: The kinds a complete default model ships for every unit (what ``dvis vis-info`` checks).
 COMPLETE_KINDS = ("top9", "deconv", "opt")
+#: The input transforms of the invariance sweeps (ZF Fig. 5) and the axis each one's amount is plotted on.
+TRANSFORMS = {"translate": "vertical shift (pixels)", "scale": "scale factor", "rotate": "rotation (degrees)"}

@@ -9,7 +9,7 @@ from torch import nn
 from dvis.engine.activations import activations
 from dvis.errors import DvisError
 from dvis.engine.net import as_net
-from dvis.engine.layers import default_layers
+from dvis.engine.layers import check_layers, default_layers
 
 
 def output_layer(model_or_net) -> str:
@@ -44,3 +44,9 @@ def conv_layers(model_or_net) -> list[str]:
     if not convs:
         raise DvisError("the model has no Conv2d among its visualizable layers; pass the layer explicitly")
     return convs
+
+
+def layer_widths(model_or_net, x: torch.Tensor, layers: Sequence[str]) -> dict[str, int]:
+    """Units (channels) of each of ``layers`` (checked) on input ``x``."""
+    feats = logits_and_features(model_or_net, x, check_layers(model_or_net, list(layers)))[1]
+    return {k: v.shape[1] for k, v in feats.items()}

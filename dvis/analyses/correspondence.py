@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from dvis.analyses.common import batch_slices, logits_and_features
 from dvis.errors import DvisError
+from dvis.imaging.images import read_image
 from dvis.engine.layers import check_layers
 
 RANDOM = "random"
@@ -99,6 +100,19 @@ def random_boxes(n: int, count: int, box_hw: tuple[int, int], input_size: tuple[
     top = torch.randint(0, input_size[0] - bh + 1, (count, n), generator=gen)
     left = torch.randint(0, input_size[1] - bw + 1, (count, n), generator=gen)
     return torch.stack([top, left, top + bh, left + bw], 2)
+
+
+def part_boxes(spec: PartSpec, names: Sequence[str], input_size: tuple[int, int], random_count: int,
+               seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each part's boxes of ``spec`` scaled from its images (``names`` for messages) to
+    ``input_size``, plus ``random_count`` sets of random boxes (the :data:`RANDOM` part) of the
+    parts' median height and width; returns (boxes per part, that median size)."""
+    sizes = torch.tensor([read_image(p).shape[:2] for p in spec.paths])
+    boxes = {part: scale_boxes(b, sizes, input_size, names) for part, b in spec.boxes.items()}
+    hw = torch.cat([b[:, 2:] - b[:, :2] for b in boxes.values()]).median(0).values
+    if random_count > 0:
+        boxes[RANDOM] = random_boxes(len(names), random_count, tuple(hw.tolist()), input_size, seed)
+    return boxes, hw
 
 
 def occlude_boxes(x: torch.Tensor, boxes: torch.Tensor, fill: float = 0.0) -> torch.Tensor:

@@ -13,11 +13,10 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from dvis.analyses.common import batch_slices, logits_and_features
+from dvis.constants import TRANSFORMS
 from dvis.errors import DvisError
 from dvis.engine.layers import check_layers
-
-#: Transform kinds and their amount units.
-TRANSFORMS = {"translate": "vertical shift (pixels)", "scale": "scale factor", "rotate": "rotation (degrees)"}
+from dvis.render.tiling import tile
 
 
 def default_amounts(kind: str, size: int) -> list[float]:
@@ -63,6 +62,15 @@ def transform_images(x: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
     """
     grid = F.affine_grid(thetas.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def transform_examples(model, image: torch.Tensor, kind: str, amounts: Sequence[float], count: int) -> np.ndarray:
+    """One row of ``count`` transformed copies of ``image`` (1 x C x H x W, normalized), amounts
+    evenly spaced over ``amounts``, as an RGB strip for the figure."""
+    shown = np.unique(np.linspace(0, len(amounts) - 1, count).round().astype(int))
+    copies = transform_images(image.expand(len(shown), -1, -1, -1),
+                              affine_thetas(kind, [amounts[i] for i in shown], *image.shape[-2:]))
+    return tile(np.stack([model.deprocess(c) for c in copies]), rows=1, sep=2, sep_value=255)
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""Command-side input and output for the experiments: images in, figures and numbers out."""
+"""The experiments' input and output: images in, figures and numbers out."""
 from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,29 +13,15 @@ from matplotlib.figure import Figure
 
 from dvis.errors import DvisError
 from dvis.formats.atomic import atomic_write_bytes, atomic_write_text
-from dvis.cli import add_model_argument
 from dvis.imaging.datasets import read_sources
-from dvis.models.loading import load_model
-
-
-def add_common_args(parser, out_default: str) -> None:
-    """``--model``, ``--device``, ``--out`` and ``--batch-size``, shared by every experiment command."""
-    add_model_argument(parser)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--out", default=out_default, help=f"folder for the figure and numbers (default: {out_default})")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-
-
-def open_model(args):
-    """The model named by ``args.model`` on ``args.device``."""
-    return load_model(args.model, device=args.device)
+from dvis.imaging.labels import class_in_name
 
 
 def auto_targets(paths: Sequence[str], labels: Sequence[str], spec: str | None) -> list[int | None]:
     """Target class per image: ``spec`` (name or index) for all, else the class named in each file name, else None (top class)."""
     if spec is not None:
         return [resolve_class(labels, spec)] * len(paths)
-    return [class_from_filename(p, labels) for p in paths]
+    return [class_in_name(p, labels) for p in paths]
 
 
 def load_inputs(model, sources: Sequence[str]) -> tuple[torch.Tensor, list[np.ndarray], list[str]]:
@@ -63,13 +48,6 @@ def resolve_class(labels: Sequence[str], spec: str | int) -> int:
     if spec not in labels:
         raise DvisError(f"unknown class {spec!r}; known: {', '.join(labels) or 'none (model has no labels)'}")
     return list(labels).index(spec)
-
-
-def class_from_filename(path: str, labels: Sequence[str]) -> int | None:
-    """The label that appears as a whole word in the file name (e.g. ``cifar_dog_0001.png``), if exactly one does."""
-    words = set(re.split(r"[^a-z0-9]+", Path(path).stem.lower()))
-    hits = [i for i, name in enumerate(labels) if name.lower() in words]
-    return hits[0] if len(hits) == 1 else None
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:

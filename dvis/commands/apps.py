@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from dvis.commands.args import add_model, resolve_model_alias
 from dvis.errors import DvisError
 from dvis.toolbox.settings import load_settings
 
@@ -23,9 +24,8 @@ PROG = "run_toolbox.py"
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:
     """The flags that choose the model, inputs and settings (shared by the window and ``dvis serve``)."""
-    p.add_argument("--model", help="model folder, model.yaml or torchvision architecture (default zf-cifar10)")
-    p.add_argument("--weights", help="override the model's weights: a state_dict file, a torchvision weights name or none")
-    p.add_argument("--device", help="torch device (cpu, cuda, ...)")
+    add_model(p, help="model folder, model.yaml or torchvision architecture (default: the settings', zf-cifar10)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: the settings', cpu)")
     p.add_argument("--images", help="image folder, list file or one image (default input_images/)")
     p.add_argument("--pattern", metavar="REGEX", help="only image paths matching this regular expression")
     p.add_argument("--no-recursive", dest="recursive", action="store_false", default=None,
@@ -141,6 +141,7 @@ def load_from_args(args: argparse.Namespace, repo_root: Path):
     from dvis.formats.paths import find_settings_local, packaged_data_dir
     from dvis.models.loading import load_model
 
+    resolve_model_alias(args)  # run_toolbox.py MODEL (dvis toolbox has folded it already)
     local = Path(args.settings) if args.settings else find_settings_local()
     if args.settings and not local.is_file():
         raise DvisError(f"--settings {args.settings}: no such file")

@@ -3,20 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from dvis.analyses.correspondence import RANDOM, correspondence, load_spec, plot_correspondence, random_boxes, scale_boxes
-from dvis.analyses.io import add_common_args, load_inputs, open_model, save_figure, write_json
-from dvis.cli import add_layers_argument, parse_layers
-from dvis.imaging.images import read_image
-from dvis.engine.layers import default_layers
+from dvis.commands import args as a
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("correspondence", help="consistency of feature changes when occluding the same part in several images (ZF Table 1)")
-    add_common_args(p, "dvis-correspondence")
+    a.add_experiment_args(p, "dvis-correspondence")
     p.add_argument("--spec", required=True, help="YAML file listing images and part boxes (see docs/analyses.md)")
-    add_layers_argument(p, "the spec's, else all but the output layer")
+    a.add_layers(p, "the spec's, else all but the output layer")
     p.add_argument("--random", type=int, default=None, help="number of random box sets (default: the spec's, else 5)")
     p.add_argument("--seed", type=int, default=None, help="seed for the random boxes (default: the spec's, else 0)")
     p.add_argument("--no-rectify", action="store_true", help="compare raw layer outputs instead of rectified ones")
@@ -24,18 +18,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from dvis.analyses.correspondence import correspondence, load_spec, part_boxes, plot_correspondence
+    from dvis.analyses.io import load_inputs, save_figure, write_json
+    from dvis.engine.layers import default_layers
+
     spec = load_spec(args.spec)
-    model = open_model(args)
-    sizes = torch.tensor([read_image(p).shape[:2] for p in spec.paths])
+    model = a.load_model_from(args)
     x, pixels, paths = load_inputs(model, [str(p) for p in spec.paths])
-    names = [Path(p).name for p in paths]
-    boxes = {part: scale_boxes(b, sizes, model.input_size, names) for part, b in spec.boxes.items()}
-    hw = torch.cat([b[:, 2:] - b[:, :2] for b in boxes.values()]).median(0).values
     count = spec.random_count if args.random is None else args.random
-    if count > 0:
-        boxes[RANDOM] = random_boxes(len(paths), count, tuple(hw.tolist()), model.input_size,
-                                     spec.seed if args.seed is None else args.seed)
-    layers = parse_layers(args.layers, model) or spec.layers or default_layers(model)[:-1]
+    boxes, hw = part_boxes(spec, [Path(p).name for p in paths], model.input_size, count,
+                           spec.seed if args.seed is None else args.seed)
+    layers = a.parse_layers(args.layers, model) or spec.layers or default_layers(model)[:-1]
     table = correspondence(model, x, boxes, layers, rectify=not args.no_rectify, batch_size=args.batch_size, progress=True)
     out = Path(args.out)
     save_figure(plot_correspondence(pixels, boxes, table), out / "correspondence.png")

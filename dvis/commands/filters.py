@@ -3,42 +3,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
-from dvis.analyses.common import conv_layers
-from dvis.analyses.filters import conv_weight, filter_grid, filter_stats, plot_filters
-from dvis.analyses.io import save_figure, write_json
+from dvis.commands import args as a
 from dvis.errors import DvisError
-from dvis.models.loading import load_model
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("filters", help="filter grid, dead filters, spatial frequencies and aliasing (ZF Sec. 4.1)")
-    p.add_argument("--model", nargs="+", default=[None], help="one or more models to compare (default: zf-cifar10)")
-    p.add_argument("--weights", nargs="+", default=[],
-                   help="weights (files, 'none' for random init): one per model, or several for a single model, e.g. checkpoints")
-    p.add_argument("--layer", default=None, help="conv layer (default: the model's first conv)")
-    p.add_argument("--dead-threshold", type=float, default=0.05, help="dead if the filter norm is below this share of the largest")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="dvis-filters", help="folder for filters.png and filters.json")
+    a.add_model(p, help="one or more models to compare, comma-separated (default: zf-cifar10)", many=True)
+    a.add_device(p)
+    a.add_layers(p, "the model's first conv", one=True, old=("--layer",))
+    p.add_argument("--dead-threshold", type=float, default=0.05,
+                   help="dead if the filter norm is below this share of the largest (default: 0.05)")
+    a.add_out(p, "folder for filters.png and filters.json (default: dvis-filters)", default="dvis-filters")
     p.set_defaults(func=run)
 
 
 def _columns(args) -> list[tuple[str | None, str | None]]:
+    models = args.model or [None]
     if not args.weights:
-        return [(m, None) for m in args.model]
-    if len(args.model) == 1:
-        return [(args.model[0], w) for w in args.weights]
-    if len(args.weights) != len(args.model):
-        raise DvisError(f"--weights needs one file per model ({len(args.model)}) or a single --model")
-    return list(zip(args.model, args.weights))
+        return [(m, None) for m in models]
+    if len(models) == 1:
+        return [(models[0], w) for w in args.weights]
+    if len(args.weights) != len(models):
+        raise DvisError(f"--weights needs one file per model ({len(models)}) or a single --model")
+    return list(zip(models, args.weights))
 
 
 def run(args) -> int:
+    from tqdm import tqdm
+
+    from dvis.analyses.common import conv_layers
+    from dvis.analyses.filters import conv_weight, filter_grid, filter_stats, plot_filters
+    from dvis.analyses.io import save_figure, write_json
+    from dvis.models.loading import load_model
+
+    chosen = a.one_layer(args.layers)
     names, grids, stats = [], [], []
     for spec, weights in tqdm(_columns(args), desc="models", leave=False):
         model = load_model(spec, device=args.device, weights=weights)
-        layer = args.layer or conv_layers(model)[0]
+        layer = chosen or conv_layers(model)[0]
         names.append(model.name + (f" ({Path(weights).stem})" if weights else ""))
         grids.append(filter_grid(conv_weight(model, layer)))
         stats.append(filter_stats(model, layer, model.input_size, args.dead_threshold))
@@ -50,4 +53,3 @@ def run(args) -> int:
         print(f"{n} {s.layer}: {float(s.dead.float().mean()):.0%} dead{alias}")
     print(f"wrote {out / 'filters.png'} and {out / 'filters.json'}")
     return 0
-

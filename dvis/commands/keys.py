@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from dvis.errors import DvisError
 
 
@@ -19,6 +17,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import cv2
+    import numpy as np
 
     from dvis.toolbox.bindings import key_map
     from dvis.toolbox.keys import decode, is_modifier

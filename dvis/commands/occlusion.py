@@ -3,28 +3,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dvis.analyses.common import conv_layers
-from dvis.analyses.io import add_common_args, auto_targets, load_inputs, open_model, save_figure, write_json
-from dvis.analyses.occlusion import occlusion_maps, plot_occlusion
+from dvis.commands import args as a
+from dvis.errors import DvisError
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("occlusion", help="slide a grey square over the input and map class probability and a feature map (ZF Fig. 7)")
-    add_common_args(p, "dvis-occlusion")
-    p.add_argument("--images", "--image", dest="images", nargs="+", required=True,
-                   help="image files, folders, list files or tars")
-    p.add_argument("--size", type=int, default=8, help="occluder side in model-input pixels")
-    p.add_argument("--stride", type=int, default=2, help="occluder step in model-input pixels")
-    p.add_argument("--layer", default=None, help="layer whose feature map is tracked (default: the last conv layer)")
-    p.add_argument("--unit", type=int, default=None, help="channel of --layer (default: the strongest on the unoccluded image)")
+    a.add_experiment_args(p, "dvis-occlusion")
+    a.add_images(p, "image files, folders, list files or tars, comma-separated", many=True, old=("--image",))
+    p.add_argument("--size", type=int, default=8, help="occluder side in model-input pixels (default: 8)")
+    p.add_argument("--stride", type=int, default=2, help="occluder step in model-input pixels (default: 2)")
+    a.add_layers(p, "the last conv layer; its feature map is tracked", one=True, old=("--layer",))
+    p.add_argument("--unit", type=int, default=None, help="channel of --layers (default: the strongest on the unoccluded image)")
     p.add_argument("--target", default=None, help="class name or index to map (default: the class in the file name, else the top class)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    model = open_model(args)
+    from dvis.analyses.common import conv_layers
+    from dvis.analyses.io import auto_targets, load_inputs, save_figure, write_json
+    from dvis.analyses.occlusion import occlusion_maps, plot_occlusion
+
+    if not args.images:
+        raise DvisError("give --images: the images to occlude")
+    layer = a.one_layer(args.layers)
+    model = a.load_model_from(args)
     x, pixels, paths = load_inputs(model, args.images)
-    layer = args.layer or conv_layers(model)[-1]
+    layer = layer or conv_layers(model)[-1]
     targets = auto_targets(paths, model.labels, args.target)
     out = Path(args.out)
     numbers = {}

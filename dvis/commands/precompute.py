@@ -1,49 +1,59 @@
 """``dvis precompute``: maxes, crops and optimize in order, skipping what is already complete."""
 from __future__ import annotations
 
-from dvis.cli import add_layers_argument, add_model_argument, default_workers, parse_layers, parse_list
-from dvis.commands.optimize import add_opt_arguments, settings_from
+import shlex
+
+from dvis.commands import args as a
+
+STEPS = ("maxes", "crops", "optimize")
 
 
 def register(sub) -> None:
     p = sub.add_parser("precompute", help="fill a model's unit images: maxes, crops, optimize",
                        description="Run `maxes`, `crops` and `optimize` in order for a model and an image "
-                                   "source, skipping steps and layers that are already complete.")
-    add_model_argument(p)
-    p.add_argument("--images", required=True, help="image folder, list file, or .tar/.tar.gz")
-    p.add_argument("--out", default=None, help="unit_vis folder (default: the model's)")
-    p.add_argument("--run", default=None, help="maxes run folder (default: <unit_vis>/maxes)")
-    add_layers_argument(p, "the model's layers")
-    p.add_argument("--top", type=int, default=9)
-    p.add_argument("--batch-size", type=int, default=64, help="images (maxes) and patches (crops) per batch")
-    p.add_argument("--workers", type=int, default=default_workers(), help="DataLoader decoding workers")
-    p.add_argument("--modes", default="deconv", help="back-projections for crops")
-    p.add_argument("--skip", default="", help="comma-separated steps to skip: maxes, crops, optimize")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--decode", choices=("cpu", "gpu", "auto"), default="auto",
-                   help="JPEG decoding for maxes: gpu = nvjpeg on the device (auto: gpu on a CUDA device)")
-    p.add_argument("--force", action="store_true",
-                   help="recompute everything, replacing complete unit images made from other runs or settings")
-    p.add_argument("--quiet", action="store_true")
-    add_opt_arguments(p)
+                                   "source, skipping steps and layers that are already complete. Each step "
+                                   "takes its own flags, as the step's command does.")
+    a.add_model(p)
+    a.add_device(p)
+    a.add_images(p, "image folder, list file, or .tar/.tar.gz")
+    a.add_run(p, "maxes run folder (default: <unit_vis>/maxes)")
+    a.add_unit_vis_out(p)
+    a.add_layers(p, "the model's layers")
+    a.add_batch_size(p, 64, "images (maxes) and patches (crops) per batch")
+    a.add_workers(p)
+    p.add_argument("--skip", type=a.choice_list(STEPS), default=[], metavar="STEPS",
+                   help=f"comma-separated steps to skip: {', '.join(STEPS)}")
+    a.add_shard(p, "compute only shard I of N of crops and optimize (the last shard to finish merges; the "
+                   "maxes run must be complete), or launch with torchrun for all three steps")
+    a.add_force(p, "recompute everything, replacing complete unit images made from other runs or settings")
+    a.add_quiet(p)
+    a.add_maxes_flags(p.add_argument_group("maxes step (as dvis maxes)"))
+    a.add_crops_flags(p.add_argument_group("crops step (as dvis crops)"))
+    a.add_optimize_flags(p.add_argument_group("optimize step (as dvis optimize)"))
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from dvis.pipeline.maxes import TrackConfig
-    from dvis.models.loading import load_model
-    from dvis.imaging.decode import resolve
     from dvis.pipeline.distributed import setup
     from dvis.pipeline.precompute import precompute
 
-    shard, device = setup(args.device)  # torchrun: all three steps in one launch, rank 0 writes
-    model = load_model(args.model, device=device)
-    track = TrackConfig(top=args.top, batch_size=args.batch_size, workers=args.workers,
-                        progress=not args.quiet and shard.main, decode=resolve(args.decode, model.device))
-    root = precompute(model, args.images, args.out, args.run, parse_layers(args.layers, model), track,
-                      tuple(parse_list(args.modes)), settings_from(args), tuple(parse_list(args.skip)), args.force,
-                      args.model, shard)
+    shard, device = setup(args.device, args.shard)  # torchrun: all three steps in one launch, rank 0 writes
+    model = a.load_model_from(args, device)
+    track = a.track_config(args, model.device, progress=not args.quiet and shard.main)
+    root = precompute(model, args.images, args.out, args.run, a.parse_layers(args.layers, model), track,
+                      tuple(args.modes), a.opt_settings(args), tuple(args.skip), args.force, args.model, shard,
+                      args.labels)
     if shard.main:
-        print(f"precompute: unit images of {model.name} in {root}; check with `dvis vis-info`")
+        print(f"precompute: unit images of {model.name} in {root}; check with `{vis_info_line(args)}`")
     shard.close()
     return 0
+
+
+def vis_info_line(args) -> str:
+    """The ``dvis vis-info`` command that reports what this precompute wrote."""
+    words = ["dvis", "vis-info"] + ([args.model] if args.model else [])
+    if args.weights:
+        words += ["--weights", args.weights]
+    if args.out:
+        words += ["--unit-vis", args.out]
+    return shlex.join(words)

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dvis.cli import add_model_argument
-from dvis.errors import DvisError
-
+from dvis.commands import args as a
 from dvis.constants import COMPLETE_KINDS as KINDS
+from dvis.errors import DvisError
 
 
 def register(sub) -> None:
     p = sub.add_parser("vis-info", help="report the per-unit images of a model's unit_vis folder")
-    add_model_argument(p, positional=True)
-    p.add_argument("--out", default=None, help="unit_vis folder (default: the model's)")
+    a.add_model(p)
+    a.add_device(p)
+    p.add_argument("--unit-vis", default=None, metavar="DIR", help="unit_vis folder to report (default: the model's)")
+    a.deprecated(p, "--out", "--unit-vis", "unit_vis")
     p.set_defaults(func=run)
 
 
@@ -30,18 +31,17 @@ def _ranges(units: list[int]) -> str:
 
 def run(args) -> int:
     from dvis.pipeline.maxes import layer_shapes
-    from dvis.models.loading import load_model
     from dvis.formats.paths import unit_vis_origin
     from dvis.formats.unit_vis import coverage
 
-    model = load_model(args.model)
-    root = Path(args.out) if args.out else model.unit_vis_dir
+    model = a.load_model_from(args)
+    root = Path(args.unit_vis) if args.unit_vis else model.unit_vis_dir
     if root is None:
-        raise DvisError(f"model {model.name} has no model folder; give --out for its unit images")
+        raise DvisError(f"model {model.name} has no model folder; give --unit-vis for its unit images")
     shapes = layer_shapes(model.net, model.layers, (model.channels,) + tuple(model.input_size), model.device)
-    fallbacks = () if args.out else tuple(model.unit_vis_dirs[1:])  # e.g. shipped images under computed ones
+    fallbacks = () if args.unit_vis else tuple(model.unit_vis_dirs[1:])  # e.g. shipped images under computed ones
     missing = coverage(root, {n: shapes[n][0] for n in model.layers}, KINDS, fallbacks)
-    where = f"{root}" + ("" if args.out else f" ({unit_vis_origin(model).split(' ')[0]})")
+    where = f"{root}" + ("" if args.unit_vis else f" ({unit_vis_origin(model).split(' ')[0]})")
     print(f"{model.name}: unit images in {where}" + "".join(f", then {d} (shipped)" for d in fallbacks))
     print(f"{'layer':<16}{'units':>7}" + "".join(f"{k:>9}" for k in KINDS) + "  missing")
     complete = True

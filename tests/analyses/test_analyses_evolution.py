@@ -87,7 +87,7 @@ def test_command_writes_grid_and_numbers(tmp_path, capsys):
     write_images(tmp_path / "imgs", [f"p{i}.png" for i in range(4)])
     out = tmp_path / "out"
     rc, stdout, _ = run_cli(capsys, "evolution", "--model", folder, "--images", tmp_path / "imgs",
-                            "--layers", "conv1,conv5", "--units", "0", "1", "--out", out)
+                            "--layers", "conv1,conv5", "--units", "0,1", "--out", out)
     assert rc == 0 and "conv5" in stdout
     assert_png(out / "evolution.png")
     numbers = json.loads((out / "evolution.json").read_text())

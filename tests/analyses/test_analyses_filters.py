@@ -79,7 +79,7 @@ def test_command_compares_models_and_checkpoints(tmp_path, capsys):
     folder = tiny_model_folder(tmp_path, checkpoints=2)
     out = tmp_path / "out"
     ckpts = sorted(str(p) for p in (folder / "checkpoints").glob("*.pt"))
-    rc, stdout, _ = run_cli(capsys, "filters", "--model", folder, "--weights", *ckpts, "--out", out)
+    rc, stdout, _ = run_cli(capsys, "filters", "--model", folder, "--weights", ",".join(ckpts), "--out", out)
     assert rc == 0 and "dead" in stdout
     assert_png(out / "filters.png")
     numbers = json.loads((out / "filters.json").read_text())
@@ -90,14 +90,14 @@ def test_command_compares_models_and_checkpoints(tmp_path, capsys):
 
 def test_command_bad_layer_is_one_line(tmp_path, capsys):
     folder = tiny_model_folder(tmp_path, checkpoints=0)
-    rc, _, err = run_cli(capsys, "filters", "--model", folder, "--layer", "conv9", "--out", tmp_path / "o")
+    rc, _, err = run_cli(capsys, "filters", "--model", folder, "--layers", "conv9", "--out", tmp_path / "o")
     assert rc == 2 and err.count("\n") == 1 and "conv9" in err
 
 
 def test_command_puts_several_models_side_by_side(tmp_path, capsys):
     a = tiny_model_folder(tmp_path / "a", checkpoints=0, seed=1)
     b = tiny_model_folder(tmp_path / "b", checkpoints=0, seed=2)
-    rc, stdout, _ = run_cli(capsys, "filters", "--model", a, b, "--out", tmp_path / "out")
+    rc, stdout, _ = run_cli(capsys, "filters", "--model", f"{a},{b}", "--out", tmp_path / "out")
     assert rc == 0 and stdout.count("conv1:") == 2
     numbers = json.loads((tmp_path / "out" / "filters.json").read_text())
     assert len(numbers) == 2 and numbers[0]["dominant_freq"] != numbers[1]["dominant_freq"]

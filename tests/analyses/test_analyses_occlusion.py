@@ -97,8 +97,8 @@ def test_command_writes_figure_and_numbers(tmp_path, capsys):
     img = tmp_path / "cifar_dog_0001.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(img)
     out = tmp_path / "out"
-    rc, stdout, _ = run_cli(capsys, "occlusion", "--model", folder, "--image", img, "--size", "8", "--stride", "4",
-                            "--layer", "conv2", "--out", out)
+    rc, stdout, _ = run_cli(capsys, "occlusion", "--model", folder, "--images", img, "--size", "8", "--stride", "4",
+                            "--layers", "conv2", "--out", out)
     assert rc == 0 and "p(dog)" in stdout
     assert_png(out / "occlusion-cifar_dog_0001.png")
     numbers = json.loads((out / "occlusion.json").read_text())[str(img)]
@@ -109,7 +109,7 @@ def test_command_writes_figure_and_numbers(tmp_path, capsys):
 
 def test_command_missing_image_is_one_line(tmp_path, capsys):
     folder = tiny_model_folder(tmp_path, checkpoints=0)
-    rc, _, err = run_cli(capsys, "occlusion", "--model", folder, "--image", tmp_path / "nope.png", "--out", tmp_path / "o")
+    rc, _, err = run_cli(capsys, "occlusion", "--model", folder, "--images", tmp_path / "nope.png", "--out", tmp_path / "o")
     assert rc == 2 and err.count("\n") == 1 and "nope.png" in err
 
 

@@ -112,7 +112,7 @@ def test_precompute_end_to_end_then_vis_info_reports_a_missing_unit(tiny, tmp_pa
     gaps = coverage(out, {"conv1": 2, "pool1": 2, "conv2": 3, "fc": 4})
     assert gaps["conv2"]["opt"] == [2] and all(not v for layer, kinds in gaps.items() for k, v in kinds.items()
                                                if (layer, k) != ("conv2", "opt"))
-    r3 = subprocess.run([sys.executable, "-m", "dvis", "vis-info", "tiny-blob", "--out", str(out)], env=env, cwd=REPO,
+    r3 = subprocess.run([sys.executable, "-m", "dvis", "vis-info", "tiny-blob", "--unit-vis", str(out)], env=env, cwd=REPO,
                         capture_output=True, text=True, timeout=120)
     assert r3.returncode == 0, r3.stderr
     assert "opt: 2" in r3.stdout and "incomplete" in r3.stdout
