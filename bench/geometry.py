@@ -19,7 +19,7 @@ from collections import Counter
 import torch
 import torchvision
 
-from dvis.engine import geometry
+from dvis.engine.geometry import model_geometry, tracer
 
 DEFAULT = ["resnet50", "efficientnet_b0", "densenet201", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
            "regnet_y_400mf", "mobilenet_v3_small", "googlenet", "inception_v3", "alexnet"]
@@ -44,14 +44,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = torchvision.models.list_models(module=torchvision.models) if args.models == "all" else args.names or DEFAULT
     paths = []
-    original = geometry._run
+    original = tracer._run
 
     def spy(net, x, size, how, fake_mode):
         out = original(net, x, size, how, fake_mode)
         paths.append(how)  # the tier that succeeded: meta, fake or real
         return out
 
-    geometry._run = spy
+    tracer._run = spy
     print(f"{'model':<22} {'size':>7} {'build s':>8} {'geom s':>7} {'layers':>6}  layouts / global / not run / path")
     times = {}
     failed = []
@@ -67,7 +67,7 @@ def main() -> None:
         paths.clear()
         t0 = time.perf_counter()
         try:
-            geo = geometry.model_geometry(net, size)
+            geo = model_geometry(net, size)
         except Exception as err:  # noqa: BLE001 - the benchmark reports every failure and goes on
             failed.append(name)
             print(f"{name:<22} {size[0]:>7} {built:8.2f}  FAILED: {str(err).splitlines()[0][:100]}")

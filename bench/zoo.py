@@ -102,7 +102,7 @@ def run_one(name: str, device: str, frames: int) -> dict:
     import torch
 
     from dvis.engine.backproject import backproject
-    import dvis.engine.geometry
+    import dvis.engine.geometry.tracer
     from dvis.engine.geometry import model_geometry
     from dvis.models.loading import load_model
     from dvis.toolbox.app import Toolbox
@@ -159,7 +159,7 @@ def run_one(name: str, device: str, frames: int) -> dict:
             return tb
 
         def geometry():
-            dvis.engine.geometry._cache.pop(model.net, None)  # load_model may have traced it already
+            dvis.engine.geometry.tracer._cache.pop(model.net, None)  # load_model may have traced it already
             t = time.perf_counter()
             geo = model_geometry(model)
             row["geom_s"] = time.perf_counter() - t
@@ -167,7 +167,7 @@ def run_one(name: str, device: str, frames: int) -> dict:
             return geo
 
         geo = stage("geometry", geometry) or {}
-        dvis.engine.geometry._cache.pop(model.net, None)  # the toolbox pays for a cold geometry, as a user does
+        dvis.engine.geometry.tracer._cache.pop(model.net, None)  # the toolbox pays for a cold geometry, as a user does
         tb = stage("toolbox", first_frame)
         runnable = [layer for layer in model.layers if layer in geo and geo[layer].runs] or list(model.layers)
         middle = runnable[len(runnable) // 2]
