@@ -14,7 +14,8 @@ from helpers.core import (
     small_sequential, snapshot, twin,
 )
 from dvis.engine.activations import activations, forward_to
-from dvis.engine.backproject import _conv2d_input_grad, backproject, backproject_batch, forward_and_back
+from dvis.engine.backproject import backproject, backproject_batch, forward_and_back
+from dvis.engine.frozen_ops import _conv2d_input_grad
 from dvis.errors import DvisError
 
 MODES = ("deconv", "guided", "grad")
