@@ -132,7 +132,7 @@ def main() -> int:
                    help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.runtime.openmp)")
     args = p.parse_args()
     warnings.simplefilter("ignore")
-    from dvis.cli import default_workers
+    from dvis.commands.args import default_workers
     from dvis.imaging.datasets import open_source
     from dvis.imaging.decode import resolve
     from dvis.pipeline.maxes import TrackConfig, track_maxes
