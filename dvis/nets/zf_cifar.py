@@ -52,3 +52,8 @@ def zf_cifar10(
         ("fc8", nn.Linear(fc_width, num_classes)),
     ]
     return nn.Sequential(OrderedDict(layers))
+
+
+def zf_cifar10_layers(net: nn.Sequential | None = None) -> list[str]:
+    """The layers its ``model.yaml`` lists: convs and pools (chw), fc6..fc8 (vectors), fc8 last."""
+    return ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]
