@@ -3,14 +3,13 @@ that reads images goes through this module.
 
 A source is an ordered list of image names plus a way to fetch each image's bytes; the order is
 fixed (natural sort) so an image's index is stable across runs, processes and shards. Unreadable
-files are skipped with one warning each (:func:`warn_skip`) and counted in the command's summary.
+files are skipped with one warning each (:func:`dvis.imaging.images.warn_skip`) and counted in the command's summary.
 """
 from __future__ import annotations
 
 import os
 import re
 import tarfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from dvis.errors import DvisError, first_line
-from dvis.imaging.images import IMAGE_EXTENSIONS, list_images, natural_key, read_image
+from dvis.errors import DvisError
+from dvis.imaging.images import IMAGE_EXTENSIONS, list_images, natural_key, read_image, warn_skip
 from dvis.imaging.preprocess import prepare_image
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -93,12 +92,6 @@ class ImageSource:
 
 #: What decoding a bad file raises (DvisError from dvis.imaging.images, OSError from the file system).
 UNREADABLE = (DvisError, OSError, ValueError, cv2.error)
-
-
-def warn_skip(name: str, exc: BaseException) -> None:
-    """The one warning an unreadable image gets before it is skipped."""
-    text = first_line(exc)
-    warnings.warn(f"skipping unreadable image {name}: {text.removeprefix(name + ': ')}", stacklevel=2)
 
 
 @dataclass

@@ -15,6 +15,10 @@ enlarging). The decoders below are faster and stay within :data:`TOLERANCE` of i
   on the device (area averaging as two matrix products, the same weights as OpenCV's). Other
   files are decoded by the cpu path in the workers, and a batch nvjpeg rejects is retried file
   by file, falling back to the cpu path; files no path can read are skipped with a warning.
+
+Every path refuses images over :data:`dvis.imaging.images.MAX_PIXELS` as :func:`read_image` does:
+a JPEG from its frame header (:func:`jpeg_header`) before any decoder sees it, anything else in
+:func:`read_image` itself.
 """
 from __future__ import annotations
 
@@ -32,13 +36,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from PIL import Image, ImageOps
 
-from dvis.errors import DvisError, first_line
+from dvis.errors import DvisError
 
 try:  # optional (the `fast` extra): ~15% less decoding time than decode_jpeg per ImageNet-sized JPEG
     import simplejpeg
 except ImportError:  # pragma: no cover - decode_jpeg does the same work
     simplejpeg = None
-from dvis.imaging.images import read_image
+from dvis.imaging.images import check_pixels, read_image, warn_skip
 from dvis.imaging.preprocess import prepare_image
 
 MODES = ("cpu", "gpu", "auto")
@@ -113,15 +117,18 @@ def _quiet_decode_jpeg(*args, **kwargs):
         return decode_jpeg(*args, **kwargs)
 
 
-def decode_cpu(data: bytes, size: tuple[int, int], channels: int = 3) -> np.ndarray:
+def decode_cpu(data: bytes, size: tuple[int, int], channels: int = 3, name: str | None = None) -> np.ndarray:
     """Image bytes -> the model's input (CxHxW uint8) by the fastest CPU decoder for the file
-    (see the module docstring); raises DvisError when the file is unreadable."""
+    (see the module docstring); raises DvisError naming the file (``name``) when it is unreadable
+    or over the pixel limit."""
     from torchvision.io import ImageReadMode
 
     if not data:
-        raise DvisError("empty file")
+        raise DvisError(f"{name}: empty file" if name else "empty file")
     h, w = size
     head = jpeg_header(data)
+    if head is not None:
+        check_pixels(head.width, head.height, name or f"<{len(data)} bytes>")
     img = None
     if head is not None and head.components in (1, 3):
         rotated = head.orientation in (5, 6, 7, 8)
@@ -140,7 +147,7 @@ def decode_cpu(data: bytes, size: tuple[int, int], channels: int = 3) -> np.ndar
         except Exception:  # noqa: BLE001 - any decoder failure falls back to the reference path
             img = None
     if img is None:
-        img = read_image(data)
+        img = read_image(data, name=name)
     return np.ascontiguousarray(prepare_image(img, tuple(size), channels).transpose(2, 0, 1))
 
 
@@ -224,11 +231,6 @@ def resolve(mode: str, device: torch.device | str) -> str:
     return mode
 
 
-def _skip(name: str, exc: BaseException) -> None:
-    """The skip-and-warn rule of dvis.imaging.datasets: one warning naming the file."""
-    warnings.warn(f"skipping unreadable image {name}: {first_line(exc)}", stacklevel=2)
-
-
 class Decoder:
     """Per-item work for DataLoader workers (:meth:`item`), batching (:meth:`collate`) and the
     device side (:meth:`finish`) of one decode mode ('cpu' or 'gpu', see :func:`resolve`).
@@ -240,8 +242,8 @@ class Decoder:
     def __init__(self, source, size: tuple[int, int], channels: int = 3, mode: str = "cpu"):
         self.source, self.size, self.channels, self.mode = source, tuple(size), channels, mode
 
-    def _cpu(self, data: bytes) -> torch.Tensor:
-        return torch.from_numpy(decode_cpu(data, self.size, self.channels))
+    def _cpu(self, data: bytes, i: int) -> torch.Tensor:
+        return torch.from_numpy(decode_cpu(data, self.size, self.channels, self.source.names[i]))
 
     def item(self, i: int) -> tuple:
         """cpu: (image CxHxW uint8, ok, i); gpu: (image, JPEG bytes for the device or an empty
@@ -253,11 +255,12 @@ class Decoder:
             if self.mode == "gpu":
                 head = jpeg_header(data)
                 if head is not None and head.components in (1, 3) and head.orientation == 1:
+                    check_pixels(head.width, head.height, self.source.names[i])
                     return zeros, torch.frombuffer(bytearray(data), dtype=torch.uint8), True, i
-                return self._cpu(data), empty, True, i
-            return self._cpu(data), True, i
+                return self._cpu(data, i), empty, True, i
+            return self._cpu(data, i), True, i
         except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data
-            _skip(self.source.names[i], exc)
+            warn_skip(self.source.names[i], exc)
             return (zeros, empty, False, i) if self.mode == "gpu" else (zeros, False, i)
 
     @property
@@ -284,9 +287,9 @@ class Decoder:
         for j, d in zip(todo, decoded):
             if d is None:
                 try:
-                    d = self._cpu(blobs[j].numpy().tobytes()).to(device)
+                    d = self._cpu(blobs[j].numpy().tobytes(), int(index[j])).to(device)
                 except Exception as exc:  # noqa: BLE001
-                    _skip(self.source.names[int(index[j])], exc)
+                    warn_skip(self.source.names[int(index[j])], exc)
                     ok[j] = False
                     continue
                 images[j] = d

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from dvis.imaging.images import is_image_path, read_image
+from dvis.imaging.labels import class_folder
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:
@@ -37,11 +38,12 @@ def iter_split(source: str | Path, split: str):
 
 def load_split(source: str | Path, split: str, size: int = 32) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Return (images NxHxWx3 uint8, labels N int64, class names, relative paths) sorted by path."""
-    items = sorted(iter_split(source, split))
+    items = [(rel, data, class_folder(rel, split)) for rel, data in sorted(iter_split(source, split))]
+    items = [item for item in items if item[2] is not None]
     if not items:
         raise FileNotFoundError(f"no images under '{split}/<class>/' in {source}")
-    classes = sorted({rel.split("/")[1] for rel, _ in items})
+    classes = sorted({c for _, _, c in items})
     index = {c: i for i, c in enumerate(classes)}
-    images = np.stack([_decode(data, size) for _, data in items])
-    labels = np.array([index[rel.split("/")[1]] for rel, _ in items], dtype=np.int64)
-    return images, labels, classes, [rel for rel, _ in items]
+    images = np.stack([_decode(data, size) for _, data, _ in items])
+    labels = np.array([index[c] for _, _, c in items], dtype=np.int64)
+    return images, labels, classes, [rel for rel, _, _ in items]

@@ -1,4 +1,10 @@
-"""Reading images into HxWx3 uint8 RGB arrays and listing the images of a folder or list file."""
+"""Reading images into HxWx3 uint8 RGB arrays and listing the images of a folder or list file.
+
+This module owns image decoding: :func:`read_image` for every input image (files, archive members,
+uploads, camera frames) with the one pixel limit :data:`MAX_PIXELS` (:func:`check_pixels`, also
+applied by the pipeline's faster decoders in :mod:`dvis.imaging.decode`), and :func:`read_own_image`
+for the images dvis wrote itself (unit sprites). Encoding is :mod:`dvis.imaging.encode`.
+"""
 from __future__ import annotations
 
 import io
@@ -7,6 +13,7 @@ import re
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -39,6 +46,14 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
         rgb = img[:, :, :3] * alpha + _BACKGROUND * (1.0 - alpha)
         return np.rint(rgb).astype(np.uint8)
     return np.ascontiguousarray(img)
+
+
+def check_pixels(width: int, height: int, name: str) -> None:
+    """Refuse an image of ``width`` x ``height`` pixels (read from its header) over :data:`MAX_PIXELS`:
+    one DvisError line naming the file, before any decoding."""
+    if width * height > MAX_PIXELS:
+        raise DvisError(f"{name}: {width}x{height} pixels, over the pixel limit of {MAX_PIXELS // 1_000_000} Mpx "
+                        "(decompression-bomb guard)")
 
 
 def _pil_to_rgb(im: Image.Image) -> np.ndarray:
@@ -80,17 +95,35 @@ def read_image(path_or_bytes: str | os.PathLike | bytes, name: str | None = None
             raise DvisError(f"{name}: no such image file")
     try:
         with Image.open(source) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise DvisError(f"{name}: {im.width}x{im.height} pixels, over the {MAX_PIXELS // 1_000_000} Mpx limit "
-                                "(decompression-bomb guard)")
+            check_pixels(im.width, im.height, name)
             im = ImageOps.exif_transpose(im)
             return _pil_to_rgb(im)
     except DvisError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, at twice its limit (179 Mpx), fires first
+        raise DvisError(f"{name}: over the pixel limit of {MAX_PIXELS // 1_000_000} Mpx "
+                        f"(decompression-bomb guard: {first_line(exc)})") from exc
+    except UnidentifiedImageError as exc:
         raise DvisError(f"{name}: not a readable image ({type(exc).__name__})") from exc
     except Exception as exc:  # Pillow's decoders and EXIF parser raise many types on corrupt data
         raise DvisError(f"{name}: corrupt or unreadable image ({first_line(exc)})") from exc
+
+
+def read_own_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file dvis wrote itself (a unit sprite) as HxWx3 uint8 RGB; DvisError when unreadable.
+
+    Decoded by OpenCV without :data:`MAX_PIXELS`: that limit guards against hostile inputs, and the
+    sprite of a deep layer (hundreds of mosaics a few hundred pixels wide) can be over it."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DvisError(f"cannot read image {os.fspath(path)}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def warn_skip(name: str, exc: BaseException) -> None:
+    """The one warning an unreadable image gets before it is skipped (whichever decoder failed)."""
+    text = first_line(exc)
+    warnings.warn(f"skipping unreadable image {name}: {text.removeprefix(name + ': ')}", stacklevel=2)
 
 
 def natural_key(text: str) -> list:

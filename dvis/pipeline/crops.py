@@ -119,7 +119,8 @@ class _EntryImages(Dataset):
     def __getitem__(self, j):
         # Images were readable during maxes; a failure now is a real error, not a skip. The cpu
         # decoder is the one maxes uses by default, so the re-measured activations match.
-        return torch.from_numpy(decode_cpu(self.source.read_bytes(int(self.indices[j])), self.size, self.channels))
+        i = int(self.indices[j])
+        return torch.from_numpy(decode_cpu(self.source.read_bytes(i), self.size, self.channels, self.source.names[i]))
 
 
 def _back_and_value(model, layer: str, x: torch.Tensor, units: torch.Tensor, at, rel_boxes: torch.Tensor,

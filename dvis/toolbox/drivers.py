@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from dvis.errors import DvisError
+from dvis.imaging.encode import write_png
 from dvis.toolbox.actions import SCREENSHOT
 from dvis.toolbox.app import Toolbox
 from dvis.toolbox.keys import decode, is_key_name
@@ -28,11 +29,6 @@ def parse_keys(text: str) -> list[str]:
         if not (is_key_name(tok) or re.fullmatch(r"click:\d+,\d+", tok)):
             raise DvisError(f"--keys: '{tok}' is not a key name (e.g. right, pageup, esc, b) or click:X,Y")
     return tokens
-
-
-def write_png(path: Path, canvas: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-        raise DvisError(f"cannot write {path}")
 
 
 def save_screenshot(canvas: np.ndarray, folder: str | Path) -> Path:
