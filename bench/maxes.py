@@ -34,7 +34,7 @@ from dvis.engine.backproject import backproject_batch
 from dvis.pipeline.crops import compute_crops
 from dvis.imaging.datasets import ImageSource, fit_image, open_source
 from dvis.pipeline.maxes import TopKState, TrackConfig, layer_shapes, max_hooks, track_maxes
-from dvis.formats.stats import StatsState
+from dvis.pipeline.stats import StatsState
 from dvis.formats.maxes import MaxResult
 from dvis.models.loading import load_model
 

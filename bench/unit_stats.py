@@ -13,7 +13,7 @@ from torch import nn
 
 from dvis.pipeline.maxes import TopKState, layer_shapes, max_hooks
 from dvis.models.loading import load_model
-from dvis.formats.stats import StatsState
+from dvis.pipeline.stats import StatsState
 
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)

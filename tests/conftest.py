@@ -41,3 +41,17 @@ def browser():
             "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_blob(tmp_path_factory):
+    """(root, model folder, LoadedModel, ImageSource) of the tiny-blob model (tests/helpers/pipeline.py)
+    and 24 blob images in class folders, with bad files: the unit statistics tests' run."""
+    from dvis.imaging.datasets import open_source
+    from dvis.models.loading import load_model
+    from helpers.pipeline import make_images, make_model
+
+    root = tmp_path_factory.mktemp("stats")
+    model_dir = make_model(root / "models" / "tiny-blob")
+    make_images(root / "images", n=24, bad=True)
+    return root, model_dir, load_model(str(model_dir)), open_source(root / "images")

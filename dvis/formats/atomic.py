@@ -36,13 +36,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_savez(path: str | Path, **arrays) -> None:
-    """``np.savez`` (no pickle) written atomically."""
+def atomic_savez(path: str | Path, /, compressed: bool = False, **arrays) -> None:
+    """``np.savez`` (no pickle; ``np.savez_compressed`` when ``compressed``) written atomically."""
     path = Path(path)
     tmp = _tmp(path)
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

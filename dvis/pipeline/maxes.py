@@ -5,7 +5,8 @@ broken by the lower image index, so the result does not depend on how images are
 batches, checkpoints, processes or shards.
 
 The run folder format (manifest, arrays, shards, merge) is owned by :mod:`dvis.formats.maxes`; the
-unit statistics gathered in the same pass (and bottom-k images) by :mod:`dvis.formats.stats`.
+unit statistics gathered in the same pass (and bottom-k images) are accumulated by
+:mod:`dvis.pipeline.stats` and written, merged and read by :mod:`dvis.formats.stats`.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from dvis.engine.geometry import model_geometry, to_maps
 from dvis.engine.hooks import forward_hooks
 from dvis.engine.layers import check_layers
 from dvis.formats.maxes import MaxResult, array_key, fingerprint, merge_topk, result_from_arrays, topk_order
-from dvis.formats.stats import StatsArrays, StatsState
+from dvis.formats.stats import StatsArrays
+from dvis.pipeline.stats import StatsState
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +265,7 @@ class TrackConfig:
     progress: bool = True
     decode: str = "cpu"  # "cpu" or "gpu" (dvis.imaging.decode.resolve)
     precision: str = "fp32"  # forward precision (dvis.runtime.precision)
-    stats: bool = True  # gather unit statistics (dvis.formats.stats) in the same pass
+    stats: bool = True  # gather unit statistics (dvis.pipeline.stats) in the same pass
     bottom_k: int = 0  # also keep each unit's bottom-k (least-activating) images
 
 
@@ -278,7 +280,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
     ``on_batch(done)`` is called after each batch (and its checkpoint, if any) with the number of
     this shard's batches done. Returns the shard's result (the full result when unsharded).
     With ``config.stats`` the result's ``stats`` holds the unit statistics; ``labels`` is
-    (class names, one class index per source image) as :func:`dvis.formats.stats.source_labels` gives.
+    (class names, one class index per source image) as :func:`dvis.imaging.labels.source_labels` gives.
     """
     from tqdm import tqdm
 

@@ -17,7 +17,8 @@ from dvis.errors import DvisError
 from dvis.pipeline.maxes import TrackConfig, track_maxes
 from dvis.formats.maxes import save_result
 from dvis.models.loading import load_model
-from dvis.formats.stats import UnitStats, source_labels
+from dvis.formats.stats import UnitStats
+from dvis.imaging.labels import source_labels
 from dvis.formats.unit_vis import ensure_manifest, write_sprite
 
 from helpers.pipeline import make_images, make_model  # noqa: E402

@@ -16,7 +16,9 @@ from dvis.models.loading import load_model
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.drivers import run_keys
 from dvis.toolbox.render import Style
-from dvis.formats.stats import N_BINS, StatsState, UnitStats, derive, source_labels
+from dvis.formats.stats import N_BINS, UnitStats, derive
+from dvis.imaging.labels import source_labels
+from dvis.pipeline.stats import StatsState
 
 import helpers.pipeline as pipeline_helpers  # noqa: E402
 from helpers.toolbox import make_images, make_model_folder, make_toolbox  # noqa: E402
