@@ -3,7 +3,7 @@
 One name per concept:
 
 * ``--model`` (or the optional positional MODEL) and ``--weights`` on every command that loads a model;
-* ``--run`` is always a ``dvis maxes`` run folder; ``--out`` is always this command's own output;
+* ``--run-dir`` is always a ``dvis maxes`` run folder; ``--out`` is always this command's own output;
 * ``--layers`` is always the layer list; lists are always comma-separated (``--layers conv1,conv2``);
 * a step's flags (maxes, crops, optimize) are defined once, and ``dvis precompute`` reuses them.
 
@@ -107,12 +107,12 @@ def resolve_model_alias(args: argparse.Namespace) -> None:
     """Fold the positional MODEL into ``args.model``.
 
     Where the positional used to be a run folder (``dvis crops RUN``: the parser's default
-    ``positional_run``), it still is one when ``--run`` is not given, with a deprecation line."""
+    ``positional_run``), it still is one when ``--run-dir`` is not given, with a deprecation line."""
     alias = getattr(args, "model_positional", None)
     if alias is None:
         return
     if getattr(args, "positional_run", False) and args.run is None:
-        warn_deprecated(f"dvis {args.command}", "the run folder as a positional", f"--run {alias}")
+        warn_deprecated(f"dvis {args.command}", "the run folder as a positional", f"--run-dir {alias}")
         args.run, args.model_positional = alias, None
         return
     if isinstance(args.model, list):  # a list of models (dvis filters)
@@ -141,10 +141,12 @@ def add_device(p: argparse.ArgumentParser) -> None:
 # ---- folders ----------------------------------------------------------------------------------
 
 def add_run(p: argparse.ArgumentParser, help: str, required: bool = False, old: Iterable[str] = ()) -> None:
-    """``--run``: a ``dvis maxes`` run folder (``old``: deprecated spellings of it on this command)."""
-    p.add_argument("--run", default=None, required=required, metavar="RUN", help=help)
-    for spelling in old:
-        deprecated(p, spelling, "--run", "run")
+    """``--run-dir`` (``args.run``): a ``dvis maxes`` run folder. Not ``--run``: torchrun, which
+    launches these commands, takes ``--run`` for its own ``--run-path`` and stops. ``--run`` and
+    ``old`` (this command's former spellings) still parse, with a deprecation line."""
+    p.add_argument("--run-dir", dest="run", default=None, required=required, metavar="RUN", help=help)
+    for spelling in ("--run", *old):
+        deprecated(p, spelling, "--run-dir", "run")
 
 
 def add_out(p: argparse.ArgumentParser, help: str, default: str | None = None, required: bool = False) -> None:
@@ -282,26 +284,34 @@ def add_crops_flags(p: argparse.ArgumentParser) -> None:
 _OPT = OptSettings()
 
 
+def _default(name: str) -> str:
+    """``(default: X)`` for an optimize setting (settings left None take their method's default)."""
+    value = getattr(_OPT, name)
+    return f"(default: {'per method' if value is None else value})"
+
+
 def add_optimize_flags(p: argparse.ArgumentParser) -> None:
     """What ``dvis optimize`` computes: the regularized gradient ascent's settings."""
     p.add_argument("--preset", type=int, default=_OPT.preset,
-                   help=f"regularization row of the paper's Table 1, 1-4 (default: {_OPT.preset})")
+                   help=f"regularization row of the paper's Table 1, 1-4 {_default('preset')}")
     p.add_argument("--seeds", type=int, default=_OPT.seeds,
-                   help=f"optimized images per unit, from different random starts (default: {_OPT.seeds})")
-    p.add_argument("--iters", type=int, default=_OPT.iters, help=f"gradient steps per image (default: {_OPT.iters})")
+                   help=f"optimized images per unit, from different random starts {_default('seeds')}")
+    p.add_argument("--iters", type=int, default=_OPT.iters, help=f"gradient steps per image {_default('iters')}")
     p.add_argument("--lr-policy", choices=LR_POLICIES, default=_OPT.lr_policy,
-                   help=f"step size rule (default: {_OPT.lr_policy})")
-    p.add_argument("--lr", type=float, default=_OPT.lr, help=f"step for the constant policy (default: {_OPT.lr})")
+                   help=f"step size rule {_default('lr_policy')}")
+    p.add_argument("--lr", type=float, default=_OPT.lr, help=f"step for the constant policy {_default('lr')}")
     p.add_argument("--max-lr", type=float, default=_OPT.max_lr,
-                   help=f"step cap for the progress policy (default: {_OPT.max_lr})")
+                   help=f"step cap for the progress policy {_default('max_lr')}")
     p.add_argument("--desired-prog", type=float, default=_OPT.desired_prog,
-                   help=f"predicted activation gain per step for the progress policy (default: {_OPT.desired_prog})")
-    p.add_argument("--start", choices=STARTS, default=_OPT.start, help=f"starting image (default: {_OPT.start})")
+                   help=f"predicted activation gain per step for the progress policy {_default('desired_prog')}")
+    p.add_argument("--start-image", dest="start", choices=STARTS, default=_OPT.start,
+                   help=f"starting image {_default('start')}")
+    deprecated(p, "--start", "--start-image", "start")  # torchrun takes --start for its --start-method
     p.add_argument("--redirect-iters", type=int, default=_OPT.redirect_iters,
-                   help="first steps with redirected ReLU gradients (0 = true gradient throughout; "
-                        f"default: {_OPT.redirect_iters})")
+                   help="first steps with redirected ReLU gradients, 0 = true gradient throughout "
+                        f"{_default('redirect_iters')}")
     p.add_argument("--opt-batch-size", type=int, default=_OPT.batch_size,
-                   help=f"optimized images per forward/backward (default: {_OPT.batch_size})")
+                   help=f"optimized images per forward/backward {_default('batch_size')}")
 
 
 def opt_settings(args: argparse.Namespace) -> OptSettings:

@@ -23,7 +23,7 @@ def register(sub) -> None:
     a.add_shard(p, "compute only shard I of N (the last shard to finish merges); or launch with torchrun")
     a.add_force(p, "recompute complete layers, and replace complete unit images made from another run")
     a.add_quiet(p)
-    p.set_defaults(func=run, positional_run=True)  # `dvis crops RUN`: the older spelling of --run
+    p.set_defaults(func=run, positional_run=True)  # `dvis crops RUN`: the older spelling of --run-dir
 
 
 def run(args) -> int:
@@ -32,7 +32,7 @@ def run(args) -> int:
     from dvis.pipeline.precompute import run_crops_step, unit_vis_root
 
     if args.run is None:
-        raise DvisError("give --run, the run folder written by `dvis maxes`")
+        raise DvisError("give --run-dir, the run folder written by `dvis maxes`")
     shard, device = setup(args.device, args.shard)
     manifest = load_manifest(args.run)
     model = a.load_model_from(args, device, spec=args.model if args.model is not None else manifest.get("model"))

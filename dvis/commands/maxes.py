@@ -28,7 +28,7 @@ def run(args) -> int:
     from dvis.pipeline.maxes_run import maxes_run
 
     if args.run is None:
-        raise DvisError("give --run, the run folder to write")
+        raise DvisError("give --run-dir, the run folder to write")
     dist, device = setup(args.device, args.shard)
     model = a.load_model_from(args, device)
     cfg = a.track_config(args, model.device, progress=not args.quiet and dist.rank == 0)

@@ -22,8 +22,8 @@ def run(args) -> int:
     shards = list(args.shards)
     if args.run is None:  # the older spelling: the run folder as the first positional
         if not shards:
-            raise DvisError("give --run, the run folder the shards were written to")
-        a.warn_deprecated("dvis maxes-merge", "the run folder as a positional", f"--run {shards[0]}")
+            raise DvisError("give --run-dir, the run folder the shards were written to")
+        a.warn_deprecated("dvis maxes-merge", "the run folder as a positional", f"--run-dir {shards[0]}")
         args.run = shards.pop(0)
     print(summary(merge_shards(args.run, shards), Path(args.run)))
     return 0

@@ -11,7 +11,7 @@ from dvis.errors import DvisError
 def register(sub) -> None:
     p = sub.add_parser("unit-stats", help="figure of dead/rare units, class selectivity and correlations per layer",
                        description="Summarise the unit statistics `dvis maxes` gathered (the model's shipped ones, "
-                                   "or those of --run) into unit_stats.png and unit_stats.json. Reads the model's "
+                                   "or those of --run-dir) into unit_stats.png and unit_stats.json. Reads the model's "
                                    "files only: its weights are not needed.")
     a.add_model(p, weights=False)
     a.add_run(p, "a `dvis maxes` run folder (default: the model's unit_vis/maxes)")
@@ -36,7 +36,7 @@ def run(args) -> int:
         stats = find_stats(model)
         if stats is None:
             raise DvisError(f"model {model.name} has no unit statistics; `dvis maxes` (or `dvis precompute`) "
-                            "computes them, or give --run")
+                            "computes them, or give --run-dir")
         name = model.name
     summaries = [layer_summary(stats, n) for n in stats.layers]
     corr_layers = pick_corr_layers(stats, a.parse_layers(args.layers))

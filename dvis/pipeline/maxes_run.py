@@ -40,7 +40,7 @@ def maxes_run(model, model_spec: str | None, images: str, out: str | Path, layer
                     precision=cfg.precision)
     if sharded:
         final = save_shard(out, result, manifest, source.names, shard)
-        print(f"maxes: shard {shard[0]}/{shard[1]} done -> {final}; run `dvis maxes-merge --run {out}` when all are done")
+        print(f"maxes: shard {shard[0]}/{shard[1]} done -> {final}; run `dvis maxes-merge --run-dir {out}` when all are done")
     else:
         if world > 1:
             parts = dist.gather(result)

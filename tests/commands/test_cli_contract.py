@@ -67,7 +67,9 @@ def test_every_option_has_help():
 
 @pytest.mark.parametrize("argv, dest, value, old", [
     (["maxes", "--out", "R", "--images", "I"], "run", "R", "--out"),
+    (["precompute", "--run", "R", "--images", "I"], "run", "R", "--run"),
     (["optimize", "--maxes", "R", "--layers", "fc"], "run", "R", "--maxes"),
+    (["optimize", "--start", "uniform", "--layers", "fc"], "start", "uniform", "--start"),
     (["optimize", "--layer", "fc"], "layers", "fc", "--layer"),
     (["crops", "R"], "run", "R", "the run folder as a positional"),
     (["filters", "--layer", "conv1"], "layers", "conv1", "--layer"),
@@ -87,21 +89,21 @@ def test_deprecated_spellings_still_work_and_warn(capsys, argv, dest, value, old
 
 def test_deprecation_lines_are_one_line_each(capsys):
     parse("maxes", "--out", "R", "--images", "I")
-    assert capsys.readouterr().err == "dvis maxes: warning: --out is deprecated, use --run\n"
+    assert capsys.readouterr().err == "dvis maxes: warning: --out is deprecated, use --run-dir\n"
     parse("crops", "R")
-    assert capsys.readouterr().err == "dvis crops: warning: the run folder as a positional is deprecated, use --run R\n"
+    assert capsys.readouterr().err == "dvis crops: warning: the run folder as a positional is deprecated, use --run-dir R\n"
     parse("invariance", "--images", "a.png", "b.png")
     assert capsys.readouterr().err == ("dvis invariance: warning: a space-separated --images list is deprecated, "
                                        "use commas: --images a.png,b.png\n")
     assert main(["maxes-merge", "/nonexistent-run"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "dvis maxes-merge: warning: the run folder as a positional is deprecated, use --run /nonexistent-run"
+    assert err[0] == "dvis maxes-merge: warning: the run folder as a positional is deprecated, use --run-dir /nonexistent-run"
     assert err[1].startswith("dvis maxes-merge: error:")
 
 
 def test_new_spellings_parse_without_warnings(capsys):
-    assert parse("maxes", "resnet18", "--run", "R", "--images", "I").model == "resnet18"
-    args = parse("crops", "resnet18", "--run", "R", "--modes", "deconv,guided")
+    assert parse("maxes", "resnet18", "--run-dir", "R", "--images", "I").model == "resnet18"
+    args = parse("crops", "resnet18", "--run-dir", "R", "--modes", "deconv,guided")
     assert (args.model, args.run, args.modes) == ("resnet18", "R", ["deconv", "guided"])
     assert parse("filters", "--model", "a,b", "--weights", "none,none").model == ["a", "b"]
     assert parse("evolution", "--images", "a.png,b.png", "--units", "0,conv1:3").units == ["0", "conv1:3"]
@@ -109,7 +111,26 @@ def test_new_spellings_parse_without_warnings(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("argv", [["crops", "--run", "R", "--modes", "deconv,nope"],
+def test_torchrun_passes_every_flag_on():
+    """torchrun parses the whole command line first and takes any abbreviation of its own flags
+    (``--run`` is its ``--run-path``): the commands' flags must reach dvis untouched."""
+    from torch.distributed.run import get_args_parser
+
+    flags = sorted({s for sub in _subparsers(build_parser()).values() for a in sub._actions
+                    for s in a.option_strings if s.startswith("--") and a.help != argparse.SUPPRESS} - {"--help"})
+    clash = []
+    for flag in flags:
+        try:
+            args = get_args_parser().parse_args(["--nproc-per-node=2", "-m", "dvis", "precompute", flag, "X"])
+        except SystemExit:
+            clash.append(flag)
+            continue
+        if args.training_script_args != ["precompute", flag, "X"]:
+            clash.append(flag)
+    assert clash == []
+
+
+@pytest.mark.parametrize("argv", [["crops", "--run-dir", "R", "--modes", "deconv,nope"],
                                   ["invariance", "--images", "a", "--transforms", "scale,spin"],
                                   ["precompute", "--images", "I", "--skip", "maxes,tea"]])
 def test_lists_are_checked_against_their_choices(capsys, argv):
@@ -141,7 +162,7 @@ def test_precompute_passes_each_steps_flags_on(monkeypatch, tmp_path, capsys):
         return tmp_path
 
     monkeypatch.setattr(precompute_module, "precompute", fake_precompute)
-    rc = main(["precompute", "resnet18", "--weights", "none", "--images", str(tmp_path), "--run", "R",
+    rc = main(["precompute", "resnet18", "--weights", "none", "--images", str(tmp_path), "--run-dir", "R",
                "--out", str(tmp_path / "uv"), "--precision", "bf16", "--bottom-k", "3", "--labels", "labels.txt",
                "--no-stats", "--checkpoint-every", "5", "--top", "4", "--modes", "deconv,grad", "--iters", "7",
                "--seeds", "1", "--skip", "optimize", "--shard", "0/2", "--quiet"])

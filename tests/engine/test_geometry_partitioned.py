@@ -321,9 +321,9 @@ def test_tiny_maxvit_maxes_and_crops(tiny_maxvit, tmp_path):
     run, uv = tmp_path / "run", tmp_path / "uv"
     cmd = [sys.executable, "-W", "ignore", "-m", "dvis"]
     try:
-        for args in (["maxes", "--model", str(folder), "--images", str(images), "--run", str(run), "--top", "2",
+        for args in (["maxes", "--model", str(folder), "--images", str(images), "--run-dir", str(run), "--top", "2",
                       "--workers", "0", "--quiet"],
-                     ["crops", "--run", str(run), "--out", str(uv), "--workers", "0", "--quiet"]):
+                     ["crops", "--run-dir", str(run), "--out", str(uv), "--workers", "0", "--quiet"]):
             proc = subprocess.run(cmd + args, capture_output=True, text=True, timeout=600,
                                   env={**os.environ, "DVIS_DATA_DIR": str(tmp_path / "data")})
             assert proc.returncode == 0, proc.stderr[-2000:]

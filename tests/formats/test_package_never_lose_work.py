@@ -74,10 +74,10 @@ def test_refuses_to_replace_complete_images_from_another_run(tiny, tmp_path):
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "maxes" not in p.parts} == before
 
     # dvis crops on a run over other images refuses the same way
-    r = dvis(env, "maxes", "--model", "tiny-blob", "--images", tiny / "b", "--run", tmp_path / "run-b", "--top", "4",
+    r = dvis(env, "maxes", "--model", "tiny-blob", "--images", tiny / "b", "--run-dir", tmp_path / "run-b", "--top", "4",
              "--workers", "0", "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = dvis(env, "crops", "--run", tmp_path / "run-b", "--out", out, "--workers", "0", "--quiet")
+    r = dvis(env, "crops", "--run-dir", tmp_path / "run-b", "--out", out, "--workers", "0", "--quiet")
     assert r.returncode == 2 and "crops of 24 images" in r.stderr and "crops of 12 images" in r.stderr
 
     # optimize with other settings refuses too

@@ -127,13 +127,13 @@ def dvis_cli(args: list[str], env: dict, timeout: float = 180,
 def maxes_three_ways(common: list[str], out: Path, env: dict) -> str:
     """`dvis maxes` into out/one, as two --shard parts merged into out/sharded, and under a 2-process torchrun into
     out/dist; returns the one-process stdout."""
-    r = dvis_cli(["maxes", *common, "--run", str(out / "one")], env)
+    r = dvis_cli(["maxes", *common, "--run-dir", str(out / "one")], env)
     assert r.returncode == 0, r.stderr
     for i in range(2):
-        s = dvis_cli(["maxes", *common, "--run", str(out / "sharded"), "--shard", f"{i}/2"], env)
+        s = dvis_cli(["maxes", *common, "--run-dir", str(out / "sharded"), "--shard", f"{i}/2"], env)
         assert s.returncode == 0, s.stderr
-    m = dvis_cli(["maxes-merge", "--run", str(out / "sharded")], env)
+    m = dvis_cli(["maxes-merge", "--run-dir", str(out / "sharded")], env)
     assert m.returncode == 0, m.stderr
-    d = dvis_cli(["maxes", *common, "--run", str(out / "dist")], env, timeout=240, prefix=TORCHRUN)
+    d = dvis_cli(["maxes", *common, "--run-dir", str(out / "dist")], env, timeout=240, prefix=TORCHRUN)
     assert d.returncode == 0, d.stderr[-2000:]
     return r.stdout

@@ -54,12 +54,12 @@ def test_a_source_of_only_bad_files_is_one_clear_error(setup, tmp_path):
 
 def test_maxes_crops_precompute(setup, capsys, tmp_path):
     _, model, images = setup
-    rc, out, err = run_cli(capsys, "maxes", "--model", model, "--images", images, "--run", tmp_path / "run",
+    rc, out, err = run_cli(capsys, "maxes", "--model", model, "--images", images, "--run-dir", tmp_path / "run",
                            "--workers", "0", "--quiet", "--top", "2")
     assert rc == 0, err
     assert f"{len(BAD)} skipped as unreadable" in out
     assert_each_bad_warned_once(err)
-    rc, out, err = run_cli(capsys, "crops", "--run", tmp_path / "run", "--out", tmp_path / "uv", "--workers", "0",
+    rc, out, err = run_cli(capsys, "crops", "--run-dir", tmp_path / "run", "--out", tmp_path / "uv", "--workers", "0",
                            "--quiet", "--layers", "conv1,fc6")
     assert rc == 0, err
     assert "skipping" not in err  # only the top images are read again, and they were readable

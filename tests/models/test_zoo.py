@@ -174,9 +174,9 @@ def test_maxes_and_crops(case, tmp_path):
     images = _images(tmp_path / "images", 6)
     run, uv = tmp_path / "run", tmp_path / "uv"
     env_cmd = [sys.executable, "-W", "ignore", "-m", "dvis"]
-    for args in (["maxes", "--model", str(folder), "--images", images, "--run", str(run), "--top", "2",
+    for args in (["maxes", "--model", str(folder), "--images", images, "--run-dir", str(run), "--top", "2",
                   "--workers", "0", "--quiet"],
-                 ["crops", "--run", str(run), "--out", str(uv), "--workers", "0", "--quiet"]):
+                 ["crops", "--run-dir", str(run), "--out", str(uv), "--workers", "0", "--quiet"]):
         proc = subprocess.run(env_cmd + args, capture_output=True, text=True, timeout=600,
                               env={**__import__("os").environ, "DVIS_DATA_DIR": str(tmp_path / "data")})
         assert proc.returncode == 0, proc.stderr[-2000:]

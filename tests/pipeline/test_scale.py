@@ -132,10 +132,10 @@ def test_torchrun_precompute_and_shard_files_equal_one_process(tiny, tmp_path):
     files = tmp_path / "files"
     run_dir = one / "maxes"
     for i in range(2):
-        r = _run([sys.executable, "-m", "dvis", "crops", "--run", str(run_dir), "--out", str(files), "--batch-size", "8",
+        r = _run([sys.executable, "-m", "dvis", "crops", "--run-dir", str(run_dir), "--out", str(files), "--batch-size", "8",
                   "--workers", "0", "--shard", f"{i}/2", "--quiet"], env)
         assert ("shard 0/2 done" in r.stdout) == (i == 0) and ("4 layer(s) written" in r.stdout) == (i == 1)
-        opt = ["optimize", "--model", "tiny-blob", "--layers", "conv2", "--out", str(files), "--run", str(run_dir),
+        opt = ["optimize", "--model", "tiny-blob", "--layers", "conv2", "--out", str(files), "--run-dir", str(run_dir),
                "--iters", "5", "--seeds", "2", "--opt-batch-size", "2", "--shard", f"{i}/2", "--quiet"]
         _run([sys.executable, "-m", "dvis", *opt], env)
     for layer in ("conv1", "pool1", "conv2", "fc"):
