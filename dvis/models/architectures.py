@@ -17,7 +17,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from dvis.errors import DvisError, did_you_mean, first_line
-from dvis.models.spec import torchvision_architectures
+from dvis.models.spec import is_timm, torchvision_architectures
 from dvis.models.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_state_dict, load_state_dict_file,
                                 missing_weights, random_init_message, weights_enum, weights_unavailable)
 
@@ -91,7 +91,7 @@ def build_net(spec, weights: str | None) -> tuple[nn.Module, str]:
     torch's hub cache, downloaded there if missing), or a state_dict file (relative to the folder).
     ``timm:NAME`` architectures are built by :mod:`dvis.models.timm`.
     """
-    if spec.architecture.startswith("timm:"):  # the one place architectures dispatch to timm
+    if is_timm(spec.architecture):  # the one place architectures dispatch to timm
         from dvis.models import timm as timm_models
 
         return timm_models.build(spec)

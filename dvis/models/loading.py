@@ -20,7 +20,7 @@ from dvis.runtime.devices import resolve_device
 from dvis.errors import DvisError, LayerNotFoundError
 from dvis.engine.layers import check_layers, default_layers
 from dvis.models.loaded import LoadedModel
-from dvis.models.spec import DEFAULT_MODEL, ModelSpec, find_model_yaml, parse_model_yaml
+from dvis.models.spec import DEFAULT_MODEL, ModelSpec, find_model_yaml, is_timm, parse_model_yaml
 from dvis.formats.paths import unit_vis_read_dirs
 from dvis.models.weights import is_weights_name
 
@@ -77,7 +77,7 @@ def load_model(spec: str | os.PathLike | None = None, device: str | torch.device
     if weights is not None:
         keep = is_weights_name(weights) or weights.lower() in ("none", "pretrained")
         model_spec.weights = weights if keep else str(Path(weights).resolve())
-    if model_spec.architecture.startswith("timm:"):  # timm fills input size and normalization from its data config
+    if is_timm(model_spec.architecture):  # timm fills input size and normalization from its data config
         from dvis.models import timm as timm_models
 
         net, source = build_net(model_spec, model_spec.weights)

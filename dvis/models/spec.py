@@ -17,12 +17,19 @@ from dvis.formats.paths import model_search_path
 
 #: The model :func:`dvis.load_model` loads when given no spec.
 DEFAULT_MODEL = "zf-cifar10"
+#: The scheme of timm architectures and model names: ``timm:NAME`` (built by :mod:`dvis.models.timm`).
+TIMM_PREFIX = "timm:"
 #: Keys a ``model.yaml`` may have.
 MODEL_KEYS = (
     "name", "description", "architecture", "args", "weights", "input_size", "channels",
     "mean", "std", "labels", "layers", "unit_vis", "checkpoints",
 )
 _LAYER_KEYS = ("name", "display")
+
+
+def is_timm(architecture: str) -> bool:
+    """True for ``timm:NAME`` architectures and model names."""
+    return architecture.startswith(TIMM_PREFIX)
 
 
 def torchvision_architectures() -> list[str]:
@@ -167,7 +174,7 @@ def find_model_yaml(spec: str) -> Path | None:
     for d in model_search_path():
         if (d / spec).is_dir():
             return d / spec / "model.yaml"
-    if spec in torchvision_architectures() or spec.startswith("timm:"):
+    if spec in torchvision_architectures() or is_timm(spec):
         return None
     known = sorted({p.name for d in model_search_path() if d.is_dir() for p in d.iterdir() if p.is_dir()})
     raise DvisError(

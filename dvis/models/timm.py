@@ -19,27 +19,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 from torch import nn
 
 from dvis.errors import DvisError, first_line, suggestions
+from dvis.models.spec import TIMM_PREFIX, ModelSpec
 
-if TYPE_CHECKING:
-    from dvis.models.spec import ModelSpec
-
-PREFIX = "timm:"
 #: The ``weights:`` value that asks for timm's pretrained weights.
 PRETRAINED = "pretrained"
 INSTALL_HINT = "pip install dvis[timm]"
 
 
-def is_timm(architecture: str) -> bool:
-    """True for ``timm:NAME`` architectures."""
-    return architecture.startswith(PREFIX)
-
-
-def import_timm(architecture: str = PREFIX + "NAME") -> ModuleType:
+def import_timm(architecture: str = TIMM_PREFIX + "NAME") -> ModuleType:
     """The ``timm`` module; a :class:`DvisError` saying how to install it when it is missing."""
     try:
         import timm
@@ -52,11 +43,11 @@ def import_timm(architecture: str = PREFIX + "NAME") -> ModuleType:
 def model_name(architecture: str) -> str:
     """The timm model name of ``timm:NAME``, checked against timm's registry (with suggestions)."""
     timm = import_timm(architecture)
-    name = architecture[len(PREFIX):]
+    name = architecture[len(TIMM_PREFIX):]
     if not name or not timm.is_model(name):
         base = name.split(".", 1)[0]
         close = suggestions(base, timm.list_models())
-        hint = f" (did you mean {', '.join(PREFIX + c for c in close)}?)" if close else ""
+        hint = f" (did you mean {', '.join(TIMM_PREFIX + c for c in close)}?)" if close else ""
         raise DvisError(f"unknown timm model {name!r}{hint}: see timm.list_models()")
     return name
 
