@@ -27,8 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from dvis.errors import DvisError
+from dvis.formats.atomic import atomic_write_text, read_format_json
 
 FORMAT = "dvis-atlas"
+VERSION = 1
+#: The file that marks a folder as an atlas (written last, atomically).
+HEADER = "atlas.json"
 TEMPLATES = Path(__file__).parent / "templates"
 #: Unit image kinds shown on unit pages, in order (whatever exists).
 KINDS = ("opt", "top9", "deconv", "guided", "grad")
@@ -95,13 +99,13 @@ def _page(title: str, body: str, depth: int, scripts: list[str], body_attrs: str
 def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
     """Write the atlas of a LoadedModel into ``out``; returns what was written."""
     from dvis.formats.stats import EDGES, find_stats
-    from dvis.formats.unit_vis import UnitImages
+    from dvis.formats.unit_vis import MANIFEST, UnitImages
 
     t0 = time.perf_counter()
     out = Path(out)
-    if model.unit_vis_dir is None or not (Path(model.unit_vis_dir) / "manifest.json").is_file():
+    if model.unit_vis_dir is None or not (Path(model.unit_vis_dir) / MANIFEST).is_file():
         raise DvisError(f"model {model.name} has no unit images; run `dvis precompute` first")
-    if out.exists() and any(out.iterdir()) and not (out / "atlas.json").is_file() and not force:
+    if out.exists() and any(out.iterdir()) and not (out / HEADER).is_file() and not force:
         raise DvisError(f"{out} exists and is not an atlas; choose another --out or pass --force")
     uv = UnitImages(model.unit_vis_dir)
     try:
@@ -114,8 +118,13 @@ def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
     if not layers:
         raise DvisError(f"model {model.name} has unit images for none of its layers; run `dvis precompute`")
     classes = list(stats.classes) if stats is not None else []
-    if (out / "atlas.json").is_file():  # a previous atlas: drop its pages so none go stale
-        old = json.loads((out / "atlas.json").read_text()).get("layers", [])
+    if (out / HEADER).is_file():  # a previous atlas: drop its pages so none go stale
+        try:
+            old = read_format_json(out / HEADER, FORMAT, VERSION, "").get("layers", [])
+        except DvisError:
+            if not force:
+                raise
+            old = []  # not an atlas header: --force writes over the folder as for any other
         for folder in [out / "img"] + [out / layer_slug(n) for n in old]:
             shutil.rmtree(folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,9 +239,9 @@ def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
             'on fewer than 0.1% of images; selectivity: Morcos et al. (2018) class-selectivity index.</p>')
     (out / "index.html").write_text(_page(f"{model.name} unit atlas", body, 0, ["site.js", "atlas.js"],
                                           ' data-page="index"'))
-    (out / "atlas.json").write_text(json.dumps({"format": FORMAT, "version": 1, "model": model.name,
+    atomic_write_text(out / HEADER, json.dumps({"format": FORMAT, "version": VERSION, "model": model.name,
                                                 "layers": layers}))
-    text_files += [out / "index.html", out / "atlas.json"]
+    text_files += [out / "index.html", out / HEADER]
     pages += 1
     text_bytes = sum(p.stat().st_size for p in text_files)
     return AtlasReport(out, time.perf_counter() - t0, pages, text_bytes, image_bytes)

@@ -39,19 +39,21 @@ from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dvis.formats.atomic import atomic_write_bytes as _atomic_write
+from dvis.formats.atomic import atomic_write_bytes as _atomic_write, read_format_json
 from dvis.constants import UNIT_IMAGE_KINDS as KINDS
 from dvis.errors import DvisError
 from dvis.formats.maxes import load_manifest
+from dvis.imaging.encode import encode_image
+from dvis.imaging.images import read_own_image
 from dvis.render.tiling import tile
 
 FORMAT = "dvis-unit-vis"
 VERSION = 1
+MANIFEST = "manifest.json"
 JPEG_QUALITY = 85
 MIN_PATCH = 48  # display size of the smallest patches (32x32 inputs give 3 px conv1 patches)
 MOSAIC_SEP = 2
@@ -137,9 +139,9 @@ def ensure_manifest(root: str | Path, model_name: str, layer: str | None = None)
     """Create or update ``manifest.json`` at the layout root, adding ``layer`` to its list."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    path = root / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {"format": FORMAT, "version": VERSION,
-                                                                       "model": model_name, "layers": []}
+    path = root / MANIFEST
+    manifest = (read_format_json(path, FORMAT, VERSION, "") if path.is_file()
+                else {"format": FORMAT, "version": VERSION, "model": model_name, "layers": []})
     if layer is not None and layer not in manifest["layers"]:
         manifest["layers"].append(layer)
     _atomic_write(path, json.dumps(manifest, indent=1).encode())
@@ -155,12 +157,9 @@ def write_sprite(root: str | Path, layer: str, kind: str, tiles: np.ndarray, pre
     folder = Path(root) / layer
     folder.mkdir(parents=True, exist_ok=True)
     canvas = tile(tiles, cols=cols, sep=0)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise DvisError(f"cannot encode sprite {layer}/{kind}")
+    data = encode_image(canvas, "jpeg", quality)
     # A new file name per content, then the layout entry: a kill at any moment leaves the old
     # layout pointing at the old sprite (same geometry), or the new layout at the new one.
-    data = buf.tobytes()
     path = folder / f"{kind}-{hashlib.sha1(data).hexdigest()[:10]}.jpg"
     _atomic_write(path, data)
     layout_path = folder / "layout.json"
@@ -293,10 +292,7 @@ class _SpriteCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise DvisError(f"cannot read sprite {path}")
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img = read_own_image(path)
         img.setflags(write=False)  # shared by every reader
         with self._lock:
             self._items[key] = img
@@ -331,11 +327,8 @@ class UnitImages:
 
     @staticmethod
     def _manifest(root: Path) -> dict:
-        path = root / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.is_file() else {"layers": []}
-        if manifest.get("format", FORMAT) != FORMAT or manifest.get("version", VERSION) != VERSION:
-            raise DvisError(f"{path}: not a {FORMAT} v{VERSION} folder")
-        return manifest
+        path = root / MANIFEST
+        return read_format_json(path, FORMAT, VERSION, "") if path.is_file() else {"layers": []}
 
     def layers(self) -> list[str]:
         return list(dict.fromkeys(n for m in self.manifests for n in m.get("layers", [])))

@@ -151,3 +151,26 @@ def test_shipped_zf_cifar10_atlas(browser, tmp_path):
         index.fill("#q", "cat")
         assert index.eval_on_selector_all("#results a", "els => els.length") > 0
     assert errors == []
+
+
+def test_atlas_header_is_a_format_header(site, tmp_path, monkeypatch):
+    """atlas.json is written through dvis.formats.atomic (a kill leaves the old header or the new
+    one) and read back as a versioned format header: a broken one is one line, --force rebuilds."""
+    import json
+
+    from dvis.formats import atomic
+
+    model, _, report = site
+    out = tmp_path / "site"
+    written = []
+    real = atomic.atomic_write_text
+    monkeypatch.setattr("dvis.atlas.atomic_write_text", lambda p, t: (written.append(p.name), real(p, t))[1])
+    build_atlas(model, out)
+    assert written == ["atlas.json"]
+    assert json.loads((out / "atlas.json").read_text())["format"] == "dvis-atlas"
+    (out / "atlas.json").write_text("{broken")
+    with pytest.raises(DvisError, match=r"atlas.json: unreadable") as info:
+        build_atlas(model, out)
+    assert "\n" not in str(info.value)
+    assert build_atlas(model, out, force=True).pages == report.pages
+    assert json.loads((out / "atlas.json").read_text())["layers"] == model.layers
