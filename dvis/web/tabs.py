@@ -1,4 +1,5 @@
-"""One connected tab: its socket, its queue of outgoing messages, its frame bookkeeping."""
+"""One connected tab (a page over a WebSocket, or a notebook widget): its transport, its queue of
+outgoing messages, its frame bookkeeping."""
 from __future__ import annotations
 
 import asyncio
@@ -6,11 +7,11 @@ import collections
 import json
 
 import numpy as np
-from starlette.websockets import WebSocket
 
 from dvis.web.config import WebConfig
 from dvis.web.frames import Rect
 from dvis.web.pacing import RateLimit
+from dvis.web.transport import Transport
 
 
 class Client:
@@ -19,7 +20,7 @@ class Client:
     The frame fields are the core thread's: the changes the tab has not been sent yet (``dirty``),
     whether it needs the whole canvas, how many frames went out; the event loop only counts acks."""
 
-    def __init__(self, ws: WebSocket, config: WebConfig, number: int):
+    def __init__(self, ws: Transport, config: WebConfig, number: int):
         self.ws, self.number, self.config = ws, number, config
         self.outbox: collections.deque[tuple[str, object]] = collections.deque()  # ("text"|"bytes", data)
         self.wake = asyncio.Event()

@@ -1,43 +1,96 @@
-// dvis toolbox page: draws the server's frames on a canvas, sends keys, clicks, uploads and camera
-// frames. Protocol: dvis/web/server.py. No build step, no external scripts.
-"use strict";
-(() => {
-  const canvas = document.getElementById("view");
-  const ctx = canvas.getContext("2d");
-  const conn = document.getElementById("conn");
-  const note = document.getElementById("note");
-  const video = document.getElementById("cam");
-  const SPECIAL = {ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down",
-    PageUp: "pageup", PageDown: "pagedown", Home: "home", End: "end", Escape: "esc", Enter: "enter",
-    Tab: "tab", Backspace: "backspace", Delete: "delete", " ": "space"};
-  // For tests and bench/web.py: frame count, the last header, key-to-frame latencies (ms).
-  // latencies: input to the first frame showing it; results: input to the first settled frame after it
-  // (the network pass for it done); unchanged: inputs that changed nothing, to the server's answer;
-  // atlasPieces: rectangles drawn from an image that holds several.
-  const stats = window.dvis = {frames: 0, header: null, seq: 0, ackedSeq: 0, latencies: [], unchanged: [],
+// The dvis toolbox client: draws the server's frames on a canvas, sends keys, clicks, uploads and
+// camera frames. One client for the `dvis serve` page (socketTransport: a WebSocket and POST
+// /upload) and the notebook widget (dvis/notebook/widget.js: the widget's comm channel); the
+// protocol is the same over both (dvis/web/protocol.py). No build step, no external scripts.
+
+const SPECIAL = {ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down",
+  PageUp: "pageup", PageDown: "pagedown", Home: "home", End: "end", Escape: "esc", Enter: "enter",
+  Tab: "tab", Backspace: "backspace", Delete: "delete", " ": "space"};
+
+// The page's transport: one WebSocket to /ws (reconnecting with backoff), uploads by POST /upload.
+// A transport has connect({open, message, close}), send(text or bytes), open(), busy(), upload(file)
+// (a promise of {name} or {error}) and close().
+export function socketTransport() {
+  let ws = null, backoff = 500, closed = false;
+  const t = {
+    connect(on) {
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      ws = new WebSocket(proto + "//" + location.host + "/ws");
+      ws.binaryType = "arraybuffer";
+      ws.onopen = () => { backoff = 500; on.open(); };
+      ws.onmessage = (ev) => on.message(ev.data);
+      ws.onclose = (ev) => {
+        const why = ev.code === 1008 ? " (refused: open the URL with the token that dvis serve printed)" : "";
+        on.close("disconnected" + why + ", retrying");
+        if (closed) return;
+        setTimeout(() => t.connect(on), backoff);
+        backoff = Math.min(backoff * 2, 5000);
+      };
+    },
+    open: () => ws !== null && ws.readyState === WebSocket.OPEN,
+    send: (data) => ws.send(data),
+    busy: () => ws.bufferedAmount > 0,
+    async upload(file) {
+      const res = await fetch("/upload", {method: "POST", body: file,
+        headers: {"X-Filename": file.name.replace(/[^\x20-\x7e]/g, "_")}});
+      const body = await res.json().catch(() => ({error: res.statusText}));
+      return res.ok ? body : {error: body.error};
+    },
+    drop: () => ws && ws.close(),  // tests: simulate a network drop
+    close() { closed = true; if (ws) ws.close(); },
+  };
+  return t;
+}
+
+// Run the toolbox in ``root`` over ``transport``. ``root`` holds the toolbox's elements (index.html's
+// marked part), or ``options.markup`` is that part, added here (the widget: dvis/notebook/widget.py
+// copies it from index.html). ``options.page``: the toolbox is the whole page (the canvas fits the
+// window, keys and drops count anywhere on it), else it lives in ``root`` (a notebook cell: the
+// canvas fits its width, keys count while it has the focus).
+// Returns the stats object (frames, latencies, errors: for tests and the benchmarks) with a close().
+export function startClient(root, transport, options = {}) {
+  root.classList.add("dvis");
+  if (options.markup) root.insertAdjacentHTML("beforeend", options.markup);
+  const $ = (cls) => root.querySelector(".dvis-" + cls);
+  const canvas = $("view"), ctx = canvas.getContext("2d");
+  const conn = $("conn"), note = $("note"), video = $("cam");
+  // frames, the last header, key-to-frame latencies (ms). latencies: input to the first frame showing
+  // it; results: input to the first settled frame after it (the network pass for it done); unchanged:
+  // inputs that changed nothing, to the server's answer; atlasPieces: rectangles drawn from an image
+  // that holds several.
+  const stats = {frames: 0, header: null, seq: 0, ackedSeq: 0, latencies: [], unchanged: [],
     results: [], sent: new Map(), unsettled: new Map(), bytes: 0, connected: false, connections: 0, settledFrames: 0, errors: [], atlasPieces: 0};
-  let ws = null, backoff = 500, camTimer = null, camStream = null;
+  let camTimer = null, camStream = null, alive = true;
+  const cleanups = [];
+  function listen(target, type, fn) { target.addEventListener(type, fn); cleanups.push(() => target.removeEventListener(type, fn)); }
 
   function say(text, error) {
     note.textContent = text;
-    note.className = error ? "error" : "";
+    note.className = "dvis-note" + (error ? " error" : "");
     if (error) stats.errors.push(text);
   }
 
   function fit() {
     // Integer scale when the canvas fits at 1:1 or more (crisp pixels), else shrink to fit.
     const dpr = window.devicePixelRatio || 1;
-    const availW = window.innerWidth * dpr, availH = (window.innerHeight - 24) * dpr;
+    const availW = (options.page ? window.innerWidth : root.clientWidth) * dpr;
+    const availH = options.page ? (window.innerHeight - 24) * dpr : Infinity;
     let s = Math.min(availW / canvas.width, availH / canvas.height);
+    if (!(s > 0)) return;  // not laid out yet
     if (s >= 1) s = Math.floor(s);
     canvas.style.width = (canvas.width * s / dpr) + "px";
     canvas.style.height = (canvas.height * s / dpr) + "px";
     canvas.classList.toggle("crisp", s >= 1);
   }
-  window.addEventListener("resize", fit);
+  if (options.page) listen(window, "resize", fit);
+  else if (window.ResizeObserver) {
+    const ro = new ResizeObserver(fit);
+    ro.observe(root);
+    cleanups.push(() => ro.disconnect());
+  }
 
   function send(obj) {
-    if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
+    if (transport.open()) { transport.send(JSON.stringify(obj)); return true; }
     return false;
   }
 
@@ -148,62 +201,59 @@
     else if (msg.type === "camera") msg.on ? startCamera(msg) : stopCamera();
   }
 
-  function connect() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(proto + "//" + location.host + "/ws");
-    ws.binaryType = "arraybuffer";
-    conn.textContent = "connecting"; conn.className = "";
-    ws.onopen = () => {
-      backoff = 500; stats.connected = true; stats.connections += 1;
-      conn.textContent = "connected"; conn.className = "ok";
-      canvas.focus();
-    };
-    ws.onmessage = (ev) => queue(ev.data);
-    ws.onclose = (ev) => {
+  conn.textContent = "connecting"; conn.className = "dvis-conn";
+  transport.connect({
+    open() {
+      stats.connected = true; stats.connections += 1;
+      conn.textContent = "connected"; conn.className = "dvis-conn ok";
+      if (options.page) canvas.focus();
+    },
+    message: (data) => { if (alive) queue(data); },
+    close(text) {
       stats.connected = false;
       stopCamera();
-      const why = ev.code === 1008 ? " (refused: open the URL with the token that dvis serve printed)" : "";
-      conn.textContent = "disconnected" + why + ", retrying"; conn.className = "bad";
-      setTimeout(connect, backoff);
-      backoff = Math.min(backoff * 2, 5000);
-    };
-  }
+      conn.textContent = text; conn.className = "dvis-conn bad";
+    },
+  });
 
-  document.addEventListener("keydown", (e) => {
+  // Keys while the toolbox has focus (the page: anywhere on it). In a notebook they must not reach
+  // the notebook's own shortcuts (a, b, j, k, ...): stopped here, and the root is marked for Lumino.
+  listen(options.page ? document : root, "keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.target.tagName === "INPUT") return;
     const name = SPECIAL[e.key] || (e.key.length === 1 && e.key > " " && e.key <= "~" ? e.key : null);
     if (!name) return;
     e.preventDefault();
+    e.stopPropagation();
     input({t: "key", key: name});
   });
 
-  canvas.addEventListener("mousedown", (e) => {
+  listen(canvas, "mousedown", (e) => {
     const r = canvas.getBoundingClientRect();
     const x = Math.floor((e.clientX - r.left) * canvas.width / r.width);
     const y = Math.floor((e.clientY - r.top) * canvas.height / r.height);
     input({t: "click", x: x, y: y});
     canvas.focus();
+    e.preventDefault();  // keep the focus on the canvas (a notebook would take it for the cell)
   });
 
   async function upload(file) {
     say("uploading " + file.name);
     try {
-      const res = await fetch("/upload", {method: "POST", body: file,
-        headers: {"X-Filename": file.name.replace(/[^\x20-\x7e]/g, "_")}});
-      const body = await res.json().catch(() => ({error: res.statusText}));
-      if (res.ok) say("showing " + body.name); else say("upload: " + body.error, true);
+      const body = await transport.upload(file);
+      if (body.error) say("upload: " + body.error, true); else say("showing " + body.name);
     } catch (e) { say("upload failed: " + e, true); }
   }
-  document.getElementById("file").addEventListener("change", (e) => {
+  listen($("file"), "change", (e) => {
     if (e.target.files.length) upload(e.target.files[0]);
     e.target.value = "";
     canvas.focus();
   });
-  document.getElementById("shot").addEventListener("click", () => { input({t: "key", key: "p"}); canvas.focus(); });
-  window.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
-  window.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
-  window.addEventListener("drop", (e) => {
-    e.preventDefault(); document.body.classList.remove("dragging");
+  listen($("shot"), "click", () => { input({t: "key", key: "p"}); canvas.focus(); });
+  const dropTarget = options.page ? window : root;
+  listen(dropTarget, "dragover", (e) => { e.preventDefault(); root.classList.add("dragging"); });
+  listen(dropTarget, "dragleave", () => root.classList.remove("dragging"));
+  listen(dropTarget, "drop", (e) => {
+    e.preventDefault(); e.stopPropagation(); root.classList.remove("dragging");
     if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
   });
 
@@ -225,7 +275,7 @@
     grab.width = w * scale; grab.height = h * scale;
     const g = grab.getContext("2d");
     camTimer = setInterval(() => {
-      if (!video.videoWidth || !ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > 0) return;
+      if (!video.videoWidth || !transport.open() || transport.busy()) return;
       const vw = video.videoWidth, vh = video.videoHeight;
       const aspect = grab.width / grab.height;
       const cw = Math.min(vw, vh * aspect), ch = cw / aspect;
@@ -234,12 +284,12 @@
       g.drawImage(video, (vw - cw) / 2, (vh - ch) / 2, cw, ch, 0, 0, grab.width, grab.height);
       g.restore();
       grab.toBlob((b) => {
-        if (!b || !ws || ws.readyState !== WebSocket.OPEN) return;
+        if (!b || !transport.open()) return;
         b.arrayBuffer().then((a) => {
           const out = new Uint8Array(a.byteLength + 1);
           out[0] = 67; // "C"
           out.set(new Uint8Array(a), 1);
-          ws.send(out);
+          transport.send(out);
         });
       }, "image/jpeg", 0.85);
     }, 66);
@@ -251,6 +301,13 @@
     if (camStream) { camStream.getTracks().forEach((t) => t.stop()); camStream = null; }
   }
 
-  stats.drop = () => ws && ws.close();  // tests: simulate a network drop
-  connect();
-})();
+  stats.drop = () => transport.drop && transport.drop();
+  stats.close = () => {  // the widget's view went away: stop everything this client started
+    alive = false;
+    stopCamera();
+    cleanups.forEach((fn) => fn());
+    transport.close();
+  };
+  root.dvis = stats;
+  return stats;
+}
