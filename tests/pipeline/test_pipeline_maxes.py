@@ -223,7 +223,7 @@ def test_cli_shards_merge_and_torchrun_equal_one_process(setup, tmp_path):
     one = load_result(tmp_path / "one")[0]
     arrays_equal(load_result(tmp_path / "sharded")[0], one)
     arrays_equal(load_result(tmp_path / "dist")[0], one)
-    r = dvis_cli(["maxes", *common, "--out", str(tmp_path / "one")], env)
+    r = dvis_cli(["maxes", *common, "--run-dir", str(tmp_path / "one")], env)
     assert "already complete" in r.stdout
 
 
