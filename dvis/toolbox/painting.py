@@ -69,9 +69,11 @@ class Painting:
         self._render_input(out, acts)
         self._render_aux(out, tiles, acts)
         stale = self.worker.busy and (out is None or out.job.back != self.job().back)
-        caption = self._back_caption()
-        R.render_back(self._pane("back"), self.style, back_img, caption if back_img is not None else
-                      (self._waiting() if st.back_on else "back-projection off (b)"), stale=stale)
+        caption = self._back_caption() if back_img is not None else \
+            (self._waiting() if st.back_on else "back-projection off (b)")
+        if back_img is not None and not np.any(out.grad):  # nothing flows back from a unit that is zero
+            back_img, caption = None, f"{caption}: unit is zero here, nothing to project"
+        R.render_back(self._pane("back"), self.style, back_img, caption, stale=stale)
         R.render_control(self._pane("control"), self._names(), st.layer, self.style,
                          frozen=st.frozen[0] if st.frozen else None, on_list=st.on_layer_list,
                          disabled=self.disabled)
@@ -123,6 +125,10 @@ class Painting:
             R.fill(pane, self.style.disabled, f"{self._names()[st.layer]}: {self.why_disabled(st.layer)}", self.style)
             return
         if st.zoom == "back":
+            out = self.worker.output
+            if back_img is not None and not np.any(out.grad):
+                R.render_back(pane, self.style, None, f"{self._back_caption()}: unit is zero here, nothing to project")
+                return
             R.render_back(pane, self.style, back_img, self._back_caption() if back_img is not None else
                           "zoom: back-projection off (b)")
             return
@@ -134,7 +140,9 @@ class Painting:
             return
         if st.zoom == "unit":
             R.paint(pane, self.style.background)
-            R.blit_fit(pane, tiles[st.unit])
+            image, note = self._unit_zoom()
+            R.blit_fit(pane, image)
+            R.draw_caption(pane, f"zoom {self._names()[st.layer]}:{st.unit} {note}", self.style)
             return
         images = tiles
         if st.pattern:
@@ -195,7 +203,7 @@ class Painting:
         if self.frame is None:
             msg = self.message or "no frame"
         R.render_input(self._pane("input"), self.frame, self.style, self.rf_box(acts), self.model.input_size,
-                       top5, overlay, msg)
+                       top5, overlay, msg, self.rf_peak(acts))
 
     def rf_box(self, acts: np.ndarray | None) -> tuple[int, int, int, int] | None:
         """Receptive field (input pixels) of the selected unit at its max position, for conv maps."""
@@ -204,6 +212,14 @@ class Painting:
             return None
         y, x = np.unravel_index(int(np.argmax(acts[self.state.unit])), acts.shape[1:])
         return rf.box(int(y), int(x))
+
+    def rf_peak(self, acts: np.ndarray | None) -> tuple[float, float] | None:
+        """Where on the input (pixels) the selected unit peaks, for maps and token grids."""
+        rf = self.rfs.get(self.model.layers[self.state.layer])
+        if not self.settings.input_overlay_rf or rf is None or acts is None or acts.ndim != 3:
+            return None
+        y, x = np.unravel_index(int(np.argmax(acts[self.state.unit])), acts.shape[1:])
+        return R.peak_point(rf.box(int(y), int(x), clip=False), rf.stride, rf.window, (int(y), int(x)))
 
     def _render_aux(self, out, tiles: np.ndarray | None, acts: np.ndarray | None) -> None:
         st, pane = self.state, self._pane("aux")
@@ -217,13 +233,22 @@ class Painting:
             R.render_aux(pane, self.style, caption=self._waiting())
             return
         value = float(acts[st.unit].max())
+        image, note = self._unit_zoom()
         caption = f"{self._names()[st.layer]}:{st.unit} max {value:.3g}"
         extra = out.extra.get(self.model.layers[st.layer]) if out is not None else None
         if extra is not None:  # class / register tokens are shown apart from the patch grid
             caption += " | tokens " + " ".join(f"{v:.3g}" for v in extra[:, st.unit])
-        R.render_aux(pane, self.style, tiles[st.unit], caption=caption)
+        R.render_aux(pane, self.style, image, caption=f"{caption} | {note}")
         classes = self.unit_stats.classes if self.unit_stats is not None else []
         SP.render_lines(pane, SP.unit_lines(self._layer_stats(), st.unit, classes), self.style)
+
+    def _unit_zoom(self) -> tuple[np.ndarray, str]:
+        """The selected unit's map scaled by its own range (acts, or back diffs when the tiles show them)."""
+        st, s, out = self.state, self.settings, self.worker.output
+        layer = self.model.layers[st.layer]
+        diffs = out.diffs.get(layer) if (st.show_diffs and st.back_on) else None
+        data = diffs if diffs is not None else out.acts[layer]
+        return R.unit_zoom(data[st.unit], s.boost_gamma_choices[st.boost_gamma], diffs is not None, self.style)
 
     def _render_unit_images(self) -> None:
         st, pane = self.state, self._pane("unit_images")
@@ -233,7 +258,7 @@ class Painting:
         layer = self.model.layers[st.layer]
         slots = [(kind, self.loader.get(UnitImageKey(layer, st.unit, kind)))
                  for kind in self.settings.unit_image_kinds]
-        R.render_unit_images(pane, self.style, slots)
+        R.render_unit_images(pane, self.style, slots, f"dvis precompute --model {self.model.name} --images DIR")
 
     def status_text(self) -> str:
         """The status line: source, layer:unit, shape, RF size, back settings, boosts, FPS, message."""

@@ -44,14 +44,14 @@ class Style:
 
 def put_text(img: np.ndarray, text: str, y: int, x: int, style: Style, color: RGB | None = None,
              scale: float = 1.0, outline: bool = False) -> None:
-    """Draw one line of text whose baseline is at row ``y``; ``outline`` darkens the box behind it
-    so it stays legible over images."""
+    """Draw one line of text whose baseline is at row ``y``; ``outline`` gives it a dark backing (the
+    box behind it at a quarter of its brightness) so it stays legible over bright images."""
     size = style.font_size * scale
     thickness = max(1, int(round(size * 2.2)))
     if outline:
         (w, h), base = cv2.getTextSize(text, FONT, size, thickness)
-        box = img[max(0, int(y) - h - 2):int(y) + base, max(0, int(x) - 2):int(x) + w + 2]
-        box //= 2
+        box = img[max(0, int(y) - h - 3):int(y) + base, max(0, int(x) - 3):int(x) + w + 3]
+        np.right_shift(box, 2, out=box)
     cv2.putText(img, text, (int(x), int(y)), FONT, size, color or style.text, thickness, cv2.LINE_AA)
 
 
@@ -60,18 +60,47 @@ def text_width(text: str, style: Style, scale: float = 1.0) -> int:
     return cv2.getTextSize(text, FONT, size, max(1, int(round(size * 2.2))))[0][0]
 
 
+def wrap_text(text: str, max_w: int, style: Style, scale: float = 1.0) -> list[str]:
+    """``text`` in lines at most ``max_w`` pixels wide, broken at newlines and spaces; a word wider than a line
+    keeps its end (:func:`fit_text`: a layer name's end, with the unit number, tells it apart)."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):  # a newline always breaks
+        start = len(lines)
+        for word in paragraph.split():
+            joined = f"{lines[-1]} {word}" if len(lines) > start else word
+            if len(lines) > start and text_width(joined, style, scale) <= max_w:
+                lines[-1] = joined
+            else:
+                lines.append(fit_text(word, max_w, style, scale))
+    return lines
+
+
+def draw_caption(pane: np.ndarray, text: str, style: Style, scale: float = 0.9, top: bool = False,
+                 color: RGB | None = None) -> int:
+    """``text`` wrapped to the pane's width on a dark backing, in lines up from its bottom edge (down
+    from its top with ``top``); returns the rows it took."""
+    lines = wrap_text(text, pane.shape[1] - 8, style, scale)
+    lh = int(round(style.line_height * scale)) + 3
+    lines = lines[-max(1, (pane.shape[0] - 4) // lh):]  # more than the pane holds: keep the last lines
+    for i, line in enumerate(lines):
+        y = (i + 1) * lh if top else pane.shape[0] - 6 - (len(lines) - 1 - i) * lh
+        put_text(pane, line, y, 4, style, color, scale=scale, outline=True)
+    return len(lines) * lh + 4
+
 def paint(pane: np.ndarray, color: RGB) -> None:
     """Fill the pane with one colour (cv2 is many times faster than numpy broadcasting here)."""
     cv2.rectangle(pane, (0, 0), (pane.shape[1], pane.shape[0]), color, -1)
 
 
 def fill(pane: np.ndarray, color: RGB, message: str | None = None, style: Style | None = None) -> None:
-    """Paint the pane one colour, optionally with a centred message."""
+    """Paint the pane one colour, optionally with a message centred in lines that fit its width."""
     paint(pane, color)
     if message and style is not None:
-        w = text_width(message, style)
-        put_text(pane, message, pane.shape[0] // 2, max(2, (pane.shape[1] - w) // 2), style)
-
+        lines = wrap_text(message, pane.shape[1] - 8, style)
+        lh = style.line_height + 4
+        y0 = (pane.shape[0] - len(lines) * lh) // 2 + style.line_height
+        for i, line in enumerate(lines):
+            put_text(pane, line, y0 + i * lh, max(2, (pane.shape[1] - text_width(line, style)) // 2), style)
 
 def fit_shape(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[int, int]:
     """Largest (h, w) with the aspect of ``src_hw`` inside ``dst_hw``."""
@@ -246,10 +275,12 @@ def layer_images(acts: np.ndarray, boost_indiv: float, boost_gamma: float, signe
 def render_input(pane: np.ndarray, frame: np.ndarray | None, style: Style,
                  rf_box: tuple[int, int, int, int] | None = None, input_hw: tuple[int, int] | None = None,
                  top5: list[tuple[str, float]] | None = None, overlay: np.ndarray | None = None,
-                 message: str | None = None) -> None:
+                 message: str | None = None, peak: tuple[float, float] | None = None) -> None:
     """The model's view of the frame, the receptive-field box (input coords), top-5 labels and an overlay.
 
-    ``overlay`` is an HxWx3 uint8 heat map (e.g. occlusion) blended over the frame.
+    ``overlay`` is an HxWx3 uint8 heat map (e.g. occlusion) blended over the frame. ``peak`` (y, x in
+    input pixels) is where the selected unit peaks, marked with a cross: the box alone says nothing once
+    the field covers the whole input.
     """
     paint(pane, style.background)
     if frame is None:
@@ -260,17 +291,39 @@ def render_input(pane: np.ndarray, frame: np.ndarray | None, style: Style,
         heat = cv2.resize(overlay, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
         shown = cv2.addWeighted(frame, 0.5, heat, 0.5, 0.0)
     top, left, sy, sx = blit_fit(pane, shown, smooth=frame.shape[0] > pane.shape[0])
-    if rf_box is not None and input_hw is not None:
-        # The box is in model-input pixels; the shown frame may have another resolution.
+    if input_hw is not None:
+        # Boxes and peaks are in model-input pixels; the shown frame may have another resolution.
         fy, fx = sy * frame.shape[0] / input_hw[0], sx * frame.shape[1] / input_hw[1]
-        t, l, b, r = rf_box
-        cv2.rectangle(pane, (left + int(l * fx), top + int(t * fy)),
-                      (left + int(r * fx) - 1, top + int(b * fy) - 1), style.rf_box, 1)
+        if rf_box is not None:
+            t, l, b, r = rf_box
+            cv2.rectangle(pane, (left + int(l * fx), top + int(t * fy)),
+                          (left + int(r * fx) - 1, top + int(b * fy) - 1), style.rf_box, 1)
+        if peak is not None:
+            draw_peak(pane, (top + peak[0] * fy, left + peak[1] * fx), style)
     if top5:
         for i, (label, p) in enumerate(top5):
             put_text(pane, f"{p:5.1%} {label}", (i + 1) * style.line_height, 4, style, scale=0.9, outline=True)
     if message:
-        put_text(pane, message, pane.shape[0] - 6, 4, style, scale=0.8, outline=True)
+        draw_caption(pane, message, style, scale=0.8)
+
+
+def draw_peak(pane: np.ndarray, yx: tuple[float, float], style: Style, arm: int = 7) -> None:
+    """A cross in the receptive-field colour, outlined in black so it shows on any content, at pane (y, x)."""
+    y, x = int(round(yx[0])), int(round(yx[1]))
+    for color, width in (((0, 0, 0), 3), (style.rf_box, 1)):
+        cv2.line(pane, (x - arm, y), (x + arm, y), color, width)
+        cv2.line(pane, (x, y - arm), (x, y + arm), color, width)
+
+
+def peak_point(rf_box_unclipped: tuple[int, int, int, int], stride: tuple[int, int], window: tuple[int, int],
+               yx: tuple[int, int]) -> tuple[float, float]:
+    """Where on the input unit position ``yx`` sits, in input pixels: the centre of its unclipped
+    field (a conv's field is centred on it); for fields shared by a window of positions (MaxViT), the
+    centre of the position's own ``stride`` cell."""
+    if window != (1, 1):
+        return (yx[0] + 0.5) * stride[0], (yx[1] + 0.5) * stride[1]
+    t, l, b, r = rf_box_unclipped
+    return (t + b) / 2, (l + r) / 2
 
 
 class ControlPage(NamedTuple):
@@ -282,15 +335,15 @@ class ControlPage(NamedTuple):
     pages: int
 
 
-def fit_text(text: str, max_w: int, style: Style) -> str:
+def fit_text(text: str, max_w: int, style: Style, scale: float = 1.0) -> str:
     """``text``, or its end after "..", narrow enough for ``max_w`` pixels (layer names end in what
     tells them apart: denselayer16.conv2)."""
-    if text_width(text, style) <= max_w:
+    if text_width(text, style, scale) <= max_w:
         return text
     lo, hi = 0, len(text)  # keep the longest tail that fits
     while lo < hi:
         mid = (lo + hi) // 2
-        if text_width(".." + text[mid:], style) <= max_w:
+        if text_width(".." + text[mid:], style, scale) <= max_w:
             hi = mid
         else:
             lo = mid + 1
@@ -348,7 +401,8 @@ def render_control(pane: np.ndarray, names: list[str], current: int, style: Styl
 
 def render_aux(pane: np.ndarray, style: Style, unit_image: np.ndarray | None = None,
                top5: list[tuple[str, float]] | None = None, caption: str = "") -> None:
-    """The selected unit enlarged (uint8 gray or RGB), or the top-5 classes with probability bars."""
+    """The selected unit enlarged (uint8 gray or RGB), or the top-5 classes with probability bars; the
+    caption wraps to the pane's width on a dark backing."""
     paint(pane, style.background)
     if top5 is not None:
         lh = style.line_height
@@ -364,7 +418,22 @@ def render_aux(pane: np.ndarray, style: Style, unit_image: np.ndarray | None = N
         return
     blit_fit(pane, unit_image)
     if caption:
-        put_text(pane, caption, pane.shape[0] - 6, 4, style, scale=0.9)
+        draw_caption(pane, caption, style)
+
+
+def unit_zoom(values: np.ndarray, boost_gamma: float, signed: bool, style: Style) -> tuple[np.ndarray, str]:
+    """One unit's map (H x W, or a scalar for vectors) scaled by its own range, not the layer's (a weak
+    unit's map is not near black), and the caption note saying so: its range, or that it is constant."""
+    v = np.asarray(values, dtype=np.float32).reshape(np.shape(values) or (1, 1))
+    v = v.reshape(v.shape[0], -1) if v.ndim == 1 else v
+    lo, hi = float(v.min()), float(v.max())
+    if signed:
+        peak = max(abs(lo), abs(hi))
+        note = f"own range +-{peak:.3g}" if peak > 0 else "unit is zero here"
+        return signed_colors(v[None], 0.0, boost_gamma, style)[0], note
+    if hi <= lo:
+        return np.zeros(v.shape, np.uint8), ("unit is zero here" if hi == 0 else f"constant {hi:.3g}")
+    return to_u8(normalize_maps(v, 0.0, boost_gamma)), f"own range {lo:.3g}..{hi:.3g}"
 
 
 def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, caption: str = "",
@@ -376,14 +445,25 @@ def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, captio
     paint(pane, style.stale if stale else style.background)
     blit_fit(pane, image, smooth=True)
     if caption:
-        put_text(pane, caption, pane.shape[0] - 6, 4, style, scale=0.9)
+        draw_caption(pane, caption, style)
 
 
-def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np.ndarray | NotThere]]) -> None:
+#: The unit-images pane's slots when none of them is computed: one compact box, not a grey pane each.
+NOT_COMPUTED_ROWS = 0.3
+
+
+def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np.ndarray | NotThere]],
+                       how_to: str = "") -> None:
     """Stacked slots (title, image or :class:`NotThere`): loading slots in the stale colour, absent
-    ones grey, each with its caption."""
+    ones grey, each with its caption on a dark backing. When no slot is computed, one compact box at
+    the top names them and ``how_to`` (the command that computes them); the rest stays background."""
     paint(pane, style.background)
     if not slots:
+        return
+    if all(img is NotThere.ABSENT for _, img in slots):
+        box = pane[:max(style.line_height * 3, int(pane.shape[0] * NOT_COMPUTED_ROWS))]
+        titles = "/".join(title for title, _ in slots)
+        fill(box, style.disabled, f"{titles} not computed{':' + chr(10) + how_to if how_to else ''}", style)
         return
     h = pane.shape[0] // len(slots)
     for i, (title, img) in enumerate(slots):
@@ -392,7 +472,7 @@ def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np
             blit_fit(slot, img, smooth=img.shape[0] > slot.shape[0])
         else:
             fill(slot, style.stale if img is NotThere.LOADING else style.disabled, img.value, style)
-        put_text(slot, title, style.line_height, 4, style, scale=0.9)
+        put_text(slot, title, style.line_height, 4, style, scale=0.9, outline=True)
 
 
 def render_status(pane: np.ndarray, text: str, style: Style) -> None:

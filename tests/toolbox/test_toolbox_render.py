@@ -149,8 +149,8 @@ def test_unit_images_pane_slots():
     img = np.full((10, 10, 3), 200, np.uint8)
     R.render_unit_images(pane, STYLE, [("opt", img), ("top9", NotThere.ABSENT), ("deconv", NotThere.LOADING)])
     np.testing.assert_array_equal(pane[50, 50], [200] * 3)
-    assert (pane[110, 2] == STYLE.disabled).all()
-    assert (pane[210, 2] == STYLE.stale).all()
+    assert (pane[190, 2] == STYLE.disabled).all()  # below the title's dark backing
+    assert (pane[290, 2] == STYLE.stale).all()
 
 
 def test_text_panes_and_help_overlay():
