@@ -25,6 +25,9 @@ PRESETS = {
     4: Regularization(decay=0.0, blur_width=0.5, blur_every=4, norm_pct=0, contrib_pct=90),
 }
 DEFAULT_PRESET = 3
+#: Gradient steps per row in the original toolbox's example runs of the four rows (500-1,000; dvis
+#: defaults to 50 steps, see OptSettings).
+PAPER_ITERS = {1: 500, 2: 750, 3: 1000, 4: 1000}
 
 
 def preset(number: int) -> Regularization:
