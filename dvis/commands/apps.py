@@ -184,6 +184,7 @@ def serve(args: argparse.Namespace) -> int:
     from dvis.web.app import create_app
     from dvis.web.config import WebConfig, is_loopback
     from dvis.web.security import new_token
+    from dvis.web.server import uvicorn_config
 
     logging.basicConfig(level=logging.INFO, format="dvis serve: %(levelname)s: %(message)s")
     token = "" if args.no_token else (args.token or new_token())
@@ -205,9 +206,7 @@ def serve(args: argparse.Namespace) -> int:
     print(f"dvis serve: {model.name} on {args.host}:{port}\n  open  {url}\n"
           f"  from another machine: ssh -N -L {port}:127.0.0.1:{port} {socket.gethostname()}  "
           f"then open the URL above there", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=config.max_camera_bytes + 1024,
-                                  ws_ping_interval=20, ws_ping_timeout=20,
-                                  ws_per_message_deflate=False)).run(sockets=[sock])  # frames are JPEG: deflate only costs
+    uvicorn.Server(uvicorn_config(app, config)).run(sockets=[sock])  # its limits: dvis.web.server
     return 0
 
 

@@ -2,7 +2,6 @@
 behind the token gate, around one :class:`~dvis.web.session.Session`."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -48,7 +47,7 @@ def create_app(make_toolbox, config: WebConfig) -> Starlette:
         return Response(_static(name), media_type=STATIC[name], headers={"Cache-Control": "no-store"})
 
     async def upload(request: Request) -> Response:
-        if not origin_ok(request.headers):
+        if not origin_ok(request.headers, request.scope["scheme"]):
             log.warning("refused an upload from origin %s", request.headers.get("origin"))
             return JSONResponse({"error": "uploads must come from the dvis page"}, status_code=403)
         limit = config.max_upload_bytes
@@ -62,7 +61,8 @@ def create_app(make_toolbox, config: WebConfig) -> Starlette:
                 return JSONResponse({"error": f"upload over the {limit >> 20} MiB limit"}, status_code=413)
         raw = re.sub(r"[^A-Za-z0-9._ -]", "_", request.headers.get("x-filename", "image"))[:80] or "image"
         try:
-            frame = await asyncio.get_running_loop().run_in_executor(None, decode_upload, bytes(body), raw)
+            # On the session's decoding thread: one image decoded at a time, never on the event loop.
+            frame = await session.decode(decode_upload, bytes(body), raw, session.upload_side)
             await session.call(session._upload, f"upload:{raw}", frame)
         except DvisError as exc:
             log.warning("upload %s refused: %s", raw, exc)
@@ -71,7 +71,7 @@ def create_app(make_toolbox, config: WebConfig) -> Starlette:
         return JSONResponse({"ok": True, "name": raw, "shape": list(frame.shape)})
 
     async def ws_endpoint(ws: WebSocket) -> None:
-        if not origin_ok(ws.headers):
+        if not origin_ok(ws.headers, ws.scope["scheme"]):
             log.warning("refused a WebSocket from origin %s", ws.headers.get("origin"))
             await ws.close(code=1008)
             return
@@ -92,5 +92,8 @@ def create_app(make_toolbox, config: WebConfig) -> Starlette:
     app = Starlette(routes=[Route("/", index), Route("/static/{name}", static), Route("/favicon.ico", favicon),
                             Route("/upload", upload, methods=["POST"]), WebSocketRoute("/ws", ws_endpoint)],
                     lifespan=lifespan)
+    # A path with a trailing slash would be redirected to a URL built from the request's Host header,
+    # query (the token) included: 404 instead, nothing sends the token elsewhere.
+    app.router.redirect_slashes = False
     app.state.session = session
     return TokenGate(app, config)

@@ -36,7 +36,7 @@ def is_ack(text: str) -> bool:
     """``text`` is a bare ack, ``{"t": "ack"}`` (checked before the rate limit, which acks bypass)."""
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(msg, dict) and msg.get("t") == "ack" and len(msg) == 1
 

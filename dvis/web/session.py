@@ -54,6 +54,10 @@ class Session:
         self.config = config
         self.core = ThreadPoolExecutor(1, thread_name_prefix="dvis-web-core")  # the Toolbox is not thread-safe
         self.encoders = ThreadPoolExecutor(2, thread_name_prefix="dvis-web-encode")  # a frame's images at once
+        # Camera frames and uploads are decoded here, one at a time: never on the event loop (a large
+        # image stalled every request for seconds), and at most one decoded image in flight.
+        self.decoder = ThreadPoolExecutor(1, thread_name_prefix="dvis-web-decode")
+        self.upload_side = config.upload_side  # see start: at least what the toolbox shows
         self._make_toolbox = make_toolbox
         self.tb = None
         self.clients: set[Client] = set()
@@ -80,6 +84,8 @@ class Session:
         self.loop = asyncio.get_running_loop()
         self.tb = await self.loop.run_in_executor(self.core, self._build)
         self.panes = list(self.tb.panes.values())
+        _, _, ih, iw = self.tb.panes["input"]
+        self.upload_side = max(self.config.upload_side, ih, iw, *self.tb.model.input_size)
         h, w = self.tb.canvas.shape[:2]
         self.areas = regions(h, w, self.panes)
         self.pacer = Pacer(1.0 / max(1.0, self.tb.settings.max_fps))
@@ -95,10 +101,15 @@ class Session:
             await self.loop.run_in_executor(self.core, self.tb.close)
         self.core.shutdown(wait=False)
         self.encoders.shutdown(wait=False)
+        self.decoder.shutdown(wait=False)
 
     async def call(self, fn, *args):
         """Run ``fn(*args)`` on the core thread."""
         return await self.loop.run_in_executor(self.core, fn, *args)
+
+    async def decode(self, fn, *args):
+        """Run ``fn(*args)`` (an image decoder) on the decoding thread."""
+        return await self.loop.run_in_executor(self.decoder, fn, *args)
 
     def _to_tab(self, client: Client, kind: str, data) -> None:
         """Core thread: queue a message for ``client`` (in order with everything else it gets)."""
@@ -289,7 +300,8 @@ class Session:
 
     async def handle(self, client: Client, msg: dict) -> None:
         """One message from a tab: acks always count (dropping one would stall that tab's frames
-        for ack_timeout_s); anything else over the tab's rate limit is dropped."""
+        for ack_timeout_s); anything else over the tab's rate limit is dropped. A message that fails,
+        however it fails, is dropped with a log line and an error reply; the connection goes on."""
         try:
             text = msg.get("text") if msg.get("bytes") is None else None
             if text is not None and text.startswith("{") and len(text) < 64 and is_ack(text):
@@ -307,6 +319,9 @@ class Session:
         except DvisError as exc:
             log.warning("tab %d: dropped a message: %s", client.number, exc)
             client.say({"type": "error", "text": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a message must never end the connection silently
+            log.warning("tab %d: dropped a message: %s: %s", client.number, type(exc).__name__, str(exc)[:200])
+            client.say({"type": "error", "text": f"message dropped: {type(exc).__name__}"})
 
     def _ack(self, client: Client) -> None:
         client.acked = min(client.acked + 1, client.sent)
@@ -321,7 +336,8 @@ class Session:
             raise DvisError(f"camera frame of {len(data)} bytes is over the limit")
         if self.tb.camera is None or getattr(self.tb.camera, "client", None) is not client:
             return  # a late frame after the camera was switched off
-        frame = read_image(data[1:], name="camera frame")  # the pixel limit of every input image
+        # read_image refuses a header over the pixel limit of every input image before decoding.
+        frame = await self.decode(read_image, data[1:], "camera frame")
         number = client.camera_frame[0] + 1 if client.camera_frame else 1
         client.camera_frame = (number, frame)
         self.wake.set()
@@ -333,6 +349,8 @@ class Session:
             msg = json.loads(text)
         except ValueError:
             raise DvisError("message is not JSON") from None
+        except RecursionError:  # brackets nested deeper than the parser recurses
+            raise DvisError("message is not JSON: nested too deeply") from None
         if not isinstance(msg, dict):
             raise DvisError("message is not a JSON object")
         kind = msg.get("t")
