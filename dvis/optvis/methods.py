@@ -16,7 +16,7 @@ from dvis.optvis.transforms import Robustness
 
 
 def robustness(s: OptSettings) -> Robustness:
-    """The transformation robustness of resolved settings."""
+    """The transformation robustness of settings ``s``."""
     return Robustness(jitter=s.jitter, scale=tuple(s.scale), rotate=s.rotate,
                       crop=tuple(s.crop) if s.crop is not None else None, views=s.views, noise=s.noise)
 
@@ -44,8 +44,7 @@ def parameterization(method: str, start: torch.Tensor, size: tuple[int, int], s:
 def optimize_batch(model, layer: str, geom: LayerGeometry, start: torch.Tensor, s: OptSettings,
                    units: torch.Tensor | None = None, directions: torch.Tensor | None = None,
                    magnitude: torch.Tensor | None = None) -> AscentResult:
-    """Optimize a batch of unit-major (unit, seed) images of ``model``'s ``layer`` with resolved
-    settings ``s``: image b starts at ``start[b]`` (a parameter of ``s.method``; accentuate: a
+    """Optimize a batch of unit-major (unit, seed) images of ``model``'s ``layer`` with settings ``s``: image b starts at ``start[b]`` (a parameter of ``s.method``; accentuate: a
     :meth:`FourierImage.start_from` of its dataset image) and maximizes channel ``units[b]`` (or
     its dot product with ``directions[b]``) at ``s.objective``. Returned values are the
     activations themselves (not negated for ``s.negative``)."""

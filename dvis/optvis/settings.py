@@ -1,7 +1,7 @@
 """Settings of an optimization run (kept free of heavy imports so the CLI can build its parsers)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from dvis.errors import DvisError
 from dvis.optvis.presets import DEFAULT_PRESET, PAPER_ITERS, preset
@@ -41,7 +41,8 @@ ROBUST_FIELDS = ("jitter", "scale", "rotate", "crop", "views", "noise")
 @dataclass
 class OptSettings:
     """How to optimize. ``method`` picks the parameterization (:data:`METHODS`); ``iters``, ``lr``
-    and the robustness fields left None take the method's :data:`METHOD_DEFAULTS`.
+    and the robustness fields left None take the method's :data:`METHOD_DEFAULTS` when the
+    settings are made.
 
     Pixel method: ``progress`` picks each image's step so the first-order predicted gain is
     ``desired_prog`` (capped at ``max_lr``), the paper's "progress" policy; ``constant`` uses ``lr``.
@@ -76,20 +77,16 @@ class OptSettings:
     views: int | None = None
     noise: float | None = None
 
-    def resolved(self) -> OptSettings:
-        """A copy with the method's defaults in the fields left None (``crop`` stays None for
-        methods without crops)."""
-        self.validate_method()
-        extra = {k: v for k, v in METHOD_DEFAULTS[self.method].items() if getattr(self, k) is None}
-        return replace(self, **extra)
-
-    def validate_method(self) -> None:
-        if self.method not in METHODS:
-            raise DvisError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+    def __post_init__(self):
+        # The method's defaults fill the fields left None (crop stays None for methods without crops).
+        for k, v in METHOD_DEFAULTS.get(self.method, {}).items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
 
     def validate(self) -> None:
-        self.validate_method()
-        s = self.resolved()
+        if self.method not in METHODS:
+            raise DvisError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        s = self
         preset(s.preset)
         if s.lr_policy not in LR_POLICIES:
             raise DvisError(f"unknown lr policy {s.lr_policy!r}; expected one of {', '.join(LR_POLICIES)}")
@@ -116,7 +113,7 @@ class OptSettings:
         """What identifies images made with these settings (the provenance's ``settings``): the
         pixel method's original fields (plus objective and sign when not the defaults), or every
         field another method uses, with its name."""
-        s = self.resolved()
+        s = self
         if s.method == "pixel":
             out = {k: getattr(s, k) for k in PIXEL_FIELDS}
             if s.objective != "centre" or s.negative:

@@ -80,16 +80,16 @@ def test_a_unit_of_every_layout_rises(layouts, method, layer, where):
     geom = model_geometry(layouts)[layer]
     # Without random views the objective optimized is the one measured on the image.
     plain = dict(jitter=0.0, scale=(1.0, 1.0), rotate=0.0, crop=(1.0, 1.0), views=1, noise=0.0)
-    s = OptSettings(method=method, iters=30, seeds=2, objective=where, **plain).resolved()
+    s = OptSettings(method=method, iters=30, seeds=2, objective=where, **plain)
     units = torch.tensor([0, 0, 1, 1])
     start = start_batch(layouts, s, 2)
     res = optimize_batch(layouts, layer, geom, start, s, units=units)
     assert res.pixels.shape == (4, 3, 16, 16) and 0 <= res.pixels.min() and res.pixels.max() <= 1
     assert res.attribution.shape == (4, 16, 16) and (res.attribution >= 0).all() and res.attribution.sum() > 0
     first = optimize_batch(layouts, layer, geom, start, OptSettings(method=method, iters=1, seeds=2, objective=where,
-                                                                    lr=1e-9, **plain).resolved(), units=units)
+                                                                    lr=1e-9, **plain), units=units)
     low = optimize_batch(layouts, layer, geom, start, OptSettings(method=method, iters=30, seeds=2, objective=where,
-                                                                  negative=True, **plain).resolved(), units=units)
+                                                                  negative=True, **plain), units=units)
     # Maximizing ends above minimizing for every unit, and above the start (some units of this
     # random net are nearly flat around the grey start).
     assert (low.values < res.values - 0.01).all(), (low.values, res.values)
@@ -98,7 +98,7 @@ def test_a_unit_of_every_layout_rises(layouts, method, layer, where):
 
 def test_grayscale_non_square_direction_with_diversity(layouts_gray):
     geom = model_geometry(layouts_gray)["pool"]
-    s = OptSettings(method="maco", iters=30, seeds=2, diversity=1.0).resolved()
+    s = OptSettings(method="maco", iters=30, seeds=2, diversity=1.0)
     d = torch.tensor([[1.0, -1.0, 0, 0, 0, 0]]).repeat(4, 1)
     res = optimize_batch(layouts_gray, "pool", geom, start_batch(layouts_gray, s, 2), s, directions=d)
     assert res.pixels.shape == (4, 1, 12, 16) and res.attribution.shape == (4, 12, 16)
