@@ -38,9 +38,12 @@ _EXPORTS = {
     "precompute": "dvis.pipeline.precompute",
     "read_image": "dvis.imaging.images",
     "receptive_field": "dvis.engine.receptive_field",
+    "show": "dvis.notebook.widget",
+    "show_image": "dvis.notebook.images",
     "tile": "dvis.render.tiling",
     "to_maps": "dvis.engine.geometry",
     "track_maxes": "dvis.pipeline.maxes",
+    "unit_card": "dvis.notebook.cards",
 }
 
 __all__ = sorted(_EXPORTS)

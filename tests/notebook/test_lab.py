@@ -1,0 +1,86 @@
+"""The example notebook in JupyterLab: its cells run, the widget answers keys (and only it: the
+notebook's own shortcuts stay quiet), a unit card's images load, and closing the widget, then
+restarting the kernel, leaves no dvis thread or hook behind."""
+from __future__ import annotations
+
+import os
+
+from helpers.jupyter import evaluate
+
+WAIT_MS = 300_000  # two cores shared with other work: generous, and every wait is on an event
+
+WIDGET = "document.querySelector('.dvis')"
+FRAMES = f"() => {{ const r = {WIDGET}; return r && r.dvis && r.dvis.frames > 0 && r.dvis.header.settled; }}"
+
+
+def run_cell(page, cell) -> None:
+    """Select ``cell`` (command mode), run it with Shift+Enter, wait for its execution count."""
+    cell.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("(c) => /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent)",
+                           arg=cell.element_handle(), timeout=WAIT_MS)
+
+
+def canvas_png(page) -> str:
+    return page.evaluate(f"{WIDGET}.querySelector('canvas').toDataURL('image/png')")
+
+
+def test_example_notebook_in_jupyterlab(lab, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(lab.notebook_url("notebook.ipynb"))
+    page.wait_for_function("document.querySelectorAll('.jp-Notebook .jp-CodeCell').length == 6", timeout=WAIT_MS)
+    code = page.locator(".jp-Notebook .jp-CodeCell")
+    n_code = code.count()
+    # Every cell but the last (widget.close()), one at a time: each waits for its result.
+    for i in range(n_code - 1):
+        run_cell(page, code.nth(i))
+    for i in range(n_code - 1):
+        assert code.nth(i).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    page.wait_for_function(FRAMES, timeout=WAIT_MS)
+
+    # Keys reach the toolbox while it has the focus, and not the notebook ("b" would add a cell).
+    cells = page.locator(".jp-Notebook .jp-Cell").count()
+    page.locator(".dvis canvas").click(position={"x": 5, "y": 5})
+    seq = page.evaluate(f"{WIDGET}.dvis.seq")
+    page.wait_for_function(f"() => {WIDGET}.dvis.ackedSeq >= {seq}", timeout=WAIT_MS)
+    before = canvas_png(page)
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown", "b"):
+        page.keyboard.press(key)
+    page.wait_for_function(f"() => {{ const s = {WIDGET}.dvis; return s.seq == {seq + 4} && s.ackedSeq >= {seq + 4} "
+                           f"&& s.header.settled; }}", timeout=WAIT_MS)
+    assert canvas_png(page) != before
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+    assert page.evaluate(f"{WIDGET}.dvis.errors") == []
+
+    # The unit card's images (embedded) all decode.
+    card = page.locator(".dvis-card img")
+    assert card.count() >= 3
+    page.wait_for_function("() => [...document.querySelectorAll('.dvis-card img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=WAIT_MS)
+    assert page.locator(".dvis-image img, .jp-RenderedImage img").count() >= 2  # back-projection, occlusion
+
+    # The kernel's threads: the toolbox's while the widget is open, none once it is closed.
+    kernel = lab.api("GET", "kernels")[0]
+    client = lab.kernel_client(kernel["id"])
+    try:
+        pid = evaluate(client, "__import__('os').getpid()")
+        names = evaluate(client, "sorted(t.name for t in __import__('threading').enumerate())")
+        assert any(n.startswith("dvis-") for n in names), names
+        run_cell(page, code.nth(n_code - 1))
+        names = evaluate(client, "sorted(t.name for t in __import__('threading').enumerate())")
+        assert not [n for n in names if n.startswith("dvis")], names
+        hooks = evaluate(client, "sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) "
+                                 "for m in model.net.modules())")
+        assert hooks == 0
+        lab.api("POST", f"kernels/{kernel['id']}/restart")
+        client.wait_for_ready(timeout=120)
+        assert not os.path.exists(f"/proc/{pid}")  # the old kernel is gone, and its threads with it
+        names = evaluate(client, "sorted(t.name for t in __import__('threading').enumerate())")
+        assert not [n for n in names if n.startswith("dvis")], names
+    finally:
+        client.stop_channels()
+    assert not errors, errors
+    page.close()
