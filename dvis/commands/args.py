@@ -63,18 +63,16 @@ class ListAction(argparse.Action):
 
 
 class DeprecatedAction(argparse.Action):
-    """An old spelling of a flag: stores like the new one (``store``, ``store_true`` or a list) and
-    prints the deprecation line."""
+    """An old spelling of a flag: stores like the new one (one value, or a ``list``) and prints the
+    deprecation line."""
 
     def __init__(self, option_strings, dest, new: str, kind: str = "store", **kw):
         self.new, self.kind = new, kind
-        nargs = 0 if kind == "store_true" else "+" if kind == "list" else None
-        super().__init__(option_strings, dest, nargs=nargs, help=argparse.SUPPRESS, **kw)
+        super().__init__(option_strings, dest, nargs="+" if kind == "list" else None, help=argparse.SUPPRESS, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
         warn_deprecated(parser.prog, option_string, self.new)
-        value = True if self.kind == "store_true" else _split(values) if self.kind == "list" else values
-        setattr(namespace, self.dest, value)
+        setattr(namespace, self.dest, _split(values) if self.kind == "list" else values)
 
 
 def deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, kind: str = "store") -> None:
