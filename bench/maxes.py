@@ -8,8 +8,13 @@
 3. Crops: seconds per unit (its top 9 patches, deconv) for conv1 and conv5, batched (on
    receptive-field windows where fields are small) vs the naive way (one full-image
    forward+backward per patch).
+4. With ``--load N`` (instead of 1-3): img/s of ``track_maxes`` end to end on a quiet machine and
+   with N busy-loop processes alongside, for each priority of the decoding workers
+   (dvis.imaging.decode.WORKER_PRIORITY: gated, the default; idle; default), so that both the
+   quiet-machine gain and the behaviour under load show. Run it under ``flock /tmp/dvis-cpu.lock``.
 
 Usage: python bench/maxes.py [--tracker-images 2048] [--images 256] [--batch-size 64] [--workers 2] [--device cpu]
+       python bench/maxes.py --load 8 [--images 128]
 """
 from __future__ import annotations
 
@@ -120,6 +125,35 @@ def bench_crops(model, full: MaxResult, source: ImageSource, layer: str, units: 
     return batched, naive
 
 
+def spin() -> None:
+    while True:
+        pass
+
+
+def bench_load(model, source: ImageSource, cfg: TrackConfig, load: int) -> None:
+    """img/s of track_maxes per worker priority, quiet and beside ``load`` busy-loop processes."""
+    import multiprocessing
+
+    from dvis.imaging import decode
+
+    layers = tracked_layers(model.net)
+    for busy in (0, load):
+        hogs = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
+        for h in hogs:
+            h.start()
+        try:
+            for priority in ("gated", "idle", "default"):
+                decode.WORKER_PRIORITY = priority
+                t = time.perf_counter()
+                track_maxes(model, source, layers, cfg)
+                print(f"load {busy:2d} busy loops, workers {priority:7s}: {len(source) / (time.perf_counter() - t):6.1f} img/s",
+                      flush=True)
+        finally:
+            decode.WORKER_PRIORITY = "gated"
+            for h in hogs:
+                h.terminate()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tracker-images", type=int, default=2048, help="in-memory images for tracker vs forward")
@@ -128,6 +162,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--crop-units", type=int, default=4)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--load", type=int, default=None, metavar="N",
+                   help="only compare the workers' priorities, quiet and beside N busy-loop processes")
     p.add_argument("--openmp-default", action="store_true",
                    help="keep libgomp's default spin-wait instead of the shorter one `dvis` commands set (dvis.runtime.openmp)")
     args = p.parse_args()
@@ -135,6 +171,12 @@ def main() -> int:
     model = load_model("alexnet", device=args.device, weights="none")  # random init: no download
     print(f"device {model.device}, torch threads {torch.get_num_threads()} ({describe()}), AlexNet (random init) 224x224, "
           f"{len(tracked_layers(model.net))} tracked layers")
+    if args.load is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_jpegs(Path(tmp), args.images)
+            bench_load(model, open_source(tmp), TrackConfig(top=9, batch_size=args.batch_size, workers=args.workers,
+                                                            progress=False), args.load)
+        return 0
 
     x = torch.randint(0, 256, (args.tracker_images, 3, 224, 224), dtype=torch.uint8,
                       generator=torch.Generator().manual_seed(0))

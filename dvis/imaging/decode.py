@@ -23,9 +23,11 @@ a JPEG from its frame header (:func:`jpeg_header`) before any decoder sees it, a
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import struct
 import warnings
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,7 +35,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from PIL import Image, ImageOps
 
 from dvis.errors import DvisError
@@ -46,6 +48,10 @@ from dvis.imaging.images import check_pixels, read_image, warn_skip
 from dvis.imaging.preprocess import prepare_image
 
 MODES = ("cpu", "gpu", "auto")
+#: Priority of a CPU forward's decoding workers (:func:`load_batches`): "gated" (idle while the main
+#: process computes, default while it waits for a batch), "idle" or "default" (what
+#: ``bench/maxes.py --load N`` compares it with).
+WORKER_PRIORITY = "gated"
 
 #: Largest difference from the reference a decoder may make, in 0..255 levels: (max, mean) per
 #: image. Exact decoders differ by rounding (1 level); draft() decoding by up to the figures here;
@@ -176,33 +182,91 @@ def resize_batch(images: torch.Tensor, size: tuple[int, int], channels: int = 3)
     return x.to(torch.uint8)
 
 
-def _idle_worker(_worker_id: int) -> None:
-    """Run this DataLoader worker only on otherwise idle cores (Linux SCHED_IDLE, else nice 19)."""
+def _lower_to_idle() -> None:
+    """Run the calling thread only on otherwise idle cores (Linux SCHED_IDLE, else nice 19)."""
     try:
         if hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread only
         else:  # pragma: no cover - not Linux
             os.nice(19)
-    except OSError:  # pragma: no cover - a sandbox may refuse; then workers keep the default priority
+    except OSError:  # pragma: no cover - a sandbox may refuse; then it keeps the default priority
         pass
+
+
+def _idle_worker(_worker_id: int) -> None:
+    _lower_to_idle()
+
+
+class WaitGatedDataset(Dataset):
+    """``dataset`` whose items a DataLoader worker decodes at idle priority while the main process
+    is busy, and at the worker's own (default) priority while the main process waits for a batch
+    (``waiting``, a shared flag set by :func:`flag_waits`).
+
+    An unprivileged process cannot raise a priority once lowered, so each worker keeps two
+    threads: its own, at default priority, and one it lowered to idle priority at its start. While
+    the main process is busy an item goes to the idle thread; when the main process waits (the
+    prefetch queue ran dry), to the worker's own thread, also for an item the idle thread has
+    not finished (its result is then dropped)."""
+
+    poll_s = 0.01  # how often a worker waiting on the idle thread looks at the flag
+
+    def __init__(self, dataset, waiting):
+        self.dataset, self.waiting = dataset, waiting
+        self._idle: ThreadPoolExecutor | None = None  # made in the worker, after the fork
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if self.waiting.value:
+            return self.dataset[i]
+        if self._idle is None:
+            self._idle = ThreadPoolExecutor(1, thread_name_prefix="dvis-idle-decode", initializer=_lower_to_idle)
+        job = self._idle.submit(self.dataset.__getitem__, i)
+        while not self.waiting.value:
+            try:
+                return job.result(timeout=self.poll_s)
+            except FuturesTimeout:
+                continue
+        return job.result() if job.done() else self.dataset[i]
+
+
+def flag_waits(batches: Iterator, waiting) -> Iterator:
+    """``batches``, with ``waiting.value`` 1 while the caller waits for the next one, else 0."""
+    while True:
+        waiting.value = 1
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            waiting.value = 0
+        yield batch
 
 
 def load_batches(dataset, device: torch.device | str, **loader_args) -> Iterator:
     """Iterate ``DataLoader(dataset, **loader_args)`` whose workers decode for a forward on ``device``.
 
     - On a CPU device the forward's threads use every core, and a worker that preempts one of them
-      stalls the whole operator at its next barrier: workers then run at idle priority, decoding in
-      the forward's idle time and, when the prefetch queue is empty, on all cores while the forward
-      waits (AlexNet, 2 cores: the forward inside ``dvis maxes`` took 775-817 ms per 64 images
-      with default-priority workers and 656-666 ms at idle priority, against 670 ms alone). On a
-      GPU the cores are the decoders' own: default priority.
+      stalls the whole operator at its next barrier: while the forward runs the workers decode at
+      idle priority, in the forward's idle time (AlexNet, 2 cores: the forward inside ``dvis
+      maxes`` took 775-817 ms per 64 images with default-priority workers and 656-666 ms at idle
+      priority, against 670 ms alone). At idle priority only, other jobs on a shared machine
+      starved them (2,000 CIFAR images: 71 s quiet, 290 s at load 14-18), so whenever the main
+      process waits for a batch they decode at default priority (:class:`WaitGatedDataset`;
+      ``bench/maxes.py --load N`` shows both cases). On a GPU the cores are the decoders' own:
+      default priority.
     - OpenCV's thread pool is stopped while the workers fork: a child forked while the pool's
       threads wait on it deadlocks in its first call that touches the pool (``cv2.setNumThreads``
       in a worker hung that way). The workers so inherit OpenCV with one thread and no pool, which
       also keeps them from competing with each other for the same cores; the caller's thread
       count is restored after the fork.
     """
-    if torch.device(device).type == "cpu" and loader_args.get("num_workers"):
+    waiting = None
+    if torch.device(device).type == "cpu" and loader_args.get("num_workers") and WORKER_PRIORITY == "gated":
+        waiting = multiprocessing.RawValue("b", 1)
+        dataset = WaitGatedDataset(dataset, waiting)
+    elif torch.device(device).type == "cpu" and WORKER_PRIORITY == "idle":
         loader_args.setdefault("worker_init_fn", _idle_worker)
     loader = DataLoader(dataset, **loader_args)
     if not loader.num_workers:
@@ -210,9 +274,10 @@ def load_batches(dataset, device: torch.device | str, **loader_args) -> Iterator
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        return iter(loader)  # forks the workers
+        batches = iter(loader)  # forks the workers
     finally:
         cv2.setNumThreads(threads)
+    return batches if waiting is None else flag_waits(batches, waiting)
 
 
 def gpu_available() -> bool:

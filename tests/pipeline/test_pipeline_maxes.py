@@ -294,9 +294,11 @@ def test_running_top_k_equals_a_full_sort(sign, shuffled, merge_rows):
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
 def test_cpu_runs_decode_in_idle_priority_workers(setup, tmp_path, monkeypatch):
-    """On a CPU device the decoding workers run at SCHED_IDLE (they must not preempt the forward's
-    threads) with one OpenCV thread (inherited, since a call into a forked pool can deadlock);
-    the parent keeps its priority and its OpenCV threads; the run's result is unchanged."""
+    """On a CPU device the decoding workers decode at SCHED_IDLE (they must not preempt the forward's
+    threads), or at their default priority while the parent waits for a batch (see
+    tests/imaging/test_worker_priority.py), with one OpenCV thread (inherited, since a call into a
+    forked pool can deadlock); the parent keeps its priority and its OpenCV threads; the run's
+    result is unchanged."""
     import os
 
     import cv2
@@ -309,15 +311,16 @@ def test_cpu_runs_decode_in_idle_priority_workers(setup, tmp_path, monkeypatch):
     item = Decoder.item
 
     def spy(self, i):  # runs in the forked workers: record each one's scheduling policy
-        (tmp_path / f"policy-{os.getpid()}").write_text(f"{os.sched_getscheduler(0)} {cv2.getNumThreads()}")
+        with open(tmp_path / f"policy-{os.getpid()}", "a") as f:
+            f.write(f"{os.sched_getscheduler(0)} {cv2.getNumThreads()}\n")
         return item(self, i)
 
     monkeypatch.setattr(Decoder, "item", spy)
     threads = cv2.getNumThreads()
     cv2.resize(np.zeros((375, 500, 3), np.float32), (224, 224), interpolation=cv2.INTER_AREA)  # the pool runs
     result = track_maxes(model, source, config=cfg(workers=2))
-    policies = {p.read_text() for p in tmp_path.glob("policy-*")}
-    assert len(list(tmp_path.glob("policy-*"))) == 2 and policies == {f"{os.SCHED_IDLE} 1"}
+    policies = {line for p in tmp_path.glob("policy-*") for line in p.read_text().splitlines()}
+    assert len(list(tmp_path.glob("policy-*"))) == 2 and policies <= {f"{os.SCHED_IDLE} 1", f"{os.SCHED_OTHER} 1"}
     assert os.sched_getscheduler(0) != os.SCHED_IDLE and cv2.getNumThreads() == threads
     monkeypatch.undo()
     arrays_equal(result, track_maxes(model, source, config=cfg()))
