@@ -8,6 +8,9 @@ completeness check and merge of what ``dvis maxes`` computes.
 - ``maxes.npz``: per layer ``<layer>:values`` (units x k float32, descending, ``-inf`` when fewer than k
   images), ``<layer>:index`` (units x k int64 image indices, ``-1`` for empty slots) and, for conv
   layers, ``<layer>:pos`` (units x k x 2 int32 ``(y, x)`` of the max in the layer's output);
+- ``spectrum.npz``: the images' mean amplitude spectrum (what MACO fixes its magnitude to): ``sum``
+  (C x H x W//2+1 int64, each image's amplitude in decorrelated colour rounded to 1/:data:`SPECTRUM_SCALE`,
+  summed: integer sums, so shards and batches merge exactly), ``count`` (images summed) and ``scale``;
 - ``checkpoint*.npz`` while running (the tracker's state, same array keys);
 - ``shards/<i>-of-<n>.npz`` for ``--shard`` jobs: the arrays plus the manifest as a JSON string.
 """
@@ -56,6 +59,9 @@ FIELDS = ("values", "index", "pos")
 MANIFEST = "manifest.json"
 ARRAYS = "maxes.npz"
 NAMES = "images.txt"
+SPECTRUM = "spectrum.npz"
+#: Fixed-point resolution of the summed amplitudes (an amplitude of a 224 x 224 image is at most 50,176).
+SPECTRUM_SCALE = 4096
 
 
 def array_key(layer: str, name: str) -> str:
@@ -76,9 +82,42 @@ class MaxResult:
     n_images: int = 0
     skipped: list[int] = field(default_factory=list)
     stats: StatsArrays | None = None  # unit statistics gathered in the same pass (dvis.formats.stats)
+    spectrum: np.ndarray | None = None  # summed fixed-point amplitude spectra (see SPECTRUM)
+    spectrum_images: int = 0  # how many images the spectrum sums
+
+    def spectrum_arrays(self) -> dict[str, np.ndarray]:
+        """The spectrum's arrays under their .npz keys in shards and checkpoints (none without one)."""
+        if self.spectrum is None:
+            return {}
+        return {"spectrum/sum": self.spectrum, "spectrum/count": np.array(self.spectrum_images, np.int64)}
 
     def is_conv(self, layer: str) -> bool:
         return len(self.shapes[layer]) == 3
+
+
+def fixed_point_amplitudes(amplitude: torch.Tensor) -> torch.Tensor:
+    """Amplitude spectra (float) as int64 multiples of 1/SPECTRUM_SCALE, the unit the run sums in."""
+    return torch.round(amplitude.double() * SPECTRUM_SCALE).to(torch.int64)
+
+
+def spectrum_from_arrays(arrays) -> tuple[np.ndarray | None, int]:
+    """(summed spectrum, image count) from a shard's or checkpoint's arrays; (None, 0) without one."""
+    if "spectrum/sum" not in arrays:
+        return None, 0
+    return np.asarray(arrays["spectrum/sum"]), int(arrays["spectrum/count"])
+
+
+def load_spectrum(run_dir: str | Path) -> tuple[np.ndarray, int] | None:
+    """The run's mean amplitude spectrum (C x H x W//2+1 float32, decorrelated colour) and its image
+    count; None when the run has none (runs made before it was gathered)."""
+    path = Path(run_dir) / SPECTRUM
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        count = int(z["count"])
+        if count == 0:
+            return None
+        return (z["sum"].astype(np.float64) / (float(z["scale"]) * count)).astype(np.float32), count
 
 
 def result_arrays(result: MaxResult, conv_pos_only: bool = False) -> dict[str, np.ndarray]:
@@ -180,6 +219,11 @@ def save_result(result: MaxResult, run_dir: str | Path, manifest: dict, names: l
     if result.stats is not None:
         save_stats(run, result.stats, result.index, result.layers, result.shapes, result.n_images,
                    manifest.get("fingerprint"))
+    if result.spectrum is None:
+        (run / SPECTRUM).unlink(missing_ok=True)
+    else:
+        atomic_savez(run / SPECTRUM, sum=result.spectrum, count=np.array(result.spectrum_images, np.int64),
+                     scale=np.array(SPECTRUM_SCALE, np.int64))
     manifest = dict(manifest, format=FORMAT, version=VERSION, top=result.top, layers=result.layers,
                     shapes={n: list(result.shapes[n]) for n in result.layers}, n_images=result.n_images,
                     skipped=[names[i] for i in result.skipped])
@@ -208,6 +252,9 @@ def load_result(run_dir: str | Path) -> tuple[MaxResult, dict, list[str]]:
     with np.load(run / ARRAYS, allow_pickle=False) as z:
         result = result_from_arrays(z, manifest["layers"], manifest["shapes"], manifest["top"], manifest["n_images"],
                                     [name_index[s] for s in manifest.get("skipped", [])])
+    if (run / SPECTRUM).is_file():
+        with np.load(run / SPECTRUM, allow_pickle=False) as z:
+            result.spectrum, result.spectrum_images = z["sum"], int(z["count"])
     return result, manifest, names
 
 
@@ -232,7 +279,8 @@ def save_shard(run_dir: str | Path, result: MaxResult, manifest: dict, names: li
                 top=result.top, n_images=result.n_images)
     atomic_write_text(Path(run_dir) / NAMES, "".join(f"{s}\n" for s in names))
     atomic_savez(path, manifest=np.array(json.dumps(meta)), skipped=np.array(result.skipped, dtype=np.int64),
-                 **result_arrays(result), **(result.stats.to_npz() if result.stats is not None else {}))
+                 **result_arrays(result), **(result.stats.to_npz() if result.stats is not None else {}),
+                 **result.spectrum_arrays())
     return path
 
 
@@ -242,6 +290,7 @@ def load_shard(path: str | Path) -> tuple[MaxResult, dict]:
             m = json.loads(str(z["manifest"]))
             result = result_from_arrays(z, m["layers"], m["shapes"], m["top"], m["n_images"], z["skipped"].tolist())
             result.stats = StatsArrays.from_npz(z)
+            result.spectrum, result.spectrum_images = spectrum_from_arrays(z)
             return result, m
     except (OSError, ValueError, KeyError) as exc:
         raise DvisError(f"{path}: not a readable maxes shard ({exc})") from None
@@ -272,6 +321,9 @@ def merge_results(results: list[MaxResult]) -> MaxResult:
     skipped = {i for r in results for i in r.skipped}
     merged = result_from_arrays(arrays, first.layers, first.shapes, first.top, first.n_images, skipped)
     merged.stats = merge_stats([r.stats for r in results], first.layers)
+    if all(r.spectrum is not None for r in results):
+        merged.spectrum = np.sum([r.spectrum for r in results], axis=0)
+        merged.spectrum_images = sum(r.spectrum_images for r in results)
     return merged
 
 

@@ -31,9 +31,11 @@ from dvis.errors import DvisError
 from dvis.engine.geometry import model_geometry, to_maps
 from dvis.engine.hooks import forward_hooks
 from dvis.engine.layers import check_layers
-from dvis.formats.maxes import MaxResult, array_key, fingerprint, merge_topk, result_from_arrays, topk_order
+from dvis.formats.maxes import (MaxResult, array_key, fingerprint, fixed_point_amplitudes, merge_topk, result_from_arrays,
+                                spectrum_from_arrays, topk_order)
 from dvis.formats.stats import StatsArrays
 from dvis.pipeline.stats import StatsState
+from dvis.optvis.fourier import amplitude_spectrum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,10 +308,11 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                             None if image_labels is None else hashlib.sha1(image_labels.tobytes()).hexdigest()])
     lab = None if image_labels is None else torch.as_tensor(image_labels.astype(np.int64), device=model.device)
     done, skipped = 0, []
+    spectrum, spectrum_images = None, 0  # summed fixed-point amplitudes of the readable images
     if resume:
         with np.load(ckpt, allow_pickle=False) as z:
             if (str(z["fingerprint"]) == fp and tuple(z["shard"]) == tuple(shard)
-                    and "stats_key" in z and str(z["stats_key"]) == stats_key):
+                    and "stats_key" in z and str(z["stats_key"]) == stats_key and "spectrum/sum" in z):
                 state = TopKState.from_arrays(z, layers, cfg.top, model.device)
                 if stats is not None:
                     stats.load_arrays({k[len("stats/"):]: z[k] for k in z.files if k.startswith("stats/")})
@@ -318,6 +321,8 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                                                    layers, cfg.bottom_k, model.device)
                     bottom.sign = -1
                 done, skipped = int(z["done"]), z["skipped"].tolist()
+                spectrum, spectrum_images = spectrum_from_arrays(z)
+                spectrum = torch.from_numpy(spectrum).to(model.device)
 
     def save_checkpoint():
         if ckpt:
@@ -326,6 +331,9 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                 extra.update({f"stats/{k}": v for k, v in stats.to_arrays(pending=True).items()})
             if bottom is not None:
                 extra.update({f"bottom/{k}": v for k, v in bottom.to_arrays().items()})
+            if spectrum is not None:
+                extra.update({"spectrum/sum": spectrum.cpu().numpy(),
+                              "spectrum/count": np.array(spectrum_images, np.int64)})
             atomic_savez(ckpt, fingerprint=np.array(fp), shard=np.array(shard), done=np.array(done),
                          skipped=np.array(skipped, dtype=np.int64), stats_key=np.array(stats_key),
                          **state.to_arrays(), **extra)
@@ -341,6 +349,10 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
             autocast(cfg.precision, model.device):
         for raw in batch_iter:
             images, ok, index = dataset.decoder.finish(raw, model.device)
+            amp = fixed_point_amplitudes(amplitude_spectrum(images.float() / 255))
+            amp = (amp * ok.view(-1, 1, 1, 1).to(amp.device)).sum(0)
+            spectrum = amp if spectrum is None else spectrum + amp
+            spectrum_images += int(ok.sum())
             x = model.normalize(images.float().div_(255), inplace=True)
             skipped += index[~ok].tolist()
             batch["index"] = torch.where(ok, index, -1).to(model.device)
@@ -355,6 +367,8 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
                 on_batch(done)
     bar.close()
     result = result_from_arrays(state.to_arrays(), layers, shapes, cfg.top, len(source), skipped)
+    if spectrum is not None:
+        result.spectrum, result.spectrum_images = spectrum.cpu().numpy(), spectrum_images
     if stats is not None:
         arrays = stats.to_arrays()
         if bottom is not None:

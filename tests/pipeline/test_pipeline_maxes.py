@@ -14,7 +14,8 @@ import torch
 
 from dvis.imaging.datasets import open_source
 from dvis.pipeline.maxes import TopKState, TrackConfig, merge_topk, track_maxes
-from dvis.formats.maxes import load_result, merge_results, save_result
+from dvis.formats.maxes import SPECTRUM_SCALE, load_result, load_spectrum, merge_results, save_result
+from dvis.optvis.fourier import amplitude_spectrum
 from dvis.models.loading import load_model
 
 from helpers.pipeline import (SIZE, blob_image, dvis_cli, env_with_models, expected_conv1_top, make_images,  # noqa: E402
@@ -43,6 +44,8 @@ def arrays_equal(a, b):
         assert a.values[n].tobytes() == b.values[n].tobytes(), n
         assert np.array_equal(a.index[n], b.index[n]), n
         assert np.array_equal(a.pos[n], b.pos[n]), n
+    assert a.spectrum is not None and a.spectrum.dtype == np.int64 and a.spectrum_images == b.spectrum_images
+    assert a.spectrum.tobytes() == b.spectrum.tobytes()  # integer sums: exact whatever the split
 
 
 def test_known_top_k_positions_and_skipped_files(setup):
@@ -199,6 +202,21 @@ def test_format_round_trips_without_pickle(setup, tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["shapes"]["conv1"] == [2, SIZE, SIZE]
     with np.load(tmp_path / "maxes.npz", allow_pickle=False) as z:
         assert "fc:pos" not in z and z["conv1:values"].dtype == np.float32
+
+
+def test_the_run_keeps_the_images_mean_amplitude_spectrum(setup, tmp_path):
+    root, model_dir, _ = setup
+    model = load_model(str(model_dir))
+    source = open_source(root / "images")
+    with pytest.warns(UserWarning):
+        result = track_maxes(model, source, config=cfg())
+    save_result(result, tmp_path, {"model": str(model_dir), "fingerprint": "x"}, source.names)
+    mean, count = load_spectrum(tmp_path)
+    ok = [i for i in range(len(source)) if i not in result.skipped]
+    pixels = torch.stack([torch.from_numpy(np.ascontiguousarray(source.load(i))).permute(2, 0, 1) for i in ok])
+    expected = amplitude_spectrum(pixels.float() / 255).mean(0).numpy()
+    assert count == len(ok) == 24 and mean.shape == (3, SIZE, SIZE // 2 + 1)
+    np.testing.assert_allclose(mean, expected, atol=1 / SPECTRUM_SCALE, rtol=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
