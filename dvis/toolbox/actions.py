@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from dvis.toolbox.state import (ZOOM_MODES, Geometry, State, change_layer, clamp, cycle_back, move, next_item,
-                                toggle)
+from dvis.toolbox.state import (ZOOM_MODES, Geometry, State, change_block, change_layer, clamp, cycle_back, move,
+                                next_item, toggle)
 
 #: The effect of ``screenshot``: the driver saves (window, headless) or downloads (web) the canvas.
 SCREENSHOT = "screenshot"
@@ -68,6 +68,9 @@ TABLE: tuple[Action, ...] = (
     Action("sel_right_fast", ("L", "]"), "move selection right 3", lambda s, g: move(s, g, 0, 3)),
     Action("prev_layer", ("u",), "previous layer, keep the cursor", lambda s, g: change_layer(s, g, -1)),
     Action("next_layer", ("o",), "next layer, keep the cursor", lambda s, g: change_layer(s, g, 1)),
+    Action("prev_block", ("U", ","), "previous block of the layer list (its first layer)",
+           lambda s, g: change_block(s, g, -1)),
+    Action("next_block", ("O", "."), "next block of the layer list (its first layer)", lambda s, g: change_block(s, g, 1)),
     Action("cycle_back", ("b",), "back-projection: off / grad raw / grad norm / deconv raw / guided raw",
            cycle_back),
     Action("back_mode", ("n",), "back mode: grad / deconv / guided",
@@ -105,7 +108,7 @@ TABLE: tuple[Action, ...] = (
     Action("help", ("h",), "this help", toggle("show_help")),
     Action("reset", ("esc",), "reset the view", _reset),
     Action("quit", ("q",), "quit", lambda s, g: replace(s, quit=True)),
-    Action("screenshot", ("p",), "save a PNG screenshot (the page downloads it)", lambda s, g: s, SCREENSHOT),
+    Action("screenshot", ("p",), "save a PNG screenshot (to screenshot_dir; on the web page: a download)", lambda s, g: s, SCREENSHOT),
 )
 
 BY_NAME: dict[str, Action] = {a.name: a for a in TABLE}

@@ -25,6 +25,7 @@ from dvis.runtime.memory import map_large_blocks, release_free_heap, resident_by
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
+from dvis.toolbox.layer_list import group_layers
 from dvis.toolbox.actions import apply, select_at
 from dvis.toolbox.inputs import Camera, FileSource, model_view
 from dvis.toolbox.painting import Painting, style_from
@@ -94,7 +95,8 @@ class Toolbox(Painting):
             n_boost_indiv=len(settings.boost_indiv_choices), n_boost_gamma=len(settings.boost_gamma_choices),
             back_presets=tuple(settings.back_presets), back_modes=tuple(settings.back_modes),
             back_filters=tuple(settings.back_filters),
-            most_correlated=SP.correlated_table(self.unit_stats, model.layers))
+            most_correlated=SP.correlated_table(self.unit_stats, model.layers),
+            block_starts=group_layers(self._names()).starts)
         self.state = State(crop=settings.crop, show_top5=settings.show_top5,
                            show_unit_images=settings.show_unit_images)
         from dvis.formats.paths import unit_vis_origin

@@ -293,7 +293,14 @@ class Painting:
         net_fps = f", net {rate:.{1 if rate < 10 else 0}f}/s" if rate else ""
         return (f"{source} | {self._names()[st.layer]}:{st.unit} [{shape}]{rf_text} | {back} | {view} "
                 f"| boost {s.boost_indiv_choices[st.boost_indiv]:g}/{s.boost_gamma_choices[st.boost_gamma]:g}"
-                f"{ckpt} | {self.fps():.0f} fps{net_fps} | {self.message}")
+                f"{ckpt}{self._rate_text(net_fps)} | {self.message}")
+
+    def _rate_text(self, net_fps: str) -> str:
+        """' | 60 fps, net 4/s': the loop's frame rate while it runs steadily. The web page draws frames
+        on demand (none while nothing changes), so there a rate under 1 would read '0 fps': left out."""
+        fps = self.fps()
+        shown = f"{fps:.0f} fps{net_fps}" if fps >= 1 else net_fps.lstrip(", ")
+        return f" | {shown}" if shown else ""
 
     def png(self) -> bytes:
         """The canvas as PNG bytes (screenshots)."""

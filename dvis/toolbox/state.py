@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from dvis.toolbox.layer_list import block_step
+
 ZOOM_MODES = ("off", "unit", "back")
 
 
@@ -21,6 +23,8 @@ class Geometry:
     back_filters: tuple[str, ...] = ("raw", "gray", "norm", "normblur")
     # per layer, per unit: the most correlated other unit (-1: none), from the unit statistics
     most_correlated: tuple[tuple[int, ...], ...] = ()
+    # the first layer of each block of the layer list (dvis.toolbox.layer_list.group_layers)
+    block_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ def clamp(i: int, n: int) -> int:
 def change_layer(state: State, geo: Geometry, step: int) -> State:
     layer = clamp(state.layer + step, len(geo.n_units))
     return replace(state, layer=layer, unit=min(state.unit, geo.n_units[layer] - 1))
+
+
+def change_block(state: State, geo: Geometry, step: int) -> State:
+    """To the first layer of the block ``step`` blocks on (back: the current block's start first)."""
+    return change_layer(state, geo, block_step(geo.block_starts, state.layer, step) - state.layer)
 
 
 def cycle_back(state: State, geo: Geometry) -> State:

@@ -167,6 +167,7 @@ export function startClient(root, transport, options = {}) {
       }
       bitmaps.forEach((bmp) => bmp.close());
       stats.frames += 1;
+      frameTimes.push(performance.now());
       stats.bytes += buf.byteLength;
       stats.header = header;
       settle(header.seq, stats.latencies);
@@ -200,6 +201,16 @@ export function startClient(root, transport, options = {}) {
     else if (msg.type === "info") say(msg.text);
     else if (msg.type === "camera") msg.on ? startCamera(msg) : stopCamera();
   }
+
+  // The page's own frame rate next to the connection state: frames come only when something changes,
+  // so it is the rate of the last second's frames, and nothing while none came.
+  const frameTimes = [];
+  const rateTimer = setInterval(() => {
+    const now = performance.now();
+    while (frameTimes.length && frameTimes[0] < now - 1000) frameTimes.shift();
+    if (stats.connected) conn.textContent = "connected" + (frameTimes.length ? ", " + frameTimes.length + " frames/s" : "");
+  }, 1000);
+  cleanups.push(() => clearInterval(rateTimer));
 
   conn.textContent = "connecting"; conn.className = "dvis-conn";
   transport.connect({
