@@ -28,28 +28,32 @@ def capture(env, win: str, path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def find_window(env, proc, title: str, timeout: float = 90.0) -> str:
-    """The X window id of ``title``, polling while ``proc`` runs (its stderr on failure)."""
-    deadline = time.monotonic() + timeout
+def running(proc, what: str) -> None:
+    """Fail at once, with ``proc``'s stderr, if it exited while a test waits on it."""
+    if proc.poll() is not None:
+        raise AssertionError(f"{what}: the process exited with {proc.returncode}: {proc.stderr.read()}")
+
+
+def find_window(env, proc, title: str) -> str:
+    """The X window id of ``title``, polling for as long as ``proc`` runs: a loaded machine may take
+    minutes to start it, so only its exit ends the wait (the test run's own timeout bounds a hang)."""
     while True:
         found = x(env, "xdotool", "search", "--onlyvisible", "--name", title, check=False).split()
         if found:
             return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"{title} exited with {proc.returncode} before showing: {proc.stderr.read()}")
-        assert time.monotonic() < deadline, f"no window named {title!r} within {timeout:.0f} s"
+        running(proc, f"no window named {title!r}")
         time.sleep(0.2)
 
 
-def wait_change(env, win, path, before, region, timeout=60.0) -> np.ndarray:
-    """Capture until ``region`` (top, left, h, w) differs from ``before``."""
+def wait_change(env, proc, win, path, before, region) -> np.ndarray:
+    """Capture until ``region`` (top, left, h, w) differs from ``before``, for as long as ``proc``
+    runs (no wall-clock budget: under load a key's effect can take minutes to be drawn)."""
     t, l, h, w = region
-    deadline = time.monotonic() + timeout
     while True:
         img = capture(env, win, path)
         if img.shape == before.shape and not np.array_equal(img[t:t + h, l:l + w], before[t:t + h, l:l + w]):
             return img
-        assert time.monotonic() < deadline, f"region {region} did not change within {timeout:.0f} s"
+        running(proc, f"region {region} never changed")
         time.sleep(0.3)
 
 
@@ -62,11 +66,10 @@ def test_real_window_keys_and_quit(display, tmp_path):
         win = find_window(env, proc, "dvis toolbox")
         x(env, "xdotool", "windowfocus", "--sync", win, check=False)
         shot = tmp_path / "shot.png"
-        deadline = time.monotonic() + 60
         img = capture(env, win, shot)
         while img.shape[:2] != (930, 1500) or (img[layout["layers"][0] + 100, layout["layers"][1]:][:900] ==
                                                 Settings().color_stale).all():
-            assert time.monotonic() < deadline, f"window never showed the tiles (shape {img.shape})"
+            running(proc, f"the window never showed the tiles (shape {img.shape})")
             time.sleep(0.3)
             img = capture(env, win, shot)
 
@@ -74,7 +77,7 @@ def test_real_window_keys_and_quit(display, tmp_path):
             nonlocal img
             before = img
             x(env, "xdotool", "key", "--window", win, name)
-            img = wait_change(env, win, shot, before, region)
+            img = wait_change(env, proc, win, shot, before, region)
             return before, img
 
         key("Right", layout["aux"])  # unit 1 enlarged in the aux pane
@@ -87,7 +90,7 @@ def test_real_window_keys_and_quit(display, tmp_path):
         assert after.mean() < before.mean() / 2
         key("h", layout["layers"])
         x(env, "xdotool", "key", "--window", win, "q")
-        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        assert proc.wait() == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
