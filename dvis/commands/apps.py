@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import logging
 import os
 import shlex
@@ -14,12 +15,14 @@ import socket
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from dvis.commands.args import add_model, resolve_model_alias
 from dvis.errors import DvisError
 from dvis.toolbox.settings import load_settings
 
 PROG = "run_toolbox.py"
+SHUTDOWN_S = 1  # seconds Ctrl-C gives open tabs to close before dvis serve drops them
 
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:
@@ -136,10 +139,11 @@ def execute(args: argparse.Namespace, repo_root: Path, prog: str) -> int:
         return 130
 
 
-def load_from_args(args: argparse.Namespace, repo_root: Path):
-    """(settings, model) from the shared flags of :func:`add_settings_args`."""
+def load_from_args(args: argparse.Namespace, repo_root: Path, loading: Callable[[str], None] | None = None):
+    """(settings, model) from the shared flags of :func:`add_settings_args`; ``loading`` hears the
+    model's name before it loads (which can take a minute)."""
     from dvis.formats.paths import find_settings_local, packaged_data_dir
-    from dvis.models.loading import load_model
+    from dvis.models.loading import DEFAULT_MODEL, load_model
 
     resolve_model_alias(args)  # run_toolbox.py MODEL (dvis toolbox has folded it already)
     local = Path(args.settings) if args.settings else find_settings_local()
@@ -154,6 +158,8 @@ def load_from_args(args: argparse.Namespace, repo_root: Path):
     for base in (repo_root, packaged_data_dir()):  # e.g. the default input_images/ from elsewhere, or shipped
         if not Path(settings.images).exists() and (base / settings.images).exists():
             settings.images = str(base / settings.images)
+    if loading is not None:
+        loading(settings.model or DEFAULT_MODEL)
     return settings, load_model(settings.model, settings.device, weights=settings.weights)
 
 
@@ -191,7 +197,8 @@ def serve(args: argparse.Namespace) -> int:
     config = WebConfig(host=args.host, port=args.port, token=token, frame_format=args.frame_format,
                        quality=args.quality)
     config.check()
-    settings, model = load_from_args(args, Path.cwd())
+    settings, model = load_from_args(
+        args, Path.cwd(), lambda name: print(f"dvis serve: loading {name} ...", file=sys.stderr, flush=True))
     app = create_app(lambda camera_factory: make_toolbox(model, settings, camera_factory), config)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -206,7 +213,11 @@ def serve(args: argparse.Namespace) -> int:
     print(f"dvis serve: {model.name} on {args.host}:{port}\n  open  {url}\n"
           f"  from another machine: ssh -N -L {port}:127.0.0.1:{port} {socket.gethostname()}  "
           f"then open the URL above there", file=sys.stderr, flush=True)
-    uvicorn.Server(uvicorn_config(app, config)).run(sockets=[sock])  # its limits: dvis.web.server
+    server = uvicorn.Server(uvicorn_config(app, config, timeout_graceful_shutdown=SHUTDOWN_S))  # limits: dvis.web.server
+    try:
+        server.run(sockets=[sock])
+    finally:
+        gc.freeze()  # the process ends here: no last garbage collection through the model (seconds under load)
     return 0
 
 
