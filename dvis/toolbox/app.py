@@ -97,7 +97,8 @@ class Toolbox(Painting):
             back_filters=tuple(settings.back_filters),
             most_correlated=SP.correlated_table(self.unit_stats, model.layers),
             block_starts=group_layers(self._names()).starts)
-        self.state = State(crop=settings.crop, show_top5=settings.show_top5,
+        self.state = State(image=self.files.start_for(model.input_size), crop=settings.crop,
+                           show_top5=settings.show_top5,
                            show_unit_images=settings.show_unit_images)
         from dvis.formats.paths import unit_vis_origin
 

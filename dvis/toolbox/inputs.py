@@ -35,6 +35,28 @@ def model_view(frame: np.ndarray, input_hw: tuple[int, int], crop: bool, channel
     return np.ascontiguousarray(view)
 
 
+def suited_start(sizes, input_hw: tuple[int, int], share: float = 1.0) -> int:
+    """Index of the first image whose sides are both at least ``share`` of the model's input (an
+    ImageNet-sized model does not start on a CIFAR image blown up from 32 to 224 px: the samples'
+    are stored at 128 px); 0 when none is.
+    ``sizes`` yields (h, w), or None where a size is unknown."""
+    for i, hw in enumerate(sizes):
+        if hw is not None and hw[0] >= share * input_hw[0] and hw[1] >= share * input_hw[1]:
+            return i
+    return 0
+
+
+def _header_size(path: str) -> tuple[int, int] | None:
+    """(h, w) from an image file's header (PIL reads no pixels for it); None when it is no file it reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
 class FileSource:
     """Images from a folder, list file or single image; unreadable files are skipped with a message."""
 
@@ -80,6 +102,13 @@ class FileSource:
             self._cache = (i, frame)
             return i, frame, f"skipped {len(skipped)}: {skipped[0]}" if skipped else ""
         return index % len(self.paths), None, f"no readable images ({skipped[0]})"
+
+    def start_for(self, input_hw: tuple[int, int] | None, limit: int = 200) -> int:
+        """The image to start on for a model of input size ``input_hw`` (:func:`suited_start`); only the
+        first ``limit`` files' headers are read, so that a large folder opens at once."""
+        if not input_hw or not self.paths:
+            return 0
+        return suited_start((_header_size(p) for p in self.paths[:limit]), input_hw)
 
     def name(self, index: int) -> str:
         return self.paths[index % len(self.paths)] if self.paths else ""
