@@ -104,7 +104,7 @@ def test_input_size_is_the_one_the_net_is_built_for(tmp_path):
     # vit_h_14's default weights say 518 px, its random-init net is built for 224: the net's image_size wins
     folder = make_model_folder(tmp_path, "architecture: vit_b_16\nweights: none\nargs: {image_size: 64}\n"
                                          "layers: [encoder.layers.encoder_layer_0]\n")
-    with pytest.warns(UserWarning, match="no weights"):
+    with pytest.warns(UserWarning, match="weights none, the net has random init"):
         m = load_model(str(folder))
     assert m.net.image_size == 64 and m.input_size == (64, 64)
     assert m.net(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
