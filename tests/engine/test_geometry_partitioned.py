@@ -154,7 +154,7 @@ def test_grid_attention_is_global(tiny):
     for name in ("grid_attn", "grid_unswap", "grid_back"):
         g = geo[name]
         assert g.global_context and "positions" in g.reason, (name, g.reason)
-        assert g.rf.window == (1, 1)
+        assert g.rf.window == g.grid and g.rf.size == SIZE  # one field, the whole input, for every position
         for y, x in [(0, 0), (7, 11), (15, 23)]:
             assert g.rf.box(y, x) == (0, 0, h, w)
     # the true field is a dilated grid spread over the whole image, far beyond any window
@@ -392,4 +392,4 @@ def test_splitting_a_split_axis_again_keeps_coarse_to_fine_order():
     assert torch.equal(to_maps(acts["parts"], g), acts["conv"])
     # the middle part of the rows (stride 4) is not a window: mixing it makes the rows global
     mixed = geo["mix_middle"]
-    assert mixed.global_context and mixed.rf.window == (1, 1) and mixed.rf.box(5, 3)[::2] == (0, 16)
+    assert mixed.global_context and mixed.rf.window == (16, 1) and mixed.rf.box(5, 3)[::2] == (0, 16)

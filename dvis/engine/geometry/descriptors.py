@@ -197,10 +197,10 @@ def _regroup(d: _Desc, out_shape) -> _Desc | None:
 def _px(f: _Axis | None, side: int, n: int) -> tuple[int, int, int]:
     """(size, stride, padding) in whole pixels along one axis of n positions (a window's first)."""
     if f is None:
-        # Every one of the n positions sees the whole side: with the grid's spacing as stride, the
-        # box of position i (i*stride - padding, + size) covers the input for all i.
-        stride = max(1, round(side / n))
-        return side + (n - 1) * stride, stride, (n - 1) * stride
+        # Every one of the n positions sees the whole side: its field is the side itself, one window
+        # of all n positions (:func:`_field`), the grid's spacing as stride. (A box grown to cover the
+        # side from every position, 2 * side - stride, shrank as the stride grew with depth.)
+        return side, max(1, round(side / n)), 0
     # A fractional stride (resampling by a non-integer factor) becomes the nearest whole one; the
     # box then drifts from the field by up to (n - 1) * |stride error|, which padding and size absorb.
     stride = max(1, round(f.stride))
@@ -212,5 +212,5 @@ def _px(f: _Axis | None, side: int, n: int) -> tuple[int, int, int]:
 
 def _field(d: _Desc, input_size, grid=(1, 1)) -> ReceptiveField:
     (sh, jh, ph), (sw, jw, pw) = (_px(f, s, n) for f, s, n in zip(d.field, input_size, grid))
-    window = tuple(f.win if f is not None else 1 for f in d.field)
+    window = tuple(f.win if f is not None else n for f, n in zip(d.field, grid))
     return ReceptiveField((sh, sw), (jh, jw), (ph, pw), tuple(input_size), window)
