@@ -22,7 +22,8 @@ class ReceptiveField:
     input_size: tuple[int, int]
     #: Positions per window (h, w) that share one field (attention inside non-overlapping windows,
     #: MaxViT): unit (y, x) has the box of (y - y % window[0], x - x % window[1]), whose size covers
-    #: the whole window. (1, 1) for everything else.
+    #: the whole window. Where every position sees the whole input (after global attention) the grid
+    #: is one window and the size the input's. (1, 1) for everything else.
     window: tuple[int, int] = (1, 1)
 
     def box(self, y, x, clip: bool = True):
