@@ -8,7 +8,9 @@ The site works from ``file://`` and any static host, offline (no server, no CDN)
     DIR/<layer>/data.js       the layer's per-unit data (script, since file:// pages cannot fetch JSON)
     DIR/site.js               model, layers, classes and the search index
     DIR/atlas.js, atlas.css   the page code and style (templates in dvis/atlas/templates)
-    DIR/img/<layer>/*.jpg     the unit_vis sprites, copied once
+    DIR/img/<layer>/*.jpg     the unit_vis sprites, copied once, and bottom.jpg: each unit's bottom-k
+                              (least-activating) images, when the statistics kept them and the
+                              maxes run's images can still be read
     DIR/atlas.json            marks the folder as an atlas (rebuilt without --force)
 
 Unit pages are small shells that ``atlas.js`` fills from ``data.js``, so the HTML and JSON add
@@ -37,6 +39,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 #: Unit image kinds shown on unit pages, in order (whatever exists).
 KINDS = ("opt", "top9", "deconv", "guided", "grad")
 N_CORRELATED = 8
+#: Side of the bottom-k thumbnails (px; smaller images keep their size).
+BOTTOM_TILE = 64
 
 
 @dataclass
@@ -88,6 +92,61 @@ def layer_data(layer: str, display: str, shape: tuple[int, ...], images: dict, s
     return data
 
 
+def bottom_data(ls, names: list[str]) -> dict | None:
+    """Each unit's bottom-k images as (image, score) pairs, lowest first, with the image names they
+    index (only those used): what a unit page lists under its least-activating images."""
+    if ls.bottom_index is None or names is None:
+        return None
+    used = sorted({int(i) for i in np.unique(ls.bottom_index) if 0 <= i < len(names)})
+    at = {i: j for j, i in enumerate(used)}
+    rows = [[[at[int(i)], v] for i, v in zip(idx, _num(vals)) if int(i) in at]
+            for idx, vals in zip(ls.bottom_index, ls.bottom_values)]
+    return {"names": [names[i] for i in used], "units": rows}
+
+
+def bottom_sprite(ls, source, tile: int = BOTTOM_TILE) -> np.ndarray | None:
+    """units*tile x k*tile RGB: unit u's bottom-k images (whole, fitted into ``tile``) in row u, lowest
+    first; None when an image cannot be read (the source moved or is not shipped)."""
+    import cv2
+
+    units, k = ls.bottom_index.shape
+    out = np.zeros((units * tile, k * tile, 3), np.uint8)
+    cache: dict[int, np.ndarray] = {}
+    for u in range(units):
+        for j, i in enumerate(ls.bottom_index[u]):
+            i = int(i)
+            if i not in cache:
+                try:
+                    img = source.load(i)
+                except (DvisError, OSError, IndexError):
+                    return None
+                scale = tile / max(img.shape[:2])
+                h, w = max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))
+                cache[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            img = cache[i]
+            out[u * tile:u * tile + img.shape[0], j * tile:j * tile + img.shape[1]] = img
+    return out
+
+
+def _maxes_images(stats):
+    """(image names, readable source or None) of the maxes run the statistics came from."""
+    from dvis.imaging.datasets import open_source
+
+    root = Path(stats.root)
+    try:
+        names = (root / "images.txt").read_text().splitlines()
+    except OSError:
+        return None, None
+    try:
+        spec = json.loads((root / "manifest.json").read_text()).get("source")
+        source = open_source(spec) if spec else None
+    except (OSError, ValueError, DvisError):
+        source = None
+    if source is not None and list(source.names) != names:
+        source = None  # the folder changed since the run: its indices no longer name these images
+    return names, source
+
+
 def _page(title: str, body: str, depth: int, scripts: list[str], body_attrs: str = "") -> str:
     up = "../" * depth
     tags = "".join(f'<script src="{html.escape(s)}"></script>' for s in scripts)
@@ -118,6 +177,7 @@ def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
     if not layers:
         raise DvisError(f"model {model.name} has unit images for none of its layers; run `dvis precompute`")
     classes = list(stats.classes) if stats is not None else []
+    run_names, run_source = _maxes_images(stats) if stats is not None else (None, None)
     if (out / HEADER).is_file():  # a previous atlas: drop its pages so none go stale
         try:
             old = read_format_json(out / HEADER, FORMAT, VERSION, "").get("layers", [])
@@ -159,6 +219,18 @@ def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
             n = shape[0]
         display = model.display_names.get(layer, layer)
         data = layer_data(layer, display, shape, images, ls, classes)
+        bottom = bottom_data(ls, run_names) if ls is not None else None
+        if bottom is not None:
+            data["bottom"] = bottom
+            sprite = bottom_sprite(ls, run_source) if run_source is not None else None
+            if sprite is not None:
+                from dvis.imaging.encode import encode_image
+
+                dst = out / "img" / slug / "bottom.jpg"
+                dst.write_bytes(encode_image(sprite, "jpeg", quality=85))
+                image_bytes += dst.stat().st_size
+                data["bottom"]["sprite"] = {"src": f"../img/{slug}/bottom.jpg", "tile": [BOTTOM_TILE, BOTTOM_TILE],
+                                            "cols": ls.bottom_index.shape[1]}
         (folder / "data.js").write_text(_js("atlas.addLayer", data))
         text_files.append(folder / "data.js")
         summary = {"name": layer, "slug": slug, "display": display, "units": n, "shape": list(shape),
@@ -176,6 +248,8 @@ def build_atlas(model, out: str | Path, force: bool = False) -> AtlasReport:
                                   None if not np.isfinite(sel) else float(f"{sel:.3f}")])
         # The layer's grid: every unit's optimized image (else its top-9) from the sprite by CSS position.
         kind = "opt" if "opt" in images else ("top9" if "top9" in images else None)
+        if kind:  # the thumbnail of its units in the index's search results
+            summary["thumb"] = {**images[kind], "src": images[kind]["src"][len("../"):]}
         cells = []
         flags = data["stats"]["flag"] if data["stats"] else "." * n
         if kind:

@@ -48,12 +48,45 @@
       t.textContent = c + " images from " + fmt(binLow(lo + i));
       r.appendChild(t); svg.appendChild(r);
     });
-    [[0, binLow(lo), "start"], [W, binLow(lo + counts.length), "end"]].forEach(function (a) {
+    histAxis(lo, counts.length, W).forEach(function (a) {
       var t = document.createElementNS(svg.namespaceURI, "text");
-      t.setAttribute("x", a[0]); t.setAttribute("y", H + 13); t.setAttribute("text-anchor", a[2]);
-      t.textContent = fmt(a[1]); svg.appendChild(t);
+      t.setAttribute("x", a.x); t.setAttribute("y", H + 13); t.setAttribute("text-anchor", a.anchor);
+      t.textContent = a.text; svg.appendChild(t);
+      var tick = document.createElementNS(svg.namespaceURI, "line");
+      tick.setAttribute("x1", a.x); tick.setAttribute("x2", a.x); tick.setAttribute("y1", a.zero ? 0 : H);
+      tick.setAttribute("y2", H + 3); tick.setAttribute("class", a.zero ? "zero" : "tick"); svg.appendChild(tick);
     });
     return svg;
+  }
+
+  // The histogram's axis labels: both ends, the zero bin (a mark across the plot) and up to 3 bins
+  // between, each at its bin's lower edge, none closer than 48 px to another. Bins are log-spaced
+  // magnitudes, so the labels are values, not a linear scale.
+  function histAxis(lo, n, W) {
+    var bw = W / Math.max(n, 1), out = [];
+    function add(x, text, anchor, zero) {
+      if (!zero && out.some(function (a) { return Math.abs(a.x - x) < 48; })) return;
+      out.push({x: x, text: text, anchor: anchor, zero: !!zero});
+    }
+    if (lo <= CENTER && CENTER < lo + n) add((CENTER - lo + 0.5) * bw, "0", "middle", true);
+    add(0, fmt(binLow(lo)), "start");
+    add(W, fmt(binLow(lo + n)), "end");
+    for (var k = 1; k <= 3; k++) {
+      var b = Math.round(k * n / 4);
+      if (b > 0 && b < n && lo + b !== CENTER) add(b * bw, fmt(binLow(lo + b)), "middle");
+    }
+    return out.sort(function (a, b) { return a.x - b.x; });
+  }
+
+  // The thumbnail of ``unit`` of a layer (its optimized image, else its top-9) as a sprite background,
+  // as the layer grids show units (many per list, one image file), or null.
+  function thumb(img, unit, size) {
+    if (!img || img.present[unit] !== "1") return null;
+    var h = img.tile[0], w = img.tile[1], scale = size / Math.max(h, w);
+    var r = Math.floor(unit / img.cols), c = unit % img.cols;
+    return el("span", {"class": "thumb", style: "width:" + Math.round(w * scale) + "px;height:" + Math.round(h * scale) +
+      "px;background:url(" + img.src + ") -" + Math.round(c * w * scale) + "px -" + Math.round(r * h * scale) + "px/" +
+      Math.round(img.cols * w * scale) + "px auto no-repeat"});
   }
 
   function row(name, value) { return el("tr", {}, [el("th", {text: name}), el("td", {text: value})]); }
@@ -100,10 +133,22 @@
       main.appendChild(el("ul", {"class": "classes"}, st.cmean[u].map(function (c) { return el("li", {text: site.classes[c[0]] + " " + fmt(c[1])}); })));
     }
     if (st.corr[u].length) {
+      var own = layer.images.opt || layer.images.top9;
       main.appendChild(el("h2", {text: "most correlated units (Pearson r over images)"}));
       main.appendChild(el("ol", {"class": "corr"}, st.corr[u].map(function (c) {
-        return el("li", {}, [el("a", {href: c[0] + ".html", text: layer.display + ":" + c[0]}), document.createTextNode(" r = " + c[1].toFixed(2))]);
+        return el("li", {}, [el("a", {href: c[0] + ".html"}, [thumb(own, c[0], 48), el("span", {text: layer.display + ":" + c[0]})]),
+          document.createTextNode(" r = " + c[1].toFixed(2))]);
       })));
+    }
+    var bottom = layer.bottom;
+    if (bottom && bottom.units[u].length) {
+      main.appendChild(el("h2", {text: "least-activating images (bottom " + bottom.units[u].length + ", lowest first)"}));
+      var k = bottom.sprite ? bottom.sprite.cols : 0;
+      main.appendChild(el("div", {"class": "figs bottom"}, bottom.units[u].map(function (b, j) {
+        return el("figure", {}, [bottom.sprite ? crop(bottom.sprite, u * k + j, 96) : null,
+          el("figcaption", {text: bottom.names[b[0]] + " " + fmt(b[1])})]);
+      })));
+      if (!bottom.sprite) main.appendChild(el("p", {"class": "small", text: "The images of the maxes run could not be read when the atlas was built: names only."}));
     }
   }
 
@@ -114,7 +159,7 @@
     var m = q.match(/^(.+):(\d+)$/);
     site.layers.forEach(function (l, li) {
       var names = [l.name.toLowerCase(), l.display.toLowerCase()];
-      if (m && names.indexOf(m[1]) >= 0 && +m[2] < l.units) out.push({href: l.slug + "/" + m[2] + ".html", text: l.display + ":" + m[2]});
+      if (m && names.indexOf(m[1]) >= 0 && +m[2] < l.units) out.push({href: l.slug + "/" + m[2] + ".html", text: l.display + ":" + m[2], layer: li, unit: +m[2]});
       else if (!m && names.indexOf(q) >= 0) out.push({href: l.slug + "/index.html", text: l.display + " (" + l.units + " units)"});
     });
     if (m) return out;
@@ -122,7 +167,7 @@
     hits.sort(function (a, b) { return b[3] - a[3] || (b[4] || 0) - (a[4] || 0); });
     hits.slice(0, 60).forEach(function (e) {
       var l = site.layers[e[0]];
-      out.push({href: l.slug + "/" + e[1] + ".html", text: l.display + ":" + e[1] + " \u2014 " + site.classes[e[2]] + " " + pct(e[3]) + " of top images" + (e[4] === null ? "" : ", selectivity " + e[4])});
+      out.push({href: l.slug + "/" + e[1] + ".html", layer: e[0], unit: e[1], text: l.display + ":" + e[1] + " \u2014 " + site.classes[e[2]] + " " + pct(e[3]) + " of top images" + (e[4] === null ? "" : ", selectivity " + e[4])});
     });
     return out;
   }
@@ -133,7 +178,10 @@
       list.textContent = "";
       var hits = search(input.value);
       if (input.value.trim() && !hits.length) list.appendChild(el("li", {text: site.index.length ? "no match" : "no match (no class statistics)"}));
-      hits.forEach(function (h) { list.appendChild(el("li", {}, [el("a", {href: h.href, text: h.text})])); });
+      hits.forEach(function (h) {
+        var t = h.unit === undefined ? null : thumb(site.layers[h.layer].thumb, h.unit, 40);
+        list.appendChild(el("li", {}, [el("a", {href: h.href}, [t, el("span", {text: h.text})])]));
+      });
     }
     input.addEventListener("input", update);
     var q = new URLSearchParams(location.search).get("q");
