@@ -140,7 +140,7 @@ class Painting:
             return
         if st.zoom == "unit":
             R.paint(pane, self.style.background)
-            image, note = self._unit_zoom()
+            image, note = self._unit_zoom(tiles)
             R.blit_fit(pane, image)
             R.draw_caption(pane, f"zoom {self._names()[st.layer]}:{st.unit} {note}", self.style)
             return
@@ -216,8 +216,8 @@ class Painting:
     def rf_peak(self, acts: np.ndarray | None) -> tuple[float, float] | None:
         """Where on the input (pixels) the selected unit peaks, for maps and token grids."""
         rf = self.rfs.get(self.model.layers[self.state.layer])
-        if not self.settings.input_overlay_rf or rf is None or acts is None or acts.ndim != 3:
-            return None
+        if not self.settings.input_overlay_rf or rf is None or acts is None or acts.ndim != 3 or acts.shape[1:] == (1, 1):
+            return None  # a 1x1 map has no place to peak at
         y, x = np.unravel_index(int(np.argmax(acts[self.state.unit])), acts.shape[1:])
         return R.peak_point(rf.box(int(y), int(x), clip=False), rf.stride, rf.window, (int(y), int(x)))
 
@@ -233,7 +233,7 @@ class Painting:
             R.render_aux(pane, self.style, caption=self._waiting())
             return
         value = float(acts[st.unit].max())
-        image, note = self._unit_zoom()
+        image, note = self._unit_zoom(tiles)
         caption = f"{self._names()[st.layer]}:{st.unit} max {value:.3g}"
         extra = out.extra.get(self.model.layers[st.layer]) if out is not None else None
         if extra is not None:  # class / register tokens are shown apart from the patch grid
@@ -242,13 +242,15 @@ class Painting:
         classes = self.unit_stats.classes if self.unit_stats is not None else []
         SP.render_lines(pane, SP.unit_lines(self._layer_stats(), st.unit, classes), self.style)
 
-    def _unit_zoom(self) -> tuple[np.ndarray, str]:
-        """The selected unit's map scaled by its own range (acts, or back diffs when the tiles show them)."""
+    def _unit_zoom(self, tiles: np.ndarray) -> tuple[np.ndarray, str]:
+        """The selected unit's map scaled by its own range (acts, or back diffs when the tiles show them);
+        a single value keeps its tile from ``tiles``."""
         st, s, out = self.state, self.settings, self.worker.output
         layer = self.model.layers[st.layer]
         diffs = out.diffs.get(layer) if (st.show_diffs and st.back_on) else None
         data = diffs if diffs is not None else out.acts[layer]
-        return R.unit_zoom(data[st.unit], s.boost_gamma_choices[st.boost_gamma], diffs is not None, self.style)
+        return R.unit_zoom(data[st.unit], s.boost_gamma_choices[st.boost_gamma], diffs is not None, self.style,
+                           tiles[st.unit])
 
     def _render_unit_images(self) -> None:
         st, pane = self.state, self._pane("unit_images")

@@ -449,12 +449,17 @@ def render_aux(pane: np.ndarray, style: Style, unit_image: np.ndarray | None = N
         draw_caption(pane, caption, style)
 
 
-def unit_zoom(values: np.ndarray, boost_gamma: float, signed: bool, style: Style) -> tuple[np.ndarray, str]:
+def unit_zoom(values: np.ndarray, boost_gamma: float, signed: bool, style: Style,
+              layer_tile: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """One unit's map (H x W, or a scalar for vectors) scaled by its own range, not the layer's (a weak
-    unit's map is not near black), and the caption note saying so: its range, or that it is constant."""
+    unit's map is not near black), and the caption note saying so: its range, or that it is constant.
+    A single value (fc units, 1x1 maps such as SE gates) has no range of its own: it keeps its tile
+    from the layer (``layer_tile``), on the layer's scale."""
     v = np.asarray(values, dtype=np.float32).reshape(np.shape(values) or (1, 1))
     v = v.reshape(v.shape[0], -1) if v.ndim == 1 else v
     lo, hi = float(v.min()), float(v.max())
+    if v.size == 1 and layer_tile is not None:
+        return layer_tile, "one value, on the layer's scale"
     if signed:
         peak = max(abs(lo), abs(hi))
         note = f"own range +-{peak:.3g}" if peak > 0 else "unit is zero here"

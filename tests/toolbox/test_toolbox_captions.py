@@ -73,6 +73,9 @@ def test_unit_zoom_scales_by_the_units_own_range():
     assert not image.any() and note == "unit is zero here"
     image, note = R.unit_zoom(np.float32(3.0), 1.0, False, STYLE)  # a vector unit
     assert image.shape == (1, 1) and note == "constant 3"
+    tile = np.full((1, 1), 77, np.uint8)  # a single value keeps its tile: no range of its own
+    image, note = R.unit_zoom(np.full((1, 1), -0.2), 1.0, False, STYLE, tile)
+    assert image is tile and "layer's scale" in note
     signed = np.array([[0.002, -0.001]], np.float32)
     image, note = R.unit_zoom(signed, 1.0, True, STYLE)
     assert image.shape == (1, 2, 3) and tuple(image[0, 0]) == STYLE.positive and "+-0.002" in note
