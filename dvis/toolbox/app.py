@@ -25,7 +25,7 @@ from dvis.runtime.memory import map_large_blocks, release_free_heap, resident_by
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
-from dvis.toolbox.layer_list import group_layers
+from dvis.toolbox.layer_list import control_page, group_layers
 from dvis.toolbox.actions import apply, select_at
 from dvis.toolbox.inputs import Camera, FileSource, model_view
 from dvis.toolbox.painting import Painting, style_from
@@ -147,7 +147,7 @@ class Toolbox(Painting):
         """Select the layer name or unit tile under canvas pixel (x, y)."""
         top, left, h, w = self.panes["control"]
         if top <= y < top + h and left <= x < left + w:
-            for i, (t, l, b, r) in R.control_page(self._names(), (h, w), self.style, self.state.layer).boxes:
+            for i, (t, l, b, r) in control_page(self._names(), (h, w), self.style, self.state.layer).boxes:
                 if t <= y - top < b and l <= x - left < r:
                     self.set_state(select_at(self.state, i, None, self.geo))
             return

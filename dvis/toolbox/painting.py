@@ -14,6 +14,7 @@ import numpy as np
 from dvis.imaging.encode import encode_image
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
+from dvis.toolbox.layer_list import render_control
 from dvis.toolbox.settings import Settings
 from dvis.toolbox.workers import NotThere, SpriteKey, UnitImageKey
 
@@ -74,7 +75,7 @@ class Painting:
         if back_img is not None and not np.any(out.grad):  # nothing flows back from a unit that is zero
             back_img, caption = None, f"{caption}: unit is zero here, nothing to project"
         R.render_back(self._pane("back"), self.style, back_img, caption, stale=stale)
-        R.render_control(self._pane("control"), self._names(), st.layer, self.style,
+        render_control(self._pane("control"), self._names(), st.layer, self.style,
                          frozen=st.frozen[0] if st.frozen else None, on_list=st.on_layer_list,
                          disabled=self.disabled)
         self._render_unit_images()

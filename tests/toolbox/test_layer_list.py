@@ -4,7 +4,7 @@ import numpy as np
 
 from dvis.toolbox import render as R
 from dvis.toolbox.actions import BY_NAME, apply
-from dvis.toolbox.layer_list import OUTPUT, block_step, group_layers
+from dvis.toolbox.layer_list import OUTPUT, block_step, control_page, group_layers, render_control
 from dvis.toolbox.state import Geometry, State
 
 STYLE = R.Style()
@@ -68,7 +68,7 @@ def test_densenet201_fits_about_20_pages_of_readable_names():
     pane_hw = (60, 900)  # the default control pane
     pages, per_page = set(), []
     for current in range(len(names)):
-        layout = R.control_page(names, pane_hw, STYLE, current)
+        layout = control_page(names, pane_hw, STYLE, current)
         shown = dict(layout.boxes)
         assert current in shown and all(b <= pane_hw[0] and r <= pane_hw[1] for t, l, b, r in shown.values())
         if layout.page not in pages:
@@ -77,18 +77,18 @@ def test_densenet201_fits_about_20_pages_of_readable_names():
             assert all(not text.startswith("..") for text in layout.shown.values())  # short names: whole
     assert layout.pages <= 20 and pages == set(range(layout.pages))
     assert np.mean(per_page) >= 10
-    first = R.control_page(names, pane_hw, STYLE, 10)
+    first = control_page(names, pane_hw, STYLE, 10)
     assert [label for label, _ in first.labels][:1] == ["denseblock1"]
 
 
 def test_blocks_share_rows_and_labels_are_drawn():
     names = vit_b_16()
-    layout = R.control_page(names, (60, 900), STYLE, 5)
+    layout = control_page(names, (60, 900), STYLE, 5)
     rows = {box[0] for _, box in layout.labels}
     assert len(layout.labels) > len(rows)  # several small blocks in one row
     assert layout.pages <= 4
     pane = np.zeros((60, 900, 3), np.uint8)
-    R.render_control(pane, names, 5, STYLE)
+    render_control(pane, names, 5, STYLE)
     t, l, b, r = layout.labels[0][1]
     assert (pane[t:b, l:r] == STYLE.selected).all(axis=2).any()  # the label, in the selection colour
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from dvis.toolbox import render as R
+from dvis.toolbox.layer_list import control_page, render_control
 from dvis.toolbox.workers import NotThere
 
 STYLE = R.Style()
@@ -107,8 +108,8 @@ def test_render_input_without_frame_is_disabled_with_message():
 def test_control_pane_marks_current_and_frozen_layers():
     names = ["conv1", "pool1", "conv2", "fc8"]
     pane = np.zeros((60, 900, 3), np.uint8)
-    R.render_control(pane, names, 2, STYLE, frozen=0, on_list=True)
-    boxes = dict(R.control_page(names, (60, 900), STYLE, 2).boxes)
+    render_control(pane, names, 2, STYLE, frozen=0, on_list=True)
+    boxes = dict(control_page(names, (60, 900), STYLE, 2).boxes)
     t, l, b, r = boxes[2]
     assert (pane[t + 1, l + 1] == STYLE.selected).all()  # filled: cursor on the list
     t0, l0, b0, r0 = boxes[0]
@@ -117,7 +118,7 @@ def test_control_pane_marks_current_and_frozen_layers():
 
 
 def test_control_boxes_wrap_to_new_rows():
-    layout = R.control_page([f"layer{i}" for i in range(30)], (120, 300), STYLE)
+    layout = control_page([f"layer{i}" for i in range(30)], (120, 300), STYLE)
     boxes = [b for _, b in layout.boxes]
     assert len({b[0] for b in boxes}) > 1 and max(b[3] for b in boxes) <= 300
 
@@ -128,7 +129,7 @@ def test_layer_list_pages_keep_the_current_layer_visible_and_readable():
     pane_hw = (60, 900)
     seen = set()
     for current in range(len(names)):
-        layout = R.control_page(names, pane_hw, STYLE, current)
+        layout = control_page(names, pane_hw, STYLE, current)
         shown = dict(layout.boxes)
         assert current in shown and layout.pages > 5
         t, l, b, r = shown[current]
@@ -140,7 +141,7 @@ def test_layer_list_pages_keep_the_current_layer_visible_and_readable():
     assert text.startswith("..") and text.endswith("denselayer51.conv2") or text.endswith(".conv2")
     assert R.text_width(text, STYLE) <= 150
     pane = np.zeros(pane_hw + (3,), np.uint8)
-    R.render_control(pane, names, 150, STYLE, disabled=frozenset({151}))
+    render_control(pane, names, 150, STYLE, disabled=frozenset({151}))
     assert (pane == STYLE.selected).all(axis=2).any()  # current framed on its page
 
 
