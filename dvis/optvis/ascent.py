@@ -43,13 +43,14 @@ def robust_ascent(param, forward: Callable[[torch.Tensor], torch.Tensor],
                   robustness: Robustness, seed_of_image: torch.Tensor, n_seeds: int,
                   size: tuple[int, int], optimizer: str = "adam", diversity: float = 0.0,
                   maps: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  penalty: float = 0.0) -> AscentResult:
+                  penalty: float = 0.0, on_step: Callable[[int], None] | None = None) -> AscentResult:
     """Run ``steps`` steps on ``param`` (a :mod:`dvis.optvis.fourier` parameterization, its ``param``
     a leaf of N images). ``forward`` maps pixel views to the layer's output, ``score(out, k)`` that output
     to one value per view of images with ``k`` views each (sign included). ``seed_of_image`` (N,) says which seed's draws each image
     uses. ``diversity`` weighs :func:`gram_similarity` over groups of ``n_seeds`` consecutive images
     (``maps`` turns the output into maps); ``penalty`` weighs the squared distance of each image's
-    parameter from its start (feature accentuation)."""
+    parameter from its start (feature accentuation). ``on_step`` is called with the number of
+    steps done after each step."""
     n = len(param.param)
     k = robustness.views
     channels = param.param.shape[1]
@@ -57,7 +58,7 @@ def robust_ascent(param, forward: Callable[[torch.Tensor], torch.Tensor],
     opt = (torch.optim.NAdam if optimizer == "nadam" else torch.optim.Adam)([param.param], lr=lr)
     next_views = seed_views(robustness, n_seeds, channels, size)
     attribution = torch.zeros((n,) + tuple(size), device=param.param.device)
-    for _ in range(steps):
+    for it in range(steps):
         opt.zero_grad(set_to_none=True)
         with torch.enable_grad():
             x = param.image()
@@ -72,6 +73,8 @@ def robust_ascent(param, forward: Callable[[torch.Tensor], torch.Tensor],
             loss.backward()
         attribution += x.grad.abs().sum(1)
         opt.step()
+        if on_step is not None:
+            on_step(it + 1)
     with torch.no_grad():
         x = param.image()
         values = score(forward(x), 1)

@@ -3,6 +3,8 @@ their parameterization, their starts and their objective, run by :func:`dvis.opt
 The pixel method's loop is :func:`dvis.pipeline.optimize.ascend`."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from dvis.engine.activations import forward_to
@@ -43,11 +45,12 @@ def parameterization(method: str, start: torch.Tensor, size: tuple[int, int], s:
 
 def optimize_batch(model, layer: str, geom: LayerGeometry, start: torch.Tensor, s: OptSettings,
                    units: torch.Tensor | None = None, directions: torch.Tensor | None = None,
-                   magnitude: torch.Tensor | None = None) -> AscentResult:
+                   magnitude: torch.Tensor | None = None, on_step: Callable[[int], None] | None = None
+                   ) -> AscentResult:
     """Optimize a batch of unit-major (unit, seed) images of ``model``'s ``layer`` with settings ``s``: image b starts at ``start[b]`` (a parameter of ``s.method``; accentuate: a
     :meth:`FourierImage.start_from` of its dataset image) and maximizes channel ``units[b]`` (or
     its dot product with ``directions[b]``) at ``s.objective``. Returned values are the
-    activations themselves (not negated for ``s.negative``)."""
+    activations themselves (not negated for ``s.negative``). ``on_step`` is called after each step."""
     size = tuple(model.input_size)
     sign = -1.0 if s.negative else 1.0
     mean = torch.tensor(model.mean, device=start.device).view(1, -1, 1, 1)
@@ -67,6 +70,6 @@ def optimize_batch(model, layer: str, geom: LayerGeometry, start: torch.Tensor, 
     res = robust_ascent(param, forward, score, s.iters, s.lr, r,
                         torch.arange(n, device=start.device) % s.seeds, s.seeds, size,
                         optimizer="nadam" if s.method == "maco" else "adam", diversity=s.diversity,
-                        maps=lambda out: to_maps(out, geom), penalty=s.penalty if s.method == "accentuate" else 0.0)
+                        maps=lambda out: to_maps(out, geom), penalty=s.penalty if s.method == "accentuate" else 0.0, on_step=on_step)
     res.values = sign * res.values
     return res

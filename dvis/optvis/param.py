@@ -42,5 +42,10 @@ def to_display(c: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     lo = p.flatten(1).amin(1).view(-1, 1, 1, 1)
     hi = p.flatten(1).amax(1).view(-1, 1, 1, 1)
     p = (p - lo) / (hi - lo).clamp_min(1e-8)
+    return pixels_to_display(p)
+
+
+def pixels_to_display(p: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W pixels in [0, 1] -> N x H x W x 3 uint8 (grey images repeated in 3 channels)."""
     img = (p * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return img.expand(-1, -1, -1, 3) if img.shape[3] == 1 else img
