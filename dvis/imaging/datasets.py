@@ -18,7 +18,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from dvis.errors import DvisError
-from dvis.imaging.images import IMAGE_EXTENSIONS, list_images, natural_key, read_image, warn_skip
+from dvis.imaging.images import IMAGE_EXTENSIONS, list_images, natural_key, open_regular, read_image, warn_skip
 from dvis.imaging.preprocess import prepare_image
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -59,7 +59,7 @@ class ImageSource:
             with open(self.root, "rb") as f:
                 f.seek(offset)
                 return f.read(size)
-        with open(self.path(i), "rb") as f:
+        with open_regular(self.path(i), self.names[i]) as f:  # a named pipe is refused, not waited on
             return f.read()
 
     def load(self, i: int) -> np.ndarray:
@@ -123,6 +123,10 @@ def read_sources(specs: str | list[str]) -> ReadImages:
     return ReadImages(images, names, skipped)
 
 
+_MEMBER_KINDS = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link", tarfile.FIFOTYPE: "a named pipe",
+                 tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device"}
+
+
 def _tar_source(spec: str, regex: re.Pattern | None = None) -> ImageSource:
     compressed = not spec.lower().endswith(".tar")
     names: list[str] = []
@@ -132,9 +136,14 @@ def _tar_source(spec: str, regex: re.Pattern | None = None) -> ImageSource:
     try:
         with tarfile.open(spec) as tf:
             for m in tf:
-                if not m.isfile() or not m.name.lower().endswith(tuple(IMAGE_EXTENSIONS)):
+                if not m.name.lower().endswith(tuple(IMAGE_EXTENSIONS)):
                     continue
                 if regex is not None and not regex.search(m.name):
+                    continue
+                if not m.isfile():  # a link, a named pipe or a device member has no image data of its own
+                    if not m.isdir():
+                        kind = _MEMBER_KINDS.get(m.type, "a special member")
+                        warn_skip(m.name, DvisError(f"not a regular file ({kind})"))
                     continue
                 names.append(m.name)
                 if compressed:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dvis.imaging.images import is_image_path, read_image
+from dvis.errors import DvisError
+from dvis.imaging.images import is_image_path, open_regular, read_image, warn_skip
 from dvis.imaging.labels import class_folder
 
 
@@ -24,7 +25,13 @@ def iter_split(source: str | Path, split: str):
     if source.is_dir():
         for p in sorted((source / split).rglob("*")):
             if is_image_path(p):
-                yield p.relative_to(source).as_posix(), p.read_bytes()
+                try:
+                    with open_regular(p) as f:  # a named pipe is skipped, not waited on
+                        data = f.read()
+                except DvisError as exc:
+                    warn_skip(str(p), exc)
+                    continue
+                yield p.relative_to(source).as_posix(), data
         return
     with tarfile.open(source) as tf:
         for m in tf:

@@ -4,14 +4,18 @@ This module owns image decoding: :func:`read_image` for every input image (files
 uploads, camera frames) with the one pixel limit :data:`MAX_PIXELS` (:func:`check_pixels`, also
 applied by the pipeline's faster decoders in :mod:`dvis.imaging.decode`), and :func:`read_own_image`
 for the images dvis wrote itself (unit sprites). Encoding is :mod:`dvis.imaging.encode`.
+Only regular files are images: :func:`open_regular` refuses a named pipe, a device or a socket
+(opening a named pipe would wait for a writer forever) and :func:`list_images` skips them.
 """
 from __future__ import annotations
 
 import io
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -56,6 +60,32 @@ def check_pixels(width: int, height: int, name: str) -> None:
                         "(decompression-bomb guard)")
 
 
+_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def not_regular(name: str, mode: int) -> DvisError:
+    """The error for ``name``, whose ``st_mode`` is ``mode``, when it is not a regular file."""
+    kind = next((text for test, text in _KINDS if test(mode)), "of another kind")
+    return DvisError(f"{name}: not a regular file ({kind})")
+
+
+def open_regular(path: str | os.PathLike, name: str | None = None) -> BinaryIO:
+    """``path`` opened for binary reading; DvisError naming it (as ``name``) when it is not a regular file.
+
+    Opened without blocking, then checked on the open file: a plain ``open`` of a named pipe waits
+    for a writer forever, and checking the path first leaves a moment to swap the file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(name or os.fspath(path), mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         # Pillow's convert("L") clips 16-bit values instead of scaling them.
@@ -90,11 +120,12 @@ def read_image(path_or_bytes: str | os.PathLike | bytes, name: str | None = None
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         name, source = name or f"<{len(path_or_bytes)} bytes>", io.BytesIO(bytes(path_or_bytes))
     else:
-        name = source = os.fspath(path_or_bytes)
-        if not os.path.isfile(name):
+        name = os.fspath(path_or_bytes)
+        if not os.path.exists(name):
             raise DvisError(f"{name}: no such image file")
+        source = None
     try:
-        with Image.open(source) as im:
+        with (open_regular(name) if source is None else source) as f, Image.open(f) as im:
             check_pixels(im.width, im.height, name)
             im = ImageOps.exif_transpose(im)
             return _pil_to_rgb(im)
@@ -120,10 +151,11 @@ def read_own_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def warn_skip(name: str, exc: BaseException) -> None:
-    """The one warning an unreadable image gets before it is skipped (whichever decoder failed)."""
-    text = first_line(exc)
-    warnings.warn(f"skipping unreadable image {name}: {text.removeprefix(name + ': ')}", stacklevel=2)
+def warn_skip(name: str, exc: BaseException, what: str = "image") -> None:
+    """The one warning an unreadable image (``what``: or folder) gets before it is skipped (whichever
+    decoder or listing failed)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+    warnings.warn(f"skipping unreadable {what} {name}: {text.removeprefix(name + ': ')}", stacklevel=2)
 
 
 def natural_key(text: str) -> list:
@@ -136,23 +168,48 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def _folder_images(root: Path, recursive: bool) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        # Hidden entries are editor/OS droppings (.DS_Store, ._img.jpg), never inputs.
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
-        rel_dir = os.path.relpath(dirpath, root)
-        found += [
-            f if rel_dir == "." else f"{rel_dir}/{f}".replace(os.sep, "/")
-            for f in filenames
-            if not f.startswith(".") and is_image_path(f)
-        ]
+def _folder_images(root: Path, recursive: bool, regex: re.Pattern | None) -> list[str]:
+    """Relative paths of the image files under ``root`` that ``regex`` finds. Unreadable folders and
+    image-named entries that are not regular files are skipped with one warning each (a broken link
+    stays listed: its read fails with the file's own warning)."""
+    found, folders = [], [""]
+    while folders:
+        rel_dir = folders.pop()
+        folder = root / rel_dir
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            warn_skip(str(folder), exc, "folder")
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):  # editor/OS droppings (.DS_Store, ._img.jpg), never inputs
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if recursive and not entry.is_symlink():  # linked folders are not followed (no loops)
+                    folders.append(rel)
+            elif is_image_path(entry.name) and (regex is None or regex.search(rel)):
+                if not entry.is_file():  # d_type tells: no extra system call for a regular file
+                    try:
+                        mode = entry.stat().st_mode
+                    except OSError:
+                        mode = None
+                    if mode is not None:
+                        warn_skip(str(root / rel), not_regular(str(root / rel), mode))
+                        continue
+                found.append(rel)
     return found
 
 
 def _list_file_entries(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open_regular(path) as f:
+            lines = f.read().decode("utf-8").splitlines()
     except (UnicodeDecodeError, OSError) as exc:
         raise DvisError(f"{path}: neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a text list of image paths") from exc
     return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
@@ -163,8 +220,10 @@ def list_images(src: str | os.PathLike, recursive: bool = True, pattern: str | N
 
     Folders are walked (sub-folders too when ``recursive``) and natural-sorted by relative path;
     a list file keeps its order, its paths are relative to the file's folder, blank lines and
-    ``#`` comments are skipped, and missing entries are skipped with one warning. ``pattern`` is a
-    regular expression searched in each relative path (as written in a list file).
+    ``#`` comments are skipped, and missing entries are skipped with one warning. Entries that are
+    not regular files (named pipes, devices) and unreadable sub-folders are skipped with one warning
+    each (:func:`warn_skip`). ``pattern`` is a regular expression searched in each relative path (as
+    written in a list file).
     """
     path = Path(src)
     if not path.exists():
@@ -174,14 +233,27 @@ def list_images(src: str | os.PathLike, recursive: bool = True, pattern: str | N
     except re.error as exc:
         raise DvisError(f"bad image pattern {pattern!r}: {exc}") from exc
     if path.is_dir():
-        rels = sorted(_folder_images(path, recursive), key=natural_key)
-        return [str(path / rel) for rel in rels if regex is None or regex.search(rel)]
+        return [str(path / rel) for rel in sorted(_folder_images(path, recursive, regex), key=natural_key)]
     if is_image_path(path):
-        return [str(path)] if regex is None or regex.search(path.name) else []
+        return [str(path)] if (regex is None or regex.search(path.name)) and _is_regular(str(path)) else []
     entries = [e for e in _list_file_entries(path) if regex is None or regex.search(e)]
     paths = [str(path.parent / e) for e in entries]  # an absolute entry replaces the parent
-    present = [p for p in paths if os.path.isfile(p)]
-    if len(present) < len(paths):
-        first = next(p for p in paths if not os.path.isfile(p))
-        warnings.warn(f"{path}: skipping {len(paths) - len(present)} missing image(s), first: {first}", stacklevel=2)
+    present, missing = [], []
+    for p in paths:
+        try:
+            if _is_regular(p):
+                present.append(p)
+        except OSError:
+            missing.append(p)
+    if missing:
+        warnings.warn(f"{path}: skipping {len(missing)} missing image(s), first: {missing[0]}", stacklevel=2)
     return present
+
+
+def _is_regular(path: str) -> bool:
+    """Whether ``path`` (links followed) is a regular file; one skip warning when it is something else.
+    OSError when it does not exist."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        warn_skip(path, not_regular(path, mode))
+    return stat.S_ISREG(mode)

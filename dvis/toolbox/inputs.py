@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from dvis.imaging.datasets import UNREADABLE, open_source
+from dvis.imaging.images import open_regular
 from dvis.errors import DvisError
 
 log = logging.getLogger(__name__)
@@ -51,9 +54,9 @@ def _header_size(path: str) -> tuple[int, int] | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with open_regular(path) as f, Image.open(f) as img:  # a named pipe is refused, not waited on
             return img.height, img.width
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, DvisError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -114,11 +117,25 @@ class FileSource:
         return self.paths[index % len(self.paths)] if self.paths else ""
 
 
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV's own log silenced within the block, restored after: probing for a missing camera makes
+    each video backend print a multi-line block ("Camera index out of range") to stderr."""
+    log_api = cv2.utils.logging
+    level = log_api.getLogLevel()
+    log_api.setLogLevel(log_api.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log_api.setLogLevel(level)
+
+
 class Camera:
     """A ``cv2.VideoCapture`` read in its own thread; ``latest()`` gives the newest mirrored RGB frame."""
 
     def __init__(self, camera_id: int, mirror: bool = True):
-        self._cap = cv2.VideoCapture(camera_id)
+        with quiet_opencv():  # no camera is one status line (the DvisError below), not OpenCV's blocks
+            self._cap = cv2.VideoCapture(camera_id)
         if not self._cap.isOpened():
             self._cap.release()
             raise DvisError(f"camera {camera_id} is not available; staying on image files")

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 #: Files no command can read: each must be skipped with one warning naming it.
@@ -44,3 +46,28 @@ def write_bad_folder(folder: Path, size: int = 32) -> Path:
     for name in PLAIN:
         Image.fromarray(rgb()).save(folder / name)
     return folder
+
+
+def returns_within(call, pipe: Path, seconds: float = 20):
+    """``call()``'s result (or its exception, raised here); fails the test if ``call`` is still
+    blocked on the named pipe ``pipe`` after ``seconds``, after opening ``pipe`` for writing, which
+    lets the blocked reader return (so a regression fails instead of hanging the test run)."""
+    done: dict = {}
+
+    def run():
+        try:
+            done["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with open(pipe, "wb"):
+            pass
+        thread.join(seconds)
+        pytest.fail(f"blocked on the named pipe {pipe}")
+    if "error" in done:
+        raise done["error"]
+    return done["result"]
