@@ -12,8 +12,13 @@ Layout (format ``dvis-unit-vis`` version 1) under a model's unit_vis folder::
         opt_seeds.jpg          sprite: per unit a 1 x S montage of the best image of each seed
         crops.json             provenance (maxes fingerprint, source, image count, date, modes) and
                                per unit: values, image names, boxes, positions, recheck
-        opt.json               provenance (settings with the weights digest, date) and per unit:
-                               activation per seed, best dataset activation
+        opt.json               provenance (settings with the weights digest, method, date) and per
+                               unit: activation per seed, best dataset activation
+        opt_<m>.jpg, opt_seeds_<m>.jpg, opt_<m>.json
+                               the same for optimization method <m> (fourier, maco, accentuate; the
+                               plain names are the pixel method's), so several methods coexist
+        attr_<m>.jpg           sprite: per unit the attribution map of its best image (MACO's
+                               accumulated input-gradient magnitude, grey, 255 = the image's maximum)
 
 Every sprite holds unit ``u`` in the tile at row ``u // cols``, column ``u % cols``, with no gap
 between tiles; tile sides are multiples of 16 so JPEG blocks never straddle two units. Patches
@@ -44,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from dvis.formats.atomic import atomic_write_bytes as _atomic_write, read_format_json
+from dvis.constants import OPT_METHODS
 from dvis.constants import UNIT_IMAGE_KINDS as KINDS
 from dvis.errors import DvisError
 from dvis.formats.maxes import load_manifest
@@ -235,21 +241,39 @@ def crops_complete(root: str | Path, layer: str, modes, maxes_fingerprint: str) 
         k in have for k in ("top9",) + tuple(modes))
 
 
-def opt_complete(root: str | Path, layer: str, settings: dict) -> bool:
-    """Whether ``layer``'s optimized images were made with ``settings`` (which include the weights)."""
-    meta = read_layer_json(root, layer, "opt")
-    return bool(meta) and meta.get("settings") == settings and "opt" in layout(root, layer)
+def opt_kinds(method: str = "pixel") -> tuple[str, str, str | None]:
+    """The (best image, seed montage, attribution) kinds of ``method``'s optimized images; the
+    best image's kind also names its JSON (``opt``, ``opt_maco``, ...). The pixel method has no
+    attribution map."""
+    if method not in OPT_METHODS:
+        raise DvisError(f"unknown optimization method {method!r}; expected one of {', '.join(OPT_METHODS)}")
+    if method == "pixel":
+        return "opt", "opt_seeds", None
+    return f"opt_{method}", f"opt_seeds_{method}", f"attr_{method}"
+
+
+def opt_methods(layers: dict) -> list[str]:
+    """The methods with optimized images in a layer's ``layout`` (see :func:`layout`), in
+    :data:`dvis.constants.OPT_METHODS` order."""
+    return [m for m in OPT_METHODS if opt_kinds(m)[0] in layers]
+
+
+def opt_complete(root: str | Path, layer: str, settings: dict, method: str = "pixel") -> bool:
+    """Whether ``layer``'s ``method`` images were made with ``settings`` (which include the weights)."""
+    kind = opt_kinds(method)[0]
+    meta = read_layer_json(root, layer, kind)
+    return bool(meta) and meta.get("settings") == settings and kind in layout(root, layer)
 
 
 def provenance(root: str | Path, layer: str, name: str) -> dict | None:
-    """What made ``layer``'s ``crops`` or ``opt`` images: the JSON's fields other than ``units``
-    (for crops: maxes fingerprint, source, image count; for opt: settings), ``date`` and whether
+    """What made ``layer``'s ``crops`` or ``opt`` (``opt_<method>``) images: the JSON's fields other
+    than ``units`` (for crops: maxes fingerprint, source, image count; for opt: settings), ``date`` and whether
     every unit has them (``complete``); None when there are none. Crops written before sources
     were recorded take them from the maxes run kept beside them (``<root>/maxes``)."""
     meta = read_layer_json(root, layer, name)
     if not meta:
         return None
-    kinds = ("top9",) + tuple(meta.get("modes", ())) if name == "crops" else ("opt",)
+    kinds = ("top9",) + tuple(meta.get("modes", ())) if name == "crops" else (name,)
     entries = [layout(root, layer).get(k) for k in kinds]
     info = {k: v for k, v in meta.items() if k != "units"}
     info["complete"] = all(e and e.get("present") and all(e["present"]) for e in entries)
@@ -271,7 +295,8 @@ def describe(info: dict | None) -> str:
         return "nothing"
     if "settings" in info:
         s = info["settings"]
-        what = "optimized images (" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "weights") + ")"
+        what = f"{info.get('method', 'pixel')} optimized images (" + ", ".join(
+            f"{k}={v}" for k, v in s.items() if k not in ("weights", "method")) + ")"
     else:
         what = f"crops of {info.get('n_images', '?')} images from {info.get('source') or 'an unknown source'}"
     return f"{what}, {info.get('date', 'date unknown')}"
@@ -438,36 +463,56 @@ def write_crops_layer(root: str | Path, model_name: str, layer: str, crops, resu
                                                 units=units))
 
 
+def attribution_tiles(attribution: np.ndarray) -> np.ndarray:
+    """(N, H, W) attribution maps -> (N, H, W, 3) uint8 grey images, each scaled to its own maximum."""
+    a = np.asarray(attribution, np.float64)
+    peak = a.reshape(len(a), -1).max(1).reshape(-1, 1, 1) if len(a) else np.ones((0, 1, 1))
+    grey = np.round(255 * a / np.where(peak > 0, peak, 1)).clip(0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=3)
+
+
 def write_opt_layer(root: str | Path, model_name: str, layer: str, n_total: int, units: np.ndarray,
                     images: np.ndarray, activations: np.ndarray, settings: dict,
-                    dataset_best: np.ndarray | None = None) -> list[float]:
-    """Write ``layer``'s ``opt``/``opt_seeds`` sprites and ``opt.json`` for ``units`` ((units, seeds,
-    H, W, 3) display ``images``, (units, seeds) ``activations``) of its ``n_total``. A subset run
-    with the same ``settings`` adds to the images already there. Returns each unit's best
-    activation over its best dataset activation (where that is positive)."""
+                    dataset_best: np.ndarray | None = None, method: str = "pixel",
+                    attribution: np.ndarray | None = None, provenance: dict | None = None) -> list[float]:
+    """Write ``layer``'s sprites of ``method`` (:func:`opt_kinds`: best image, seed montage and,
+    given ``attribution`` ((units, seeds, H, W) maps), the best image's attribution map) and its
+    JSON for ``units`` ((units, seeds, H, W, 3) display ``images``, (units, seeds) ``activations``)
+    of its ``n_total``; ``provenance`` adds fields to the JSON (e.g. which amplitude spectrum).
+    A subset run with the same ``settings`` adds to the images already there. Returns each unit's
+    best activation over its best dataset activation (where that is positive)."""
     units = np.asarray(units)
+    kind, seeds_kind, attr_kind = opt_kinds(method)
     n_seeds = images.shape[1]
     best_seed = activations.argmax(1)
     seeds_tiles = opt_tiles(images.reshape((-1,) + images.shape[2:]))
     side = seeds_tiles.shape[1]
     opt = np.zeros((n_total, side, side, 3), np.uint8)
     montage = np.zeros((n_total, side, side * n_seeds, 3), np.uint8)
+    attr = np.zeros((n_total, side, side, 3), np.uint8)
     present = np.zeros(n_total, bool)
     entries: list = [None] * n_total
-    old = read_layer_json(root, layer, "opt")
+    old = read_layer_json(root, layer, kind)
     if len(units) < n_total and old and old.get("settings") == settings:
         reader = UnitImages(root)
-        prev_opt, prev_montage = reader.sprite(layer, "opt"), reader.sprite(layer, "opt_seeds")
-        prev_present = present_units(root, layer, "opt", n_total)
+        prev_opt, prev_montage = reader.sprite(layer, kind), reader.sprite(layer, seeds_kind)
+        prev_attr = reader.sprite(layer, attr_kind) if attr_kind and attribution is not None else None
+        prev_present = present_units(root, layer, kind, n_total)
         if prev_opt is not None and prev_montage is not None and prev_opt.shape == opt.shape \
                 and prev_montage.shape == montage.shape and len(old["units"]) == n_total:
             opt[:], montage[:], present[:], entries = prev_opt, prev_montage, prev_present, old["units"]
-    opt[units] = seeds_tiles.reshape(len(units), n_seeds, side, side, 3)[np.arange(len(units)), best_seed]
+            if prev_attr is not None and prev_attr.shape == attr.shape:
+                attr[:] = prev_attr
+    pick = np.arange(len(units)), best_seed
+    opt[units] = seeds_tiles.reshape(len(units), n_seeds, side, side, 3)[pick]
     montage[units] = seed_montages(seeds_tiles, n_seeds)
     present[units] = True
     ensure_manifest(root, model_name, layer)
-    write_sprite(root, layer, "opt", opt, present)
-    write_sprite(root, layer, "opt_seeds", montage, present)
+    write_sprite(root, layer, kind, opt, present)
+    write_sprite(root, layer, seeds_kind, montage, present)
+    if attr_kind and attribution is not None:
+        attr[units] = opt_tiles(attribution_tiles(np.asarray(attribution)[pick]))
+        write_sprite(root, layer, attr_kind, attr, present)
     ratios = []
     for i, u in enumerate(units):  # JSON assembly only
         best = float(activations[i].max())
@@ -478,5 +523,6 @@ def write_opt_layer(root: str | Path, model_name: str, layer: str, n_total: int,
         entries[int(u)] = {"opt_activations": [_r(v) for v in activations[i]], "opt_best_seed": int(best_seed[i]),
                            "dataset_best": _r(ds) if ds is not None else None,
                            "opt_vs_dataset": _r(ratio) if ratio is not None else None}
-    write_layer_json(root, layer, "opt", {"settings": settings, "date": now(), "units": entries})
+    write_layer_json(root, layer, kind, dict(provenance or {}, settings=settings, method=method, date=now(),
+                                             units=entries))
     return ratios

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from dvis.constants import OPT_METHODS
 from dvis.errors import DvisError
 from dvis.optvis.presets import DEFAULT_PRESET, PAPER_ITERS, preset
 
@@ -10,7 +11,7 @@ STARTS = ("mean_plus_noise", "uniform", "mean")
 LR_POLICIES = ("constant", "progress")
 #: Parameterizations: Yosinski et al. 2015's pixels, Olah et al. 2017's decorrelated Fourier image,
 #: Fel et al. 2023's phase-only MACO, and Hamblin et al. 2024's accentuation of the unit's top-1 image.
-METHODS = ("pixel", "fourier", "maco", "accentuate")
+METHODS = OPT_METHODS
 #: The method ``dvis optimize`` and ``precompute`` use without ``--method`` (see docs/optvis.md).
 DEFAULT_METHOD = "pixel"
 #: Where the objective reads the layer (dvis.optvis.objectives.WHERE, repeated here for the CLI).
