@@ -72,9 +72,8 @@ class Painting:
         stale = self.worker.busy and (out is None or out.job.back != self.job().back)
         caption = self._back_caption() if back_img is not None else \
             (self._waiting() if st.back_on else "back-projection off (b)")
-        if back_img is not None and not np.any(out.grad):  # nothing flows back from a unit that is zero
-            back_img, caption = None, f"{caption}: unit is zero here, nothing to project"
-        R.render_back(self._pane("back"), self.style, back_img, caption, stale=stale)
+        R.render_back(self._pane("back"), self.style, back_img, caption, stale=stale,
+                      zero=back_img is not None and not np.any(out.grad))
         render_control(self._pane("control"), self._names(), st.layer, self.style,
                          frozen=st.frozen[0] if st.frozen else None, on_list=st.on_layer_list,
                          disabled=self.disabled)
@@ -126,12 +125,9 @@ class Painting:
             R.fill(pane, self.style.disabled, f"{self._names()[st.layer]}: {self.why_disabled(st.layer)}", self.style)
             return
         if st.zoom == "back":
-            out = self.worker.output
-            if back_img is not None and not np.any(out.grad):
-                R.render_back(pane, self.style, None, f"{self._back_caption()}: unit is zero here, nothing to project")
-                return
             R.render_back(pane, self.style, back_img, self._back_caption() if back_img is not None else
-                          "zoom: back-projection off (b)")
+                          "zoom: back-projection off (b)",
+                          zero=back_img is not None and not np.any(self.worker.output.grad))
             return
         if st.stats_view != "off":
             self._render_stats_tiles(pane)

@@ -382,9 +382,16 @@ def unit_zoom(values: np.ndarray, boost_gamma: float, signed: bool, style: Style
     return to_u8(normalize_maps(v, 0.0, boost_gamma)), f"own range {lo:.3g}..{hi:.3g}"
 
 
+#: What the back pane says for a unit that is zero on the image: nothing flows back from it.
+ZERO_UNIT = "unit is zero here, nothing to project"
+
+
 def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, caption: str = "",
-                stale: bool = False) -> None:
-    """The back-projection image (from ``dvis.render.backfilter.back_filter``) or a disabled pane."""
+                stale: bool = False, zero: bool = False) -> None:
+    """The back-projection image (from ``dvis.render.backfilter.back_filter``) or a disabled pane;
+    ``zero``: the unit's gradient is zero everywhere, so the pane says so instead of showing a blank."""
+    if zero:
+        image, caption = None, f"{caption}: {ZERO_UNIT}" if caption else ZERO_UNIT
     if image is None:
         fill(pane, style.stale if stale else style.disabled, caption or "back-projection off (b)", style)
         return

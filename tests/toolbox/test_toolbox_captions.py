@@ -102,3 +102,15 @@ def test_fill_wraps_long_messages():
     lit = np.nonzero((pane.max(axis=2) > 150).any(axis=1))[0]
     assert lit.max() - lit.min() > 2 * STYLE.line_height  # more than one line
     assert not (pane[:, :2].max(axis=2) > 150).any() and not (pane[:, -2:].max(axis=2) > 150).any()
+
+
+def test_back_pane_says_why_a_zero_unit_is_blank():
+    pane = np.zeros((200, 260, 3), np.uint8)
+    R.render_back(pane, STYLE, np.zeros((8, 8, 3), np.uint8), "grad raw: conv5:3", zero=True)
+    assert (pane[2, 2] == STYLE.disabled).all()  # not a blank image: the disabled pane with its words
+    assert R.wrap_text(f"grad raw: conv5:3: {R.ZERO_UNIT}", 252, STYLE)[-1].endswith("project")
+    lit = (pane.max(axis=2) > 150).any(axis=1).sum()
+    assert lit > STYLE.line_height  # the message, in more than one line
+    quiet = np.zeros_like(pane)
+    R.render_back(quiet, STYLE, np.full((8, 8, 3), 90, np.uint8), "grad raw: conv5:3")
+    assert (quiet[100, 130] == 90).all()  # a unit with a gradient shows its image
