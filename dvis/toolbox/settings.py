@@ -2,13 +2,17 @@
 
 Every field of :class:`Settings` is a setting name. ``settings_local.py`` (copied from
 ``settings/settings_local.template-<model>.py``) assigns any of them as module-level variables;
-an unknown name is an error that names the closest valid one.
+an unknown name is an error that names the closest valid one, and a value of the wrong type one
+that names the setting, the value and the type (:func:`check_types`).
 """
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
 import runpy
 import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +117,72 @@ class Settings:
 
 
 SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+#: Each setting's type, as annotated on :class:`Settings`.
+SETTING_TYPES = typing.get_type_hints(Settings)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as a value of the type ``hint`` (ints pass for floats, lists for tuples, paths for
+    strings); raises _Mismatch when it is of another type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _coerce(value, arg)
+            except _Mismatch:
+                pass
+    elif hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint in (int, float):  # bool is an int to Python, never a number to a setting
+        if isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool):
+            return value
+    elif hint is str:
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+    elif origin is tuple and isinstance(value, (tuple, list)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) == len(args):
+            return tuple(_coerce(v, a) for v, a in zip(value, args))
+    elif origin is dict and isinstance(value, dict):
+        return {_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
+    raise _Mismatch
+
+
+def _type_name(hint: Any) -> str:
+    """``hint`` as written in Python (``float``, ``str | None``, ``tuple[int, int, int]``)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(map(_type_name, args))
+    if hint is type(None):
+        return "None"
+    if not args:
+        return hint.__name__
+    names = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+    return f"{typing.get_origin(hint).__name__}[{names}]"
+
+
+def check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` (setting -> value) with each value as its setting's type (:func:`_coerce`); raises
+    :class:`DvisError` naming the setting, the value and the type expected for the first that is not."""
+    checked = {}
+    for name, value in values.items():
+        hint = SETTING_TYPES[name]
+        try:
+            checked[name] = _coerce(value, hint)
+        except _Mismatch:
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            expected = _type_name(hint) + (" (an int is fine)" if hint is float else "")
+            raise DvisError(f"{source}: {name} = {shown}: expected {expected}, got {type(value).__name__}") from None
+    return checked
 
 
 def check_names(names: list[str] | tuple[str, ...], source: str) -> None:
@@ -141,10 +211,10 @@ def load_settings(local: str | Path | None = None, overrides: dict[str, Any] | N
     """Defaults, updated by the ``local`` settings file when it exists, then by ``overrides`` (CLI)."""
     values: dict[str, Any] = {}
     if local is not None and Path(local).is_file():
-        values.update(read_local(local))
+        values.update(check_types(read_local(local), str(local)))
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     check_names(list(overrides), "command line")
-    values.update(overrides)
+    values.update(check_types(overrides, "command line"))
     settings = Settings(**values)
     validate(settings)
     return settings

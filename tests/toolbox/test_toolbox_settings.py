@@ -1,4 +1,6 @@
-"""Settings: defaults, settings_local.py overrides, CLI overrides, unknown names, shipped templates."""
+"""Settings: defaults, settings_local.py overrides, CLI overrides, unknown names and types, shipped templates."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,38 @@ def test_templates_are_valid_settings(name):
     values = read_local(path)
     assert values and set(values) <= set(SETTING_NAMES)
     load_settings(path)
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("global_scale", "big", "global_scale = 'big': expected float (an int is fine), got str"),
+    ("color_text", (230, 230), "color_text = (230, 230): expected tuple[int, int, int], got tuple"),
+    ("camera_id", True, "camera_id = True: expected int, got bool"),
+    ("images", None, "images = None: expected str, got NoneType"),
+    ("back_presets", (("grad",),), "back_presets = (('grad',),): expected tuple[tuple[str, str], ...], got tuple"),
+    ("key_bindings", {"quit": "q"}, "key_bindings = {'quit': 'q'}: expected dict[str, tuple[str, ...]], got dict"),
+])
+def test_a_value_of_the_wrong_type_is_one_line_naming_setting_value_and_type(tmp_path, name, value, expected):
+    local = tmp_path / "settings_local.py"
+    local.write_text(f"{name} = {value!r}\n")
+    with pytest.raises(DvisError) as info:
+        load_settings(local)
+    assert str(info.value) == f"{local}: {expected}"
+    if value is not None:  # a flag left out (None) sets nothing
+        with pytest.raises(DvisError) as info:
+            load_settings(None, {name: value})
+        assert str(info.value) == f"command line: {expected}"
+
+
+def test_values_of_the_right_kind_are_taken_as_the_settings_type(tmp_path):
+    s = load_settings(None, {"global_scale": 2, "window_size": [900, 1400], "images": tmp_path, "model": None,
+                             "boost_indiv_choices": [0, 0.5], "key_bindings": {"quit": ["q"]}})
+    assert s.global_scale == 2 and s.window_size == (900, 1400) and s.images == str(tmp_path)
+    assert s.boost_indiv_choices == (0, 0.5) and s.key_bindings == {"quit": ("q",)} and s.model is None
+
+
+def test_set_of_the_wrong_type_is_one_line_not_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "run_toolbox.py"), "--headless", "--set", "global_scale=big"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("run_toolbox.py: error: command line: global_scale = 'big': expected float "
+                           "(an int is fine), got str\n")
