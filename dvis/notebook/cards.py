@@ -32,8 +32,10 @@ STYLE = """<style>
 .dvis-card figure { margin: 0; text-align: center; }
 .dvis-card figure img { height: 160px; image-rendering: pixelated; }
 .dvis-card figcaption { font-size: 11px; color: #666; }
-.dvis-card table { border-collapse: collapse; margin-top: 6px; }
-.dvis-card td { padding: 1px 10px 1px 0; vertical-align: top; }
+.dvis-card table { border-collapse: collapse; margin: 6px 0 0; }
+.dvis-card table tr { background: none !important; }  /* JupyterLab's tables: striped, right-aligned */
+.dvis-card table td { padding: 1px 12px 1px 0; vertical-align: top; text-align: left !important; border: none; }
+.dvis-card table td:first-child { white-space: nowrap; color: #666; }
 .dvis-card .links a, .dvis-card .links span { margin-right: 8px; }
 </style>"""
 

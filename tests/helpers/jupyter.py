@@ -113,3 +113,30 @@ def _collect(out: list):
         if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
             out.append(msg["content"]["text"])
     return hook
+
+
+#: Waits in the page: JupyterLab and its kernel may take minutes on a loaded machine; each is an event.
+WAIT_MS = 300_000
+
+
+def open_notebook(browser, lab: JupyterLab, name: str, errors: list | None = None, viewport=(1400, 1000)):
+    """A page with notebook ``name`` open and its kernel idle (a cell run before the kernel is
+    connected is dropped by JupyterLab without a word). ``errors`` collects the console's errors and
+    the page's uncaught exceptions from the start."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.set_default_timeout(WAIT_MS)  # clicks too
+    if errors is not None:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(lab.notebook_url(name))
+    page.wait_for_function("[...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                           ".some((e) => /\\| Idle$/.test(e.textContent.trim()))")
+    return page
+
+
+def run_cell(page, cell) -> None:
+    """Select ``cell`` (a locator; command mode), run it with Shift+Enter, wait for its execution count."""
+    cell.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("(c) => /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent)",
+                           arg=cell.element_handle())

@@ -5,20 +5,10 @@ from __future__ import annotations
 
 import os
 
-from helpers.jupyter import evaluate
-
-WAIT_MS = 300_000  # two cores shared with other work: generous, and every wait is on an event
+from helpers.jupyter import evaluate, open_notebook, run_cell
 
 WIDGET = "document.querySelector('.dvis')"
 FRAMES = f"() => {{ const r = {WIDGET}; return r && r.dvis && r.dvis.frames > 0 && r.dvis.header.settled; }}"
-
-
-def run_cell(page, cell) -> None:
-    """Select ``cell`` (command mode), run it with Shift+Enter, wait for its execution count."""
-    cell.locator(".jp-InputPrompt").click()
-    page.keyboard.press("Shift+Enter")
-    page.wait_for_function("(c) => /\\[\\d+\\]/.test(c.querySelector('.jp-InputPrompt').textContent)",
-                           arg=cell.element_handle(), timeout=WAIT_MS)
 
 
 def canvas_png(page) -> str:
@@ -26,31 +16,28 @@ def canvas_png(page) -> str:
 
 
 def test_example_notebook_in_jupyterlab(lab, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(lab.notebook_url("notebook.ipynb"))
-    page.wait_for_function("document.querySelectorAll('.jp-Notebook .jp-CodeCell').length == 6", timeout=WAIT_MS)
+    errors: list[str] = []  # the browser console's errors and the page's uncaught exceptions
+    page = open_notebook(browser, lab, "notebook.ipynb", errors)
+    page.wait_for_function("document.querySelectorAll('.jp-Notebook .jp-CodeCell').length == 6")
     code = page.locator(".jp-Notebook .jp-CodeCell")
     n_code = code.count()
     # Every cell but the last (widget.close()), one at a time: each waits for its result.
     for i in range(n_code - 1):
         run_cell(page, code.nth(i))
-    for i in range(n_code - 1):
-        assert code.nth(i).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
-    page.wait_for_function(FRAMES, timeout=WAIT_MS)
+    stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    assert not stderr, stderr
+    page.wait_for_function(FRAMES)
 
     # Keys reach the toolbox while it has the focus, and not the notebook ("b" would add a cell).
     cells = page.locator(".jp-Notebook .jp-Cell").count()
     page.locator(".dvis canvas").click(position={"x": 5, "y": 5})
     seq = page.evaluate(f"{WIDGET}.dvis.seq")
-    page.wait_for_function(f"() => {WIDGET}.dvis.ackedSeq >= {seq}", timeout=WAIT_MS)
+    page.wait_for_function(f"() => {WIDGET}.dvis.ackedSeq >= {seq}")
     before = canvas_png(page)
     for key in ("ArrowRight", "ArrowRight", "ArrowDown", "b"):
         page.keyboard.press(key)
     page.wait_for_function(f"() => {{ const s = {WIDGET}.dvis; return s.seq == {seq + 4} && s.ackedSeq >= {seq + 4} "
-                           f"&& s.header.settled; }}", timeout=WAIT_MS)
+                           f"&& s.header.settled; }}")
     assert canvas_png(page) != before
     assert page.locator(".jp-Notebook .jp-Cell").count() == cells
     assert page.evaluate(f"{WIDGET}.dvis.errors") == []
@@ -58,8 +45,8 @@ def test_example_notebook_in_jupyterlab(lab, browser):
     # The unit card's images (embedded) all decode.
     card = page.locator(".dvis-card img")
     assert card.count() >= 3
-    page.wait_for_function("() => [...document.querySelectorAll('.dvis-card img')].every(i => i.complete && i.naturalWidth > 0)",
-                           timeout=WAIT_MS)
+    page.wait_for_function("() => [...document.querySelectorAll('.dvis-card img')]"
+                           ".every((i) => i.complete && i.naturalWidth > 0)")
     assert page.locator(".dvis-image img, .jp-RenderedImage img").count() >= 2  # back-projection, occlusion
 
     # The kernel's threads: the toolbox's while the widget is open, none once it is closed.
