@@ -83,6 +83,8 @@ TABLE: tuple[Action, ...] = (
     Action("zoom", ("z",), "zoom: unit / back-projection / off",
            lambda s, g: replace(s, zoom=next_item(ZOOM_MODES, s.zoom))),
     Action("pattern", ("s",), "pattern mode: optimized images as tiles", toggle("pattern")),
+    Action("opt_method", ("3",), "optimized images: next method computed (pixel / fourier / maco / accentuate)",
+           lambda s, g: replace(s, opt_method=next_item(g.opt_methods, s.opt_method))),
     Action("hist_mode", ("1",), "histogram mode: each tile its unit's score histogram (dead units red)",
            _stats_view("hist")),
     Action("corr_mode", ("r",), "correlation mode: tiles coloured by correlation with the selected unit",

@@ -19,7 +19,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from dvis.constants import OPT_METHODS
 from dvis.errors import DvisError
+from dvis.formats.unit_vis import UnitImages, opt_methods
 from dvis.engine.geometry import model_geometry
 from dvis.runtime.memory import map_large_blocks, release_free_heap, resident_bytes
 from dvis.toolbox import render as R
@@ -30,7 +32,7 @@ from dvis.toolbox.actions import apply, select_at
 from dvis.toolbox.inputs import Camera, FileSource, model_view
 from dvis.toolbox.painting import Painting, style_from
 from dvis.toolbox.settings import Settings
-from dvis.toolbox.state import Geometry, State
+from dvis.toolbox.state import Geometry, State, next_item
 from dvis.toolbox.workers import (Back, ComputeWorker, ImageLoader, Job, SpriteKey, UnitImageKey,
                                   compute, unit_image_loader, value_bytes)
 
@@ -53,6 +55,17 @@ def display_shape(geom) -> tuple[int, ...]:
         return (1,)
     return (geom.channels,) + tuple(geom.grid) if geom.spatial else (geom.channels,)
 
+
+
+def computed_opt_methods(model) -> tuple[str, ...]:
+    """The optimization methods with images for some layer of ``model``'s unit images, in
+    :data:`dvis.constants.OPT_METHODS` order (pixel alone when there are none)."""
+    dirs = [d for d in model.unit_vis_dirs if d is not None]
+    if not dirs:
+        return ("pixel",)
+    reader = UnitImages(*dirs)
+    found = {m for layer in reader.layers() for m in opt_methods(reader.layout(layer))}
+    return tuple(m for m in OPT_METHODS if m in found) or ("pixel",)
 
 class Toolbox(Painting):
     """One toolbox session on a LoadedModel.
@@ -96,10 +109,11 @@ class Toolbox(Painting):
             back_presets=tuple(settings.back_presets), back_modes=tuple(settings.back_modes),
             back_filters=tuple(settings.back_filters),
             most_correlated=SP.correlated_table(self.unit_stats, model.layers),
-            block_starts=group_layers(self._names()).starts)
+            block_starts=group_layers(self._names()).starts, opt_methods=computed_opt_methods(model))
         self.state = State(image=self.files.start_for(model.input_size), crop=settings.crop,
                            show_top5=settings.show_top5,
-                           show_unit_images=settings.show_unit_images)
+                           show_unit_images=settings.show_unit_images,
+                           opt_method=next_item(self.geo.opt_methods, settings.opt_method, 0))
         from dvis.formats.paths import unit_vis_origin
 
         self.message = self.files.message or f"unit images: {unit_vis_origin(model)}"  # computed or shipped
@@ -194,9 +208,9 @@ class Toolbox(Painting):
         if self.frame is not None:
             self.worker.submit(self.job())
         layer, unit = self.model.layers[st.layer], st.unit
-        wanted = [UnitImageKey(layer, unit, k) for k in self.settings.unit_image_kinds] if st.show_unit_images else []
+        wanted = [UnitImageKey(layer, unit, k) for k in self._unit_kinds()] if st.show_unit_images else []
         if st.pattern:
-            wanted.insert(0, SpriteKey(layer, "opt"))
+            wanted.insert(0, SpriteKey(layer, self._opt_kinds()[0]))
         self.loader.want(wanted)
 
     def _set_frame(self, frame_id, frame: np.ndarray | None) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dvis.formats.unit_vis import opt_kinds
 from dvis.imaging.encode import encode_image
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
@@ -143,7 +144,7 @@ class Painting:
             return
         images = tiles
         if st.pattern:
-            sprite = self.loader.get(SpriteKey(self.model.layers[st.layer], "opt"))
+            sprite = self.loader.get(SpriteKey(self.model.layers[st.layer], self._opt_kinds()[0]))
             if isinstance(sprite, NotThere):
                 R.fill(pane, self.style.stale if sprite is NotThere.LOADING else self.style.disabled,
                        f"patterns {sprite.value}", self.style)
@@ -249,14 +250,29 @@ class Painting:
         return R.unit_zoom(data[st.unit], s.boost_gamma_choices[st.boost_gamma], diffs is not None, self.style,
                            tiles[st.unit])
 
+    def _opt_kinds(self) -> tuple[str, str, str | None]:
+        """The unit-image kinds of the optimization method shown (``3`` cycles it)."""
+        return opt_kinds(self.state.opt_method)
+
+    def _unit_kinds(self) -> list[str]:
+        """The unit-images pane's kinds, ``opt`` being the shown method's (and its attribution map)."""
+        opt, _, attr = self._opt_kinds()
+        kinds = [opt if k == "opt" else k for k in self.settings.unit_image_kinds]
+        return kinds + [attr] if attr and opt in kinds and self.settings.opt_attribution else kinds
+
     def _render_unit_images(self) -> None:
         st, pane = self.state, self._pane("unit_images")
         if not st.show_unit_images:
             R.fill(pane, self.style.disabled, "unit images off (9)", self.style)
             return
         layer = self.model.layers[st.layer]
+        opt, _, attr = self._opt_kinds()
         slots = [(kind, self.loader.get(UnitImageKey(layer, st.unit, kind)))
-                 for kind in self.settings.unit_image_kinds]
+                 for kind in self._unit_kinds() if kind != attr]
+        alpha = self.loader.get(UnitImageKey(layer, st.unit, attr)) if attr in self._unit_kinds() else None
+        if isinstance(alpha, np.ndarray):  # MACO's attribution map as transparency over black
+            slots = [(k, R.through_alpha(img, alpha) if k == opt and isinstance(img, np.ndarray) else img)
+                     for k, img in slots]
         R.render_unit_images(pane, self.style, slots, f"dvis precompute --model {self.model.name} --images DIR")
 
     def status_text(self) -> str:

@@ -405,6 +405,15 @@ def render_back(pane: np.ndarray, style: Style, image: np.ndarray | None, captio
 NOT_COMPUTED_ROWS = 0.3
 
 
+def through_alpha(img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``img`` seen through a grey transparency map of the same size (255 opaque) over black, a
+    quarter always showing: an optimized image where its attribution map says the unit looked."""
+    if alpha.shape[:2] != img.shape[:2]:
+        return img
+    a = alpha[..., :1].astype(np.float32) / 255
+    return (img * (0.25 + 0.75 * a)).astype(np.uint8)
+
+
 def render_unit_images(pane: np.ndarray, style: Style, slots: list[tuple[str, np.ndarray | NotThere]],
                        how_to: str = "") -> None:
     """Stacked slots (title, image or :class:`NotThere`): loading slots in the stale colour, absent

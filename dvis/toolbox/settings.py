@@ -84,6 +84,9 @@ class Settings:
     show_top5: bool = True  # '8': top-5 labels on the input pane
     show_unit_images: bool = True  # '9': optimized image / top-9 / top-9 deconv pane
     unit_image_kinds: tuple[str, ...] = ("opt", "top9", "deconv")  # stacked top to bottom
+    # '3' cycles the methods computed; "opt" above stands for this method's images (docs/optvis.md)
+    opt_method: str = "pixel"
+    opt_attribution: bool = True  # spectral methods' images shown through their attribution map (MACO)
     input_overlay_rf: bool = True  # receptive-field box of the selected unit on the input pane
 
     # --- responsiveness ---

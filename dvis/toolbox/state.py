@@ -25,6 +25,8 @@ class Geometry:
     most_correlated: tuple[tuple[int, ...], ...] = ()
     # the first layer of each block of the layer list (dvis.toolbox.layer_list.group_layers)
     block_starts: tuple[int, ...] = ()
+    # optimization methods with images in the model's unit images (dvis.formats.unit_vis.opt_methods)
+    opt_methods: tuple[str, ...] = ("pixel",)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class State:
     show_diffs: bool = False  # tiles show back diffs instead of activations
     zoom: str = "off"
     pattern: bool = False
+    opt_method: str = "pixel"  # whose optimized images the unit-images pane and pattern mode show
     stats_view: str = "off"  # tiles show unit statistics: "hist" (histograms) or "corr" (correlation)
     boost_indiv: int = 0  # index into Settings.boost_indiv_choices
     boost_gamma: int = 0  # index into Settings.boost_gamma_choices
