@@ -36,8 +36,9 @@ VERSION = 1
 #: The file that marks a folder as an atlas (written last, atomically).
 HEADER = "atlas.json"
 TEMPLATES = Path(__file__).parent / "templates"
-#: Unit image kinds shown on unit pages, in order (whatever exists).
-KINDS = ("opt", "top9", "deconv", "guided", "grad")
+#: Unit image kinds shown on unit pages, in order (whatever exists): every optimization method's
+#: image side by side, then the dataset's.
+KINDS = ("opt", "opt_fourier", "opt_maco", "opt_accentuate", "top9", "deconv", "guided", "grad")
 N_CORRELATED = 8
 #: Side of the bottom-k thumbnails (px; smaller images keep their size).
 BOTTOM_TILE = 64

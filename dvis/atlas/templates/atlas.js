@@ -104,11 +104,12 @@
     var st = layer.stats, flag = st ? st.flag[u] : ".";
     if (flag !== ".") main.appendChild(el("p", {"class": "badge " + (flag === "d" ? "dead" : "rare"), text: flag === "d" ? "dead: never positive on the " + st.n + " images" : "rare: positive on " + pct(st.fimg[u]) + " of images"}));
     var figs = el("div", {"class": "figs"});
-    var names = {opt: "optimized", top9: "top-9 images", deconv: "deconv of top-9", guided: "guided backprop of top-9", grad: "gradient of top-9"};
+    var names = {opt: "optimized (pixel)", opt_fourier: "optimized (fourier)", opt_maco: "optimized (maco)",
+      opt_accentuate: "accentuated top-1", top9: "top-9 images", deconv: "deconv of top-9", guided: "guided backprop of top-9", grad: "gradient of top-9"};
     Object.keys(layer.images).forEach(function (kind) {
       var img = layer.images[kind];
       if (img.present[u] !== "1") return;
-      figs.appendChild(el("figure", {}, [crop(img, u, kind === "opt" ? 192 : 288), el("figcaption", {text: names[kind] || kind})]));
+      figs.appendChild(el("figure", {}, [crop(img, u, kind.indexOf("opt") === 0 ? 192 : 288), el("figcaption", {text: names[kind] || kind})]));
     });
     main.appendChild(figs);
     if (!st) { main.appendChild(el("p", {text: "No unit statistics: `dvis maxes` (or `dvis precompute`) computes them."})); return; }
