@@ -290,18 +290,17 @@ def render_input(pane: np.ndarray, frame: np.ndarray | None, style: Style,
         heat = cv2.resize(overlay, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
         shown = cv2.addWeighted(frame, 0.5, heat, 0.5, 0.0)
     top, left, sy, sx = blit_fit(pane, shown, smooth=frame.shape[0] > pane.shape[0])
-    if input_hw is not None:
-        # Boxes and peaks are in model-input pixels; the shown frame may have another resolution.
-        fy, fx = sy * frame.shape[0] / input_hw[0], sx * frame.shape[1] / input_hw[1]
-        if rf_box is not None:
-            t, l, b, r = rf_box
-            cv2.rectangle(pane, (left + int(l * fx), top + int(t * fy)),
-                          (left + int(r * fx) - 1, top + int(b * fy) - 1), style.rf_box, 1)
-        if peak is not None:
-            draw_peak(pane, (top + peak[0] * fy, left + peak[1] * fx), style)
+    # Boxes and peaks are in model-input pixels; the shown frame may have another resolution.
+    fy, fx = (sy * frame.shape[0] / input_hw[0], sx * frame.shape[1] / input_hw[1]) if input_hw else (sy, sx)
+    if rf_box is not None and input_hw is not None:
+        t, l, b, r = rf_box
+        cv2.rectangle(pane, (left + int(l * fx), top + int(t * fy)),
+                      (left + int(r * fx) - 1, top + int(b * fy) - 1), style.rf_box, 1)
     if top5:
         for i, (label, p) in enumerate(top5):
             put_text(pane, f"{p:5.1%} {label}", (i + 1) * style.line_height, 4, style, scale=0.9, outline=True)
+    if peak is not None and input_hw is not None:  # over the labels: it must stay visible
+        draw_peak(pane, (top + peak[0] * fy, left + peak[1] * fx), style)
     if message:
         draw_caption(pane, message, style, scale=0.8)
 
