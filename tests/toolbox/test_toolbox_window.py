@@ -28,32 +28,40 @@ def capture(env, win: str, path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def running(proc, what: str) -> None:
-    """Fail at once, with ``proc``'s stderr, if it exited while a test waits on it."""
+#: Only ends a hang (say, a key lost by the X server): every wait is for an event, however slow the machine.
+HUNG_S = 900.0
+
+
+def running(proc, what: str, since: float) -> None:
+    """Fail at once, with ``proc``'s stderr, if it exited while a test waits on it (or if the wait
+    that began at ``since`` has hung for :data:`HUNG_S`)."""
     if proc.poll() is not None:
         raise AssertionError(f"{what}: the process exited with {proc.returncode}: {proc.stderr.read()}")
+    assert time.monotonic() - since < HUNG_S, f"{what} within {HUNG_S:.0f} s: hung"
 
 
 def find_window(env, proc, title: str) -> str:
     """The X window id of ``title``, polling for as long as ``proc`` runs: a loaded machine may take
-    minutes to start it, so only its exit ends the wait (the test run's own timeout bounds a hang)."""
+    minutes to start it, so only its exit (or a hang of HUNG_S) ends the wait."""
+    since = time.monotonic()
     while True:
         found = x(env, "xdotool", "search", "--onlyvisible", "--name", title, check=False).split()
         if found:
             return found[0]
-        running(proc, f"no window named {title!r}")
+        running(proc, f"no window named {title!r}", since)
         time.sleep(0.2)
 
 
 def wait_change(env, proc, win, path, before, region) -> np.ndarray:
     """Capture until ``region`` (top, left, h, w) differs from ``before``, for as long as ``proc``
-    runs (no wall-clock budget: under load a key's effect can take minutes to be drawn)."""
+    runs (no budget but the hang guard: under load a key's effect can take minutes to be drawn)."""
     t, l, h, w = region
+    since = time.monotonic()
     while True:
         img = capture(env, win, path)
         if img.shape == before.shape and not np.array_equal(img[t:t + h, l:l + w], before[t:t + h, l:l + w]):
             return img
-        running(proc, f"region {region} never changed")
+        running(proc, f"region {region} never changed", since)
         time.sleep(0.3)
 
 
@@ -67,9 +75,10 @@ def test_real_window_keys_and_quit(display, tmp_path):
         x(env, "xdotool", "windowfocus", "--sync", win, check=False)
         shot = tmp_path / "shot.png"
         img = capture(env, win, shot)
+        since = time.monotonic()
         while img.shape[:2] != (930, 1500) or (img[layout["layers"][0] + 100, layout["layers"][1]:][:900] ==
                                                 Settings().color_stale).all():
-            running(proc, f"the window never showed the tiles (shape {img.shape})")
+            running(proc, f"the window never showed the tiles (shape {img.shape})", since)
             time.sleep(0.3)
             img = capture(env, win, shot)
 
