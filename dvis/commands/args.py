@@ -170,14 +170,20 @@ def add_layers(p: argparse.ArgumentParser, default_help: str, required: bool = F
 
 
 def parse_layers(text: str | None, model=None) -> list[str] | None:
-    """``--layers`` text -> names (None when not given); ``all`` -> every layer of ``model``."""
+    """``--layers`` text -> names (None when not given); ``all`` -> every layer of ``model``. With a
+    ``model`` an unknown name is refused here, before any work (``unknown layer 'cnov5' (did you mean
+    conv5?)``: :func:`dvis.engine.layers.check_layers`)."""
     if not text:
         return None
     if text.strip() == "all":
         if model is None:
             raise DvisError("--layers all needs a model")
         return list(model.layers)
-    return _split(text)
+    if model is None:
+        return _split(text)
+    from dvis.engine.layers import check_layers
+
+    return check_layers(model, _split(text))
 
 
 def one_layer(text: str | None) -> str | None:
@@ -218,6 +224,27 @@ def add_images(p: argparse.ArgumentParser, help: str, required: bool = True, man
         deprecated(p, spelling, "--images", "images", kind="list" if many else "store")
 
 
+# ---- counts -----------------------------------------------------------------------------------
+
+def at_least(minimum: int):
+    """An argparse ``type`` for a count: an integer of at least ``minimum`` (``--top 0`` or
+    ``--batch-size 0`` is a usage error, not a traceback deep in the run)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+#: Counts that must be positive (k, batch sizes, seeds, steps) and those that may be 0 (workers, bottom-k).
+POSITIVE, NON_NEGATIVE = at_least(1), at_least(0)
+
+
 # ---- process ----------------------------------------------------------------------------------
 
 def default_workers() -> int:
@@ -227,12 +254,13 @@ def default_workers() -> int:
 
 
 def add_batch_size(p: argparse.ArgumentParser, default: int, help: str) -> None:
-    p.add_argument("--batch-size", type=int, default=default, help=f"{help} (default: {default})")
+    p.add_argument("--batch-size", type=POSITIVE, default=default, help=f"{help} (default: {default})")
 
 
 def add_workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="DataLoader decoding workers (default: 2, or fewer on fewer cores)")
+    p.add_argument("--workers", type=NON_NEGATIVE, default=default_workers(),
+                   help="DataLoader decoding workers, 0 = decode in the main process (default: 2, or fewer "
+                        "on fewer cores)")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
@@ -251,8 +279,8 @@ def add_force(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_maxes_flags(p: argparse.ArgumentParser) -> None:
     """What ``dvis maxes`` computes: k, batching, decoding, precision, statistics."""
-    p.add_argument("--top", type=int, default=9, help="top images kept per unit (default: 9)")
-    p.add_argument("--bottom-k", type=int, default=0, help="also keep each unit's K least-activating images")
+    p.add_argument("--top", type=POSITIVE, default=9, help="top images kept per unit (default: 9)")
+    p.add_argument("--bottom-k", type=NON_NEGATIVE, default=0, help="also keep each unit's K least-activating images")
     p.add_argument("--decode", choices=DECODERS, default="auto",
                    help="JPEG decoding: gpu = nvjpeg on the device, cpu = workers (auto: gpu on a CUDA device)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -292,9 +320,9 @@ def add_optimize_flags(p: argparse.ArgumentParser) -> None:
     """What ``dvis optimize`` computes: the regularized gradient ascent's settings."""
     p.add_argument("--preset", type=int, default=_OPT.preset,
                    help=f"regularization row of the paper's Table 1, 1-4 {_default('preset')}")
-    p.add_argument("--seeds", type=int, default=_OPT.seeds,
+    p.add_argument("--seeds", type=POSITIVE, default=_OPT.seeds,
                    help=f"optimized images per unit, from different random starts {_default('seeds')}")
-    p.add_argument("--iters", type=int, default=_OPT.iters, help=f"gradient steps per image {_default('iters')}")
+    p.add_argument("--iters", type=POSITIVE, default=_OPT.iters, help=f"gradient steps per image {_default('iters')}")
     p.add_argument("--lr-policy", choices=LR_POLICIES, default=_OPT.lr_policy,
                    help=f"step size rule {_default('lr_policy')}")
     p.add_argument("--lr", type=float, default=_OPT.lr, help=f"step for the constant policy {_default('lr')}")
@@ -305,10 +333,10 @@ def add_optimize_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-image", dest="start", choices=STARTS, default=_OPT.start,
                    help=f"starting image {_default('start')}")
     deprecated(p, "--start", "--start-image", "start")  # torchrun takes --start for its --start-method
-    p.add_argument("--redirect-iters", type=int, default=_OPT.redirect_iters,
+    p.add_argument("--redirect-iters", type=NON_NEGATIVE, default=_OPT.redirect_iters,
                    help="first steps with redirected ReLU gradients, 0 = true gradient throughout "
                         f"{_default('redirect_iters')}")
-    p.add_argument("--opt-batch-size", type=int, default=_OPT.batch_size,
+    p.add_argument("--opt-batch-size", type=POSITIVE, default=_OPT.batch_size,
                    help=f"optimized images per forward/backward {_default('batch_size')}")
 
 

@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     a.add_experiment_args(p, "dvis-correspondence")
     p.add_argument("--spec", required=True, help="YAML file listing images and part boxes (see docs/analyses.md)")
     a.add_layers(p, "the spec's, else all but the output layer")
-    p.add_argument("--random", type=int, default=None, help="number of random box sets (default: the spec's, else 5)")
+    p.add_argument("--random", type=a.NON_NEGATIVE, default=None, help="number of random box sets (default: the spec's, else 5)")
     p.add_argument("--seed", type=int, default=None, help="seed for the random boxes (default: the spec's, else 0)")
     p.add_argument("--no-rectify", action="store_true", help="compare raw layer outputs instead of rectified ones")
     p.set_defaults(func=run)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from dvis.commands import args as a
 from dvis.errors import DvisError
 
 
@@ -11,7 +12,7 @@ def register(subparsers) -> None:
                               description="Open a small window and print the raw cv2.waitKeyEx code of each "
                                           "key pressed there, its decoded name and the toolbox action bound "
                                           "to it. Press q (or close the window) to quit.")
-    p.add_argument("--count", type=int, default=0, help="stop after this many keys (0: until q)")
+    p.add_argument("--count", type=a.NON_NEGATIVE, default=0, help="stop after this many keys (0: until q)")
     p.set_defaults(func=run)
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from dvis.engine.geometry import model_geometry
 from dvis.engine.net import as_net
-from dvis.errors import DvisError, LayerNotFoundError
+from dvis.errors import DvisError, LayerNotFoundError, did_you_mean
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _POOL = (
@@ -64,14 +64,17 @@ def default_layers(model_or_net, input_size=None) -> list[str]:
 
 
 def check_layers(model_or_net, names: str | Iterable[str]) -> list[str]:
-    """Return ``names`` as a list; raise :class:`LayerNotFoundError` listing valid names if one is unknown."""
+    """Return ``names`` as a list; raise :class:`LayerNotFoundError` naming the closest layers to each
+    unknown name and listing the valid ones if one is unknown."""
     names = [names] if isinstance(names, str) else list(names)
     modules = dict(as_net(model_or_net).named_modules())
     unknown = [n for n in names if n not in modules or n == ""]
     if unknown:
         valid = default_layers(model_or_net)
+        known = list(valid) + [m for m in modules if m]
+        named = ", ".join(f"{n!r}{did_you_mean(n, known, n=1)}" for n in unknown)
         raise LayerNotFoundError(
-            f"unknown layer {', '.join(map(repr, unknown))}; valid layers: {', '.join(valid)}"
+            f"unknown layer {named}; valid layers: {', '.join(valid)}"
             " (or any other module name of net.named_modules())"
         )
     return names
