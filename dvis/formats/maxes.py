@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvis.formats.atomic import atomic_savez, atomic_write_text, read_format_json
+from dvis.formats.atomic import atomic_savez, atomic_write_text, read_format_json, read_npz
 from dvis.errors import DvisError
 from dvis.formats.stats import StatsArrays, merge_stats, save_stats
 
@@ -113,7 +113,7 @@ def load_spectrum(run_dir: str | Path) -> tuple[np.ndarray, int] | None:
     path = Path(run_dir) / SPECTRUM
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as z:
+    with read_npz(path, "maxes spectrum", recover_run(run_dir)) as z:
         count = int(z["count"])
         if count == 0:
             return None
@@ -243,17 +243,32 @@ def is_complete(run_dir: str | Path, fp: str) -> bool:
         return False
 
 
+def recover_run(run_dir: str | Path) -> str:
+    """How to get a good run folder back when one of its files is damaged."""
+    return (f"the maxes run is damaged: recompute it with `dvis maxes --run-dir {run_dir} ... --force`, "
+            f"or delete {run_dir} and run dvis maxes (or dvis precompute) again")
+
+
 def load_result(run_dir: str | Path) -> tuple[MaxResult, dict, list[str]]:
-    """Read a run folder back: (result, manifest, image names)."""
+    """Read a run folder back: (result, manifest, image names). A damaged file is one DvisError
+    naming it and the way out (:func:`recover_run`)."""
     run = Path(run_dir)
     manifest = load_manifest(run)
-    names = (run / NAMES).read_text().splitlines()
+    try:
+        names = (run / NAMES).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DvisError(f"{run / NAMES}: unreadable ({getattr(exc, 'strerror', None) or exc}); "
+                        f"{recover_run(run)}") from None
     name_index = {s: i for i, s in enumerate(names)}
-    with np.load(run / ARRAYS, allow_pickle=False) as z:
-        result = result_from_arrays(z, manifest["layers"], manifest["shapes"], manifest["top"], manifest["n_images"],
-                                    [name_index[s] for s in manifest.get("skipped", [])])
+    lost = [s for s in manifest.get("skipped", []) if s not in name_index]
+    if lost:
+        raise DvisError(f"{run / NAMES} does not list the skipped image {lost[0]}; {recover_run(run)}")
+    skipped = [name_index[s] for s in manifest.get("skipped", [])]
+    layers, shapes, top, n_images = manifest["layers"], manifest["shapes"], manifest["top"], manifest["n_images"]
+    with read_npz(run / ARRAYS, "maxes array file", recover_run(run)) as z:
+        result = result_from_arrays(z, layers, shapes, top, n_images, skipped)
     if (run / SPECTRUM).is_file():
-        with np.load(run / SPECTRUM, allow_pickle=False) as z:
+        with read_npz(run / SPECTRUM, "maxes spectrum", recover_run(run)) as z:
             result.spectrum, result.spectrum_images = z["sum"], int(z["count"])
     return result, manifest, names
 
@@ -285,15 +300,12 @@ def save_shard(run_dir: str | Path, result: MaxResult, manifest: dict, names: li
 
 
 def load_shard(path: str | Path) -> tuple[MaxResult, dict]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            m = json.loads(str(z["manifest"]))
-            result = result_from_arrays(z, m["layers"], m["shapes"], m["top"], m["n_images"], z["skipped"].tolist())
-            result.stats = StatsArrays.from_npz(z)
-            result.spectrum, result.spectrum_images = spectrum_from_arrays(z)
-            return result, m
-    except (OSError, ValueError, KeyError) as exc:
-        raise DvisError(f"{path}: not a readable maxes shard ({exc})") from None
+    with read_npz(path, "maxes shard", "rerun its `dvis maxes --shard I/N ... --force` job, or delete it") as z:
+        m = json.loads(str(z["manifest"]))  # a JSONDecodeError is a ValueError: read_npz words it too
+        result = result_from_arrays(z, m["layers"], m["shapes"], m["top"], m["n_images"], z["skipped"].tolist())
+        result.stats = StatsArrays.from_npz(z)
+        result.spectrum, result.spectrum_images = spectrum_from_arrays(z)
+        return result, m
 
 
 def shard_complete(run_dir: str | Path, shard: tuple[int, int], fp: str) -> bool:

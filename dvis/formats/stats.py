@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dvis.formats.atomic import atomic_savez, atomic_write_text, read_format_json
+from dvis.formats.atomic import atomic_savez, atomic_write_text, read_format_json, read_npz
 from dvis.errors import DvisError
 
 FORMAT = "dvis-unit-stats"
@@ -332,11 +332,9 @@ class UnitStats:
     def __init__(self, run_dir: str | Path):
         self.root = Path(run_dir)
         self.meta = _read_meta(self.root)
-        try:
-            with np.load(self.root / ARRAYS, allow_pickle=False) as z:
-                self.arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise DvisError(f"{self.root / ARRAYS}: unreadable unit statistics ({exc})") from None
+        with read_npz(self.root / ARRAYS, "unit statistics file",
+                      f"recompute them with `dvis maxes --run-dir {self.root} ... --force`") as z:
+            self.arrays = {k: z[k] for k in z.files}
         self.layers: list[str] = list(self.meta["layers"])
         self.classes: list[str] = list(self.meta["classes"])
         self.shapes = {n: tuple(s) for n, s in self.meta["shapes"].items()}

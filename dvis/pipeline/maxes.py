@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dvis.formats.atomic import atomic_savez
+from dvis.formats.atomic import atomic_savez, read_npz
 from dvis.imaging.datasets import ImageDataset, ImageSource
 from dvis.imaging.decode import load_batches
 from dvis.pipeline.distributed import shard_batches
@@ -310,7 +310,7 @@ def track_maxes(model, source: ImageSource, layers: list[str] | None = None, con
     done, skipped = 0, []
     spectrum, spectrum_images = None, 0  # summed fixed-point amplitudes of the readable images
     if resume:
-        with np.load(ckpt, allow_pickle=False) as z:
+        with read_npz(ckpt, "maxes checkpoint", "delete it, or rerun dvis maxes with --force, to start the run over") as z:
             if (str(z["fingerprint"]) == fp and tuple(z["shard"]) == tuple(shard)
                     and "stats_key" in z and str(z["stats_key"]) == stats_key and "spectrum/sum" in z):
                 state = TopKState.from_arrays(z, layers, cfg.top, model.device)
