@@ -10,12 +10,10 @@ loop, the session's threads and the toolbox's workers; nothing stays behind.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import re
 import threading
-import weakref
 from importlib import resources
 from pathlib import Path
 
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 #: The canvas a notebook shows: 1000 x 620 pixels, about a JupyterLab cell's width (a setting).
 NOTEBOOK_SCALE = 0.66
 CLOSE_TIMEOUT_S = 10.0
-_open: weakref.WeakSet[ToolboxWidget] = weakref.WeakSet()
 
 
 def _client_code() -> tuple[str, str]:
@@ -101,7 +98,6 @@ class ToolboxWidget(anywidget.AnyWidget):
         self.transport = CommTransport(self, self._loop)
         self._serving = asyncio.run_coroutine_threadsafe(self.session.serve(self.transport), self._loop)
         self.on_msg(self._on_msg)
-        _open.add(self)
 
     @property
     def toolbox(self) -> Toolbox:
@@ -158,15 +154,7 @@ class ToolboxWidget(anywidget.AnyWidget):
                 self._loop.close()
                 for pool in (self.session.core, self.session.encoders, self.session.decoder):
                     pool.shutdown(wait=True)  # stop() let them finish alone: here they are joined
-                _open.discard(self)
         super().close()
-
-
-@atexit.register
-def _close_all() -> None:
-    """The kernel is going away: stop every open toolbox first (its threads and hooks)."""
-    for widget in list(_open):
-        widget.close()
 
 
 def show(model="zf-cifar10", images=None, *, preprocess=None, labels: list[str] | None = None,
@@ -180,7 +168,7 @@ def show(model="zf-cifar10", images=None, *, preprocess=None, labels: list[str] 
     ``images``: an image folder, list file or image (default: the settings', input_images/), or a
     list of HxWx3 uint8 arrays shown in memory. ``settings``: any toolbox setting (docs/toolbox.md),
     e.g. ``global_scale=1.0``; ``settings_local.py`` applies as for ``dvis serve``.
-    Close it with ``widget.close()`` (the kernel's end closes it too)."""
+    ``widget.close()`` stops it (a kernel's end ends its threads with the process)."""
     arrays = None
     if images is not None and not isinstance(images, (str, Path)):
         arrays = [np.asarray(a) for a in (images if isinstance(images, (list, tuple)) else [images])]
