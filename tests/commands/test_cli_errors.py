@@ -34,7 +34,7 @@ def test_every_count_flag_is_checked():
     for command in ("maxes", "precompute"):
         assert counts[command, "--top"] is a.POSITIVE and counts[command, "--batch-size"] is a.POSITIVE
         assert counts[command, "--bottom-k"] is a.NON_NEGATIVE and counts[command, "--workers"] is a.NON_NEGATIVE
-    for flag in ("--seeds", "--iters", "--opt-batch-size"):
+    for flag in ("--seeds", "--opt-batch-size"):
         assert counts["optimize", flag] is a.POSITIVE
     assert counts["crops", "--batch-size"] is a.POSITIVE and counts["occlusion", "--stride"] is a.POSITIVE
 
