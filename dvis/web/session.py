@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect
 
 from dvis.errors import DvisError
 from dvis.imaging.images import read_image
@@ -22,6 +22,7 @@ from dvis.web.frames import LOSSY_MARGIN, Rect, changed_rects, merge_rects, regi
 from dvis.web.pacing import Pacer
 from dvis.web.protocol import is_ack, pack
 from dvis.web.tabs import Client
+from dvis.web.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,8 @@ class Session:
 
     # ---------------------------------------------------------------- one tab
 
-    async def serve(self, ws: WebSocket) -> None:
+    async def serve(self, ws: Transport) -> None:
+        """Serve one viewer until it goes: a tab's WebSocket, or a notebook widget's comm."""
         self._numbers += 1
         client = Client(ws, self.config, self._numbers)
         self.clients.add(client)
