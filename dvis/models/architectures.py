@@ -18,8 +18,9 @@ from torch import nn
 
 from dvis.errors import DvisError, did_you_mean, first_line
 from dvis.models.spec import is_timm, torchvision_architectures
-from dvis.models.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_state_dict, load_state_dict_file,
-                                missing_weights, random_init_message, weights_enum, weights_unavailable)
+from dvis.models.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_error, load_state_dict,
+                                load_state_dict_file, missing_weights, random_init_message, weights_enum,
+                                weights_unavailable)
 
 
 def check_architecture(architecture: str) -> None:
@@ -108,8 +109,8 @@ def build_net(spec, weights: str | None) -> tuple[nn.Module, str]:
         if cached is not None and not cached.is_file() and isinstance(exc, (OSError, RuntimeError)):
             raise weights_unavailable(enum, cached, exc) from exc
         if cached is None or isinstance(exc, (TypeError, ValueError)):  # bad args, not a bad file
-            raise DvisError(f"architecture {spec.architecture!r} failed to build ({type(exc).__name__}: {first_line(exc)})") from exc
-        raise DvisError(f"{cached}: cannot load weights {enum} ({first_line(exc)}); delete the file to download it again") from exc
+            raise DvisError(f"architecture {spec.architecture!r} failed to build ({type(exc).__name__}: {load_error(exc)})") from exc
+        raise DvisError(f"{cached}: cannot load weights {enum} ({load_error(exc)}); delete the file to download it again") from exc
     if enum is not None:
         return net, f"{enum} ({cached})"
     if weights is None or weights.lower() == "none":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -86,13 +87,42 @@ def load_state_dict(net: nn.Module, obj, where: str | os.PathLike) -> None:
     net.load_state_dict(obj)
 
 
+#: Lines of torch's weights_only refusal that give advice rather than the reason.
+_ADVICE = re.compile(r"weights_only|torch\.load|trusted source|file an issue|documentation|safe_globals", re.I)
+
+
+def refused_pickle(exc: BaseException) -> str | None:
+    """The words for torch's refusal (``weights_only=True``) of a pickle that is not a plain
+    state_dict, or None when ``exc`` is another error. torch's own text advises loading the file
+    again with ``weights_only=False``, which runs whatever code the file names: that advice is never
+    repeated, only the reason (the global the file refers to, else the loader's own complaint)."""
+    text = str(exc)
+    if not (isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text):
+        return None  # e.g. "invalid load key": a broken file, not a refused one
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", text)
+    if found:
+        return (f"refused for safety: not a plain state_dict (it refers to {found.group(1)}; "
+                "dvis loads tensors only, never code)")
+    reason = next((line.strip(" :") for line in text.splitlines()[1:] if line.strip() and not _ADVICE.search(line)),
+                  "it holds more than tensors")
+    return f"refused for safety: not a plain state_dict of tensors ({reason})"
+
+
+def load_error(exc: BaseException) -> str:
+    """One line for an error raised while building a net or loading its weights: the refusal's
+    words (:func:`refused_pickle`) for torch's weights_only refusal, else the error's first line."""
+    return refused_pickle(exc) or first_line(exc)
+
+
 def load_state_dict_file(net: nn.Module, path: str | os.PathLike) -> None:
     """Load a state_dict file into ``net`` (see :func:`load_state_dict`).
 
-    Raises :class:`DvisError` naming the file when it is unreadable or does not fit the net.
+    Raises :class:`DvisError` naming the file when it is unreadable, refused for safety
+    (:func:`refused_pickle`) or does not fit the net.
     """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on corrupt files; report one line naming the file
-        raise DvisError(f"{path}: not a readable state_dict file ({first_line(exc)})") from exc
+        refusal = refused_pickle(exc)
+        raise DvisError(f"{path}: {refusal or f'not a readable state_dict file ({first_line(exc)})'}") from exc
     load_state_dict(net, obj, path)
