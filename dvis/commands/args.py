@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 
 from dvis.constants import BACK_MODES
 from dvis.errors import DvisError
-from dvis.optvis.settings import LR_POLICIES, STARTS, OptSettings
+from dvis.optvis.settings import (DEFAULT_METHOD, LR_POLICIES, METHOD_DEFAULTS, METHODS, OBJECTIVES, STARTS, OptSettings,
+                                  paper_iters)
 
 MODEL_HELP = "model folder name or path, model.yaml, or torchvision/timm architecture (default: zf-cifar10)"
 WEIGHTS_HELP = ("override the model's weights: a state_dict file, a torchvision weights name, or none "
@@ -311,21 +312,54 @@ _OPT = OptSettings()
 
 
 def _default(name: str) -> str:
-    """``(default: X)`` for an optimize setting (settings left None take their method's default)."""
-    value = getattr(_OPT, name)
-    return f"(default: {'per method' if value is None else value})"
+    """``(default: X)`` for an optimize setting; those a method sets list each method's value."""
+    per = {m: d[name] for m, d in METHOD_DEFAULTS.items() if name in d}
+    if per:
+        return "(default: " + ", ".join(f"{m} {_show(v)}" for m, v in per.items()) + ")"
+    return f"(default: {_show(getattr(_OPT, name))})"
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _range(text: str) -> tuple[float, float]:
+    """'0.8,1.0' -> (0.8, 1.0)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    return lo, hi
+
+
+def _iters(text: str) -> int | str:
+    """A number of steps (at least 1), or 'paper' (the original toolbox's count for the preset)."""
+    return text if text == "paper" else POSITIVE(text)
 
 
 def add_optimize_flags(p: argparse.ArgumentParser) -> None:
-    """What ``dvis optimize`` computes: the regularized gradient ascent's settings."""
+    """What ``dvis optimize`` computes: the method (docs/optvis.md) and its settings."""
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help="pixel: regularized ascent on pixels (Yosinski 2015); fourier: decorrelated 1/f "
+                        "Fourier image with transformation robustness (Olah 2017); maco: phase only, the "
+                        "magnitude the maxes run's amplitude spectrum (Fel 2023; 1/f without one); accentuate: "
+                        f"the unit's top-1 image, accentuated (Hamblin 2024) (default: {DEFAULT_METHOD})")
+    p.add_argument("--objective", choices=OBJECTIVES, default=_OPT.objective,
+                   help="where a unit is read: the centre of its map, the mean over positions/tokens, or the "
+                        f"class token {_default('objective')}")
+    p.add_argument("--negative", action="store_true", help="minimize the unit instead")
+    p.add_argument("--diversity", type=float, default=_OPT.diversity,
+                   help=f"weight of the Gram-matrix diversity across a unit's seeds (not pixel) {_default('diversity')}")
     p.add_argument("--preset", type=int, default=_OPT.preset,
                    help=f"regularization row of the paper's Table 1, 1-4 {_default('preset')}")
     p.add_argument("--seeds", type=POSITIVE, default=_OPT.seeds,
                    help=f"optimized images per unit, from different random starts {_default('seeds')}")
-    p.add_argument("--iters", type=POSITIVE, default=_OPT.iters, help=f"gradient steps per image {_default('iters')}")
+    p.add_argument("--iters", type=_iters, default=None,
+                   help=f"gradient steps per image, or 'paper': the original's count for --preset {_default('iters')}")
     p.add_argument("--lr-policy", choices=LR_POLICIES, default=_OPT.lr_policy,
                    help=f"step size rule {_default('lr_policy')}")
-    p.add_argument("--lr", type=float, default=_OPT.lr, help=f"step for the constant policy {_default('lr')}")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"step: pixel's constant policy, the others' Adam/NAdam {_default('lr')}")
     p.add_argument("--max-lr", type=float, default=_OPT.max_lr,
                    help=f"step cap for the progress policy {_default('max_lr')}")
     p.add_argument("--desired-prog", type=float, default=_OPT.desired_prog,
@@ -338,13 +372,30 @@ def add_optimize_flags(p: argparse.ArgumentParser) -> None:
                         f"{_default('redirect_iters')}")
     p.add_argument("--opt-batch-size", type=POSITIVE, default=_OPT.batch_size,
                    help=f"optimized images per forward/backward {_default('batch_size')}")
+    p.add_argument("--decay", type=float, default=_OPT.decay,
+                   help=f"fourier/accentuate spectrum scaling 1/f^DECAY {_default('decay')}")
+    p.add_argument("--penalty", type=float, default=_OPT.penalty,
+                   help=f"accentuate: weight of the distance to the start image {_default('penalty')}")
+    p.add_argument("--jitter", type=float, default=None, help=f"random shift, a fraction of the side {_default('jitter')}")
+    p.add_argument("--scale", type=_range, default=None, metavar="LO,HI", help=f"random zoom range {_default('scale')}")
+    p.add_argument("--rotate", type=float, default=None, help=f"random rotation, +- degrees {_default('rotate')}")
+    p.add_argument("--crop", type=_range, default=None, metavar="LO,HI",
+                   help=f"MACO's random crops: side as a fraction of the image {_default('crop')}")
+    p.add_argument("--views", type=POSITIVE, default=None, help=f"random views per image and step {_default('views')}")
+    p.add_argument("--noise", type=float, default=None, help=f"noise added to each view {_default('noise')}")
 
 
 def opt_settings(args: argparse.Namespace) -> OptSettings:
     """The :class:`dvis.optvis.settings.OptSettings` of :func:`add_optimize_flags`' flags."""
-    return OptSettings(preset=args.preset, seeds=args.seeds, iters=args.iters, lr_policy=args.lr_policy, lr=args.lr,
-                       max_lr=args.max_lr, desired_prog=args.desired_prog, start=args.start,
-                       redirect_iters=args.redirect_iters, batch_size=args.opt_batch_size)
+    iters = paper_iters(args.preset) if args.iters == "paper" else args.iters
+    s = OptSettings(method=args.method, preset=args.preset, seeds=args.seeds, iters=iters, lr_policy=args.lr_policy,
+                    lr=args.lr, max_lr=args.max_lr, desired_prog=args.desired_prog, start=args.start,
+                    redirect_iters=args.redirect_iters, batch_size=args.opt_batch_size, objective=args.objective,
+                    negative=args.negative, diversity=args.diversity, decay=args.decay, penalty=args.penalty,
+                    jitter=args.jitter, scale=args.scale, rotate=args.rotate, crop=args.crop, views=args.views,
+                    noise=args.noise)
+    s.validate()
+    return s
 
 
 # ---- the experiments ---------------------------------------------------------------------------

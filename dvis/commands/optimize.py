@@ -1,4 +1,5 @@
-"""``dvis optimize``: regularized gradient ascent images for units (Yosinski et al. 2015)."""
+"""``dvis optimize``: optimized images for units (pixel ascent of Yosinski et al. 2015, Fourier,
+MACO, feature accentuation: docs/optvis.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,9 @@ def parse_units(text: str) -> list[int] | None:
 
 def register(sub) -> None:
     p = sub.add_parser("optimize", help="optimize images that maximally activate units",
-                       description="Regularized gradient ascent (Yosinski et al. 2015), batched across units and seeds.")
+                       description="Optimized images (--method pixel: Yosinski et al. 2015; fourier: Olah et al. "
+                                   "2017; maco: Fel et al. 2023; accentuate: Hamblin et al. 2024), batched across "
+                                   "units and seeds.")
     a.add_model(p)
     a.add_device(p)
     a.add_layers(p, "none: required", old=("--layer",))

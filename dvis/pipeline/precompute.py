@@ -9,7 +9,6 @@ unit images made from another run or other settings. The computations live in
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from dvis.formats import maxes as maxes_run, unit_vis
 from dvis.pipeline.crops import layer_crops
 from dvis.imaging.datasets import open_source
+from dvis.imaging.decode import decode_cpu
 from dvis.pipeline.distributed import Shard
 from dvis.errors import DvisError
 from dvis.pipeline.maxes import TrackConfig, layer_shapes, track_maxes
@@ -132,7 +132,8 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
 
 def crop_to_field(model, layer: str, images: np.ndarray) -> np.ndarray:
     """Conv units are optimized at the layer's centre and only their receptive field can change:
-    crop (units, seeds, H, W, 3) images to that box so the display shows the pattern, not padding."""
+    crop (units, seeds, H, W, ...) images (or attribution maps) to that box so the display shows
+    the pattern, not padding."""
     shape = layer_shapes(model.net, [layer], (model.channels,) + tuple(model.input_size), model.device)[layer]
     if len(shape) != 3:
         return images
@@ -143,20 +144,55 @@ def crop_to_field(model, layer: str, images: np.ndarray) -> np.ndarray:
 
 def opt_key(model, settings: OptSettings) -> dict:
     """What identifies optimized images: the settings and the weights (new weights or settings: recompute)."""
-    return dict(asdict(settings), weights=maxes_run.weights_digest(model.net))
+    return dict(settings.key(), weights=maxes_run.weights_digest(model.net))
+
+
+def maco_magnitude(run_dir: Path | None) -> tuple[np.ndarray | None, str]:
+    """MACO's amplitude spectrum, the dataset's from the maxes run when it has one, and the phrase
+    the provenance records for it."""
+    found = maxes_run.load_spectrum(run_dir) if run_dir is not None else None
+    if found is None:
+        return None, "1/f template (the maxes run has no amplitude spectrum)"
+    return found[0], f"mean amplitude spectrum of the {found[1]} images of the maxes run {run_dir}"
+
+
+def top1_images(model, run_dir: Path | None, layer: str, units: np.ndarray) -> np.ndarray:
+    """Each unit's top-1 dataset image (units x C x H x W in [0, 1], decoded as the maxes pass
+    decoded it): where ``accentuate`` starts. A unit no image reached starts from grey."""
+    if run_dir is None or not (run_dir / maxes_run.MANIFEST).is_file():
+        raise DvisError("accentuate starts from each unit's top-1 dataset image: run `dvis maxes` first "
+                        "(or give --run-dir)")
+    result, manifest, names = maxes_run.load_result(run_dir)
+    if layer not in result.layers:
+        raise DvisError(f"{run_dir} has no maxes for layer {layer}; accentuate starts from its top-1 images")
+    source = open_source(manifest["source"])
+    position = {n: i for i, n in enumerate(source.names)}
+    size = tuple(model.input_size)
+    out = np.full((len(units), model.channels) + size, 0.5, np.float32)
+    for j, u in enumerate(units):
+        i = int(result.index[layer][u, 0])
+        if i >= 0 and names[i] in position:
+            k = position[names[i]]
+            out[j] = decode_cpu(source.read_bytes(k), size, model.channels, names[i]) / 255
+    return out
 
 
 def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, units=None, run_dir: Path | None = None,
                       force: bool = False, progress: bool = True, shard: Shard = Shard()) -> dict | None:
-    """Optimize images for ``layer``'s units and write opt/opt_seeds sprites and opt.json; returns a
-    summary (None when skipped as complete, and where another process of a ``shard`` writes)."""
+    """Optimize images for ``layer``'s units with ``settings.method`` and write its sprites and JSON
+    (:func:`dvis.formats.unit_vis.opt_kinds`: opt/opt_seeds/opt.json for pixel); returns a summary
+    (None when skipped as complete, and where another process of a ``shard`` writes). MACO takes
+    the maxes run's amplitude spectrum (the 1/f template without one), accentuate its top-1 images."""
     key = opt_key(model, settings)
-    if shard.agree(not force and units is None and unit_vis.opt_complete(root, layer, key)):
+    method = settings.method
+    kind = unit_vis.opt_kinds(method)[0]
+    if shard.agree(not force and units is None and unit_vis.opt_complete(root, layer, key, method)):
         return None
     if not force:
-        old = unit_vis.provenance(root, layer, "opt")
+        old = unit_vis.provenance(root, layer, kind)
         if old and old.get("settings") != key:
-            refuse_replace(root, [(layer, old)], unit_vis.describe({"settings": key, "date": unit_vis.now()}))
+            refuse_replace(root, [(layer, old)], unit_vis.describe({"settings": key, "method": method,
+                                                                    "date": unit_vis.now()}))
     dataset_best = None
     if run_dir is not None and (run_dir / maxes_run.MANIFEST).is_file():
         result, _, _ = maxes_run.load_result(run_dir)
@@ -165,15 +201,21 @@ def run_optimize_step(model, layer: str, root: Path, settings: OptSettings, unit
     n_total = layer_shapes(model.net, [layer], (model.channels,) + tuple(model.input_size), model.device)[layer][0]
     unit_list = np.arange(n_total) if units is None else np.asarray(units)
     shown = model.display_names.get(layer, layer)
+    magnitude, extra = None, {}
+    if method == "maco":
+        magnitude, extra["magnitude"] = maco_magnitude(run_dir)
+    starts = top1_images(model, run_dir, layer, unit_list) if method == "accentuate" else None
     mine = sum(len(b) for b in shard.mine(opt_batches(len(unit_list), settings)))  # this process's units
     with tqdm(total=mine * settings.seeds, unit="image", desc=f"optimize {shown}", disable=not progress) as bar:
         res = sharded_optimize(model, layer, unit_list, settings, shard, root / layer,
-                               dict(key, units=np.asarray(unit_list).tolist()), progress=bar.update)
+                               dict(key, units=np.asarray(unit_list).tolist()), progress=bar.update,
+                               magnitude=magnitude, start_pixels=starts)
     if res is None:
         return None
     shard.drop_parts(root / layer, f"opt-{layer}")
+    attribution = None if res.attribution is None else crop_to_field(model, layer, res.attribution)
     ratios = unit_vis.write_opt_layer(root, model.name, layer, n_total, unit_list, crop_to_field(model, layer, res.images),
-                                      res.activations, key, dataset_best)
+                                      res.activations, key, dataset_best, method, attribution, extra)
     summary = {"layer": layer, "shown": shown, "units": len(unit_list), "mean_activation": float(res.activations.max(1).mean())}
     if ratios:
         r = np.array(ratios)
@@ -193,9 +235,10 @@ def check_replace(model, root: Path, images: str, layers: list[str], track: Trac
                               if not unit_vis.crops_complete(root, n, modes, fp)], unit_vis.describe(new))
     if "optimize" not in skip:
         key = opt_key(model, settings)
-        old = [(n, unit_vis.provenance(root, n, "opt")) for n in layers]
+        kind = unit_vis.opt_kinds(settings.method)[0]
+        old = [(n, unit_vis.provenance(root, n, kind)) for n in layers]
         refuse_replace(root, [(n, info) for n, info in old if info and info.get("settings") != key],
-                       unit_vis.describe({"settings": key, "date": unit_vis.now()}))
+                       unit_vis.describe({"settings": key, "method": settings.method, "date": unit_vis.now()}))
 
 
 def format_opt_summary(s: dict) -> str:
@@ -231,7 +274,7 @@ def plan(model, n_images: int, root: Path, layers: list[str], track: TrackConfig
     if "optimize" in skip:
         return
     key = opt_key(model, settings)
-    todo = [n for n in layers if force or not unit_vis.opt_complete(root, n, key)]
+    todo = [n for n in layers if force or not unit_vis.opt_complete(root, n, key, settings.method)]
     if not todo:
         yield "  optimize  already complete"
         return
