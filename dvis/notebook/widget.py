@@ -27,7 +27,6 @@ from dvis.toolbox.app import Toolbox
 from dvis.toolbox.settings import load_settings
 from dvis.web.config import WebConfig
 from dvis.web.session import Session
-from dvis.web.uploads import decode_upload
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +119,12 @@ class ToolboxWidget(anywidget.AnyWidget):
             self.transport.feed({"type": "websocket.receive", "bytes": bytes(buffers[0])})
 
     async def _upload(self, raw: str, data: bytes) -> None:
-        """An image file dropped or chosen in the widget: checked and decoded as ``dvis serve``'s
-        uploads are (:func:`~dvis.web.uploads.decode_upload`, the same limits), answered in the comm."""
-        name = re.sub(r"[^A-Za-z0-9._ -]", "_", raw)[:80] or "image"
-        session = self.session
+        """An image file dropped or chosen in the widget: ``dvis serve``'s upload (the same checks and
+        limits), answered in the comm."""
         try:
             if len(data) > self.config.max_upload_bytes:
                 raise DvisError(f"upload over the {self.config.max_upload_bytes >> 20} MiB limit")
-            frame = await session.decode(decode_upload, data, name, session.upload_side)
-            await session.call(session._upload, f"upload:{name}", frame)
-            session.wake.set()
+            name, _ = await self.session.upload(data, raw)
             self.send({"upload": {"name": name}})
         except DvisError as exc:
             self.send({"upload": {"error": str(exc)}})

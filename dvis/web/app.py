@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -17,7 +16,6 @@ from dvis.errors import DvisError
 from dvis.web.config import WebConfig
 from dvis.web.security import COOKIE, TokenGate, origin_ok
 from dvis.web.session import Session
-from dvis.web.uploads import decode_upload
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +57,13 @@ def create_app(make_toolbox, config: WebConfig) -> Starlette:
             body += chunk
             if len(body) > limit:
                 return JSONResponse({"error": f"upload over the {limit >> 20} MiB limit"}, status_code=413)
-        raw = re.sub(r"[^A-Za-z0-9._ -]", "_", request.headers.get("x-filename", "image"))[:80] or "image"
+        raw = request.headers.get("x-filename", "image")
         try:
-            # On the session's decoding thread: one image decoded at a time, never on the event loop.
-            frame = await session.decode(decode_upload, bytes(body), raw, session.upload_side)
-            await session.call(session._upload, f"upload:{raw}", frame)
+            name, frame = await session.upload(bytes(body), raw)
         except DvisError as exc:
-            log.warning("upload %s refused: %s", raw, exc)
+            log.warning("upload %r refused: %s", raw[:80], exc)
             return JSONResponse({"error": str(exc)}, status_code=400)
-        session.wake.set()
-        return JSONResponse({"ok": True, "name": raw, "shape": list(frame.shape)})
+        return JSONResponse({"ok": True, "name": name, "shape": list(frame.shape)})
 
     async def ws_endpoint(ws: WebSocket) -> None:
         if not origin_ok(ws.headers, ws.scope["scheme"]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -23,6 +24,7 @@ from dvis.web.pacing import Pacer
 from dvis.web.protocol import is_ack, pack
 from dvis.web.tabs import Client
 from dvis.web.transport import Transport
+from dvis.web.uploads import decode_upload
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,17 @@ class Session:
         self.tb.message = f"browser camera: {text}"[:200]
         if self.tb.state.camera:
             self.tb.set_state(replace(self.tb.state, camera=False))
+
+    async def upload(self, data: bytes, raw_name: str) -> tuple[str, np.ndarray]:
+        """An uploaded image file (the page's ``POST /upload``, a widget's comm message): its name made
+        safe, decoded on the decoding thread (one at a time, never on the event loop; the checks of
+        :func:`~dvis.web.uploads.decode_upload`), added to the image list and shown. Returns (name,
+        image); raises DvisError when it is refused."""
+        name = re.sub(r"[^A-Za-z0-9._ -]", "_", raw_name)[:80] or "image"
+        frame = await self.decode(decode_upload, data, name, self.upload_side)
+        await self.call(self._upload, f"upload:{name}", frame)
+        self.wake.set()
+        return name, frame
 
     def _upload(self, name: str, frame: np.ndarray) -> None:
         if self.uploads >= self.config.max_uploads:
