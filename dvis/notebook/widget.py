@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import threading
 from importlib import resources
@@ -28,9 +27,7 @@ from dvis.toolbox.settings import load_settings
 from dvis.web.config import WebConfig
 from dvis.web.session import Session
 
-log = logging.getLogger(__name__)
-
-#: The canvas a notebook shows: 1000 x 620 pixels, about a JupyterLab cell's width (a setting).
+#: The canvas a notebook shows: 990 x 614 pixels, about a JupyterLab cell's width (global_scale).
 NOTEBOOK_SCALE = 0.66
 CLOSE_TIMEOUT_S = 10.0
 
