@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 
 import httpx
@@ -263,14 +264,21 @@ def test_no_redirect_sends_the_token_to_another_host(server):
 
 
 def test_every_message_error_gets_the_error_reply_and_a_log_line(server, caplog):
-    with good_ws(server) as ws:
-        ws.recv(timeout=HUNG_S)
-        ws.send("[" * 2000 + "]" * 2000)  # json.loads raises RecursionError, not ValueError
-        errors = error_texts(read_until(ws, error_texts, "the reply to nested brackets"))
-        assert "nested too deeply" in errors[0]
-        assert any("dropped a message" in r.getMessage() and "nested" in r.getMessage() for r in caplog.records)
-        ws.send(json.dumps({"t": "key", "key": "o", "seq": 1}))  # the connection goes on
-        read_until(ws, lambda ms: server.tb.state.layer == 1, "the key after it")
+    # Python's default recursion limit, which the server's thread shares: a library loaded earlier in
+    # the test run may have raised it, and 2,000 nested brackets would then parse
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        with good_ws(server) as ws:
+            ws.recv(timeout=HUNG_S)
+            ws.send("[" * 2000 + "]" * 2000)  # json.loads raises RecursionError, not ValueError
+            errors = error_texts(read_until(ws, error_texts, "the reply to nested brackets"))
+            assert "nested too deeply" in errors[0]
+            assert any("dropped a message" in r.getMessage() and "nested" in r.getMessage() for r in caplog.records)
+            ws.send(json.dumps({"t": "key", "key": "o", "seq": 1}))  # the connection goes on
+            read_until(ws, lambda ms: server.tb.state.layer == 1, "the key after it")
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_uploads_are_kept_at_the_size_the_toolbox_shows(server):
