@@ -27,7 +27,8 @@ from dvis.runtime.memory import map_large_blocks, release_free_heap, resident_by
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
 from dvis.toolbox.bindings import help_lines, key_map
-from dvis.toolbox.layer_list import control_page, group_layers
+from dvis.toolbox.control_pane import control_page
+from dvis.toolbox.layer_list import group_layers
 from dvis.toolbox.actions import apply, select_at
 from dvis.toolbox.inputs import Camera, FileSource, model_view
 from dvis.toolbox.painting import Painting, style_from

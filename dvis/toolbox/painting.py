@@ -15,9 +15,10 @@ from dvis.formats.unit_vis import opt_kinds
 from dvis.imaging.encode import encode_image
 from dvis.toolbox import render as R
 from dvis.toolbox import stats_panes as SP
-from dvis.toolbox.layer_list import render_control
+from dvis.toolbox.control_pane import render_control
 from dvis.toolbox.settings import Settings
-from dvis.toolbox.workers import NotThere, SpriteKey, UnitImageKey
+from dvis.toolbox.render import NotThere
+from dvis.toolbox.workers import SpriteKey, UnitImageKey
 
 
 def style_from(settings: Settings) -> R.Style:

@@ -4,6 +4,7 @@ Nothing here touches a window, a model or a thread, so every pane is testable on
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -11,10 +12,18 @@ import cv2
 import numpy as np
 
 from dvis.render.tiling import grid_shape, tile, tile_origins
-from dvis.toolbox.workers import NotThere
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 RGB = tuple[int, int, int]
+
+
+class NotThere(enum.Enum):
+    """Why a unit image has no array: still loading, or absent (not computed, unreadable). Its value
+    is the caption shown in its place."""
+
+    LOADING = "loading"
+    ABSENT = "not computed"
+
 
 
 @dataclass(frozen=True)

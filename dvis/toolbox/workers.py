@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
 import logging
 import math
 import threading
@@ -17,6 +16,8 @@ from typing import NamedTuple, Union
 
 import numpy as np
 import torch
+
+from dvis.toolbox.render import NotThere
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +259,6 @@ class ComputeWorker(_ThreadWorker):
             self._checkpoint_model.load_weights(self.model.checkpoints[index])
             self._checkpoint = index
         return self._checkpoint_model
-
-
-class NotThere(enum.Enum):
-    """Why a unit image has no array: still loading, or absent (not computed, unreadable). Its value
-    is the caption shown in its place."""
-
-    LOADING = "loading"
-    ABSENT = "not computed"
 
 
 Loaded = Union[np.ndarray, NotThere]

@@ -4,7 +4,8 @@ import numpy as np
 
 from dvis.toolbox import render as R
 from dvis.toolbox.actions import BY_NAME, apply
-from dvis.toolbox.layer_list import OUTPUT, block_step, control_page, group_layers, render_control
+from dvis.toolbox.control_pane import control_page, render_control
+from dvis.toolbox.layer_list import OUTPUT, block_step, group_layers
 from dvis.toolbox.state import Geometry, State
 
 STYLE = R.Style()

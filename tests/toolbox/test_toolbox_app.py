@@ -162,7 +162,7 @@ def test_help_overlay_and_screenshot(tb, tmp_path):
 def test_mouse_clicks_select_layer_and_unit(tb):
     press(tb)
     t, l = tb.panes["control"][:2]
-    from dvis.toolbox.layer_list import control_page
+    from dvis.toolbox.control_pane import control_page
     boxes = dict(control_page(tb._names(), tb.panes["control"][2:], tb.style, tb.state.layer).boxes)
     bt, bl, bb, br = boxes[2]
     press(tb, f"click:{l + bl + 3},{t + bt + 3}")

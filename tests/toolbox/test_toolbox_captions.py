@@ -3,7 +3,7 @@ marks where the unit peaks, and the unit-images pane without images is one compa
 import numpy as np
 
 from dvis.toolbox import render as R
-from dvis.toolbox.workers import NotThere
+from dvis.toolbox.render import NotThere
 
 STYLE = R.Style()
 VIT = "encoder.layers.encoder_layer_11.mlp.3:146 max 0.468 | tokens -0.706 | own range -1.64..0.468"

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from dvis.toolbox import render as R
-from dvis.toolbox.layer_list import control_page, render_control
-from dvis.toolbox.workers import NotThere
+from dvis.toolbox.control_pane import control_page, render_control
+from dvis.toolbox.render import NotThere
 
 STYLE = R.Style()
 

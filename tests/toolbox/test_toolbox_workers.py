@@ -9,7 +9,8 @@ import pytest
 
 from dvis.errors import DvisError
 from dvis.toolbox.inputs import Camera, FileSource, crop_to_aspect, model_view
-from dvis.toolbox.workers import ByteCache, NotThere, ComputeWorker, ImageLoader, Job, Output, class_probs
+from dvis.toolbox.render import NotThere
+from dvis.toolbox.workers import ByteCache, ComputeWorker, ImageLoader, Job, Output, class_probs
 from helpers.toolbox import make_images
 
 
