@@ -19,7 +19,7 @@ from torch import nn
 from dvis.errors import DvisError, did_you_mean, first_line
 from dvis.models.spec import is_timm, torchvision_architectures
 from dvis.models.weights import (NO_WEIGHTS, hub_cache_file, is_weights_name, load_error, load_state_dict,
-                                load_state_dict_file, missing_weights, random_init_message, weights_enum,
+                                load_state_dict_file, missing_weights, random_init_message, tensors_only, weights_enum,
                                 weights_unavailable)
 
 
@@ -100,9 +100,10 @@ def build_net(spec, weights: str | None) -> tuple[nn.Module, str]:
     enum = weights_enum(weights, spec.architecture) if weights and is_weights_name(weights) else None
     cached = hub_cache_file(enum) if enum is not None else None
     try:
-        net = _construct(spec, enum if ":" not in spec.architecture else None)
-        if enum is not None and ":" in spec.architecture:
-            load_state_dict(net, enum.get_state_dict(progress=True, check_hash=True), cached)
+        with tensors_only():
+            net = _construct(spec, enum if ":" not in spec.architecture else None)
+            if enum is not None and ":" in spec.architecture:
+                load_state_dict(net, enum.get_state_dict(progress=True, check_hash=True), cached)
     except DvisError:
         raise
     except Exception as exc:  # user factories, downloads and torch.load raise anything; report one line

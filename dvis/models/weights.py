@@ -2,9 +2,11 @@
 ``WeightsEnum.get_state_dict``) and state_dict files, loaded with one-line errors naming the file."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -106,6 +108,23 @@ def refused_pickle(exc: BaseException) -> str | None:
     reason = next((line.strip(" :") for line in text.splitlines()[1:] if line.strip() and not _ADVICE.search(line)),
                   "it holds more than tensors")
     return f"refused for safety: not a plain state_dict of tensors ({reason})"
+
+
+@contextlib.contextmanager
+def tensors_only() -> Iterator[None]:
+    """Every ``torch.load`` in the block loads tensors only, never code: torchvision's hub loader
+    (``WeightsEnum.get_state_dict``) asks ``weights_only=False``, which torch's
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` overrides, so a tampered file in the hub cache is refused."""
+    name = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    before = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def load_error(exc: BaseException) -> str:

@@ -54,3 +54,23 @@ def test_a_broken_file_is_still_unreadable_not_refused(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(DvisError, match="not a readable state_dict file"):
         load_state_dict_file(nn.Linear(2, 2), path)
+
+
+def test_a_tampered_torchvision_weights_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
+    """torchvision's own loader asks torch.load for weights_only=False; dvis forces tensors only."""
+    import torchvision.models as tvm
+
+    from dvis.models.loading import load_model
+    from dvis.models.weights import hub_cache_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "ran"
+    cached = hub_cache_file(tvm.get_weight("AlexNet_Weights.IMAGENET1K_V1"))
+    cached.parent.mkdir(parents=True)
+    torch.save({"features.0.weight": _RunsCode(marker)}, cached)
+    with pytest.raises(DvisError) as info:
+        load_model("alexnet", weights="AlexNet_Weights.IMAGENET1K_V1")
+    message = str(info.value)
+    assert str(cached) in message and "refused for safety" in message and "weights_only" not in message
+    assert not marker.exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # restored after the load
