@@ -19,7 +19,7 @@ from typing import Callable
 
 from dvis.commands.args import add_model, resolve_model_alias
 from dvis.errors import DvisError
-from dvis.toolbox.settings import load_settings
+from dvis.toolbox.settings import load_settings, takes_text
 
 PROG = "run_toolbox.py"
 SHUTDOWN_S = 1  # seconds Ctrl-C gives open tabs to close before dvis serve drops them
@@ -72,16 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_set(items: list[str]) -> dict:
-    """``NAME=VALUE`` pairs; values are Python literals when they parse as one, else strings."""
+    """``NAME=VALUE`` pairs: a text setting takes VALUE as written (``images=2024`` is a folder),
+    ``None`` where it may be None; any other setting a Python literal when VALUE parses as one,
+    else the text (the settings' type check then names a mismatch)."""
     values = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
             raise DvisError(f"--set {item}: expected NAME=VALUE")
+        name = name.strip()
+        if takes_text(name) and text.strip() != "None":
+            values[name] = text
+            continue
         try:
-            values[name.strip()] = ast.literal_eval(text)
+            values[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            values[name.strip()] = text
+            values[name] = text
     return values
 
 

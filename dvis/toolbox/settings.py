@@ -173,6 +173,12 @@ def _type_name(hint: Any) -> str:
     return f"{typing.get_origin(hint).__name__}[{names}]"
 
 
+def takes_text(name: str) -> bool:
+    """Whether setting ``name`` is text (``str`` or ``str | None``): a command line's value stays as written."""
+    hint = SETTING_TYPES.get(name)
+    return hint is str or set(typing.get_args(hint)) == {str, type(None)}
+
+
 def check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
     """``values`` (setting -> value) with each value as its setting's type (:func:`_coerce`); raises
     :class:`DvisError` naming the setting, the value and the type expected for the first that is not."""

@@ -108,3 +108,9 @@ def test_set_of_the_wrong_type_is_one_line_not_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == ("run_toolbox.py: error: command line: global_scale = 'big': expected float "
                            "(an int is fine), got str\n")
+
+
+def test_parse_set_keeps_a_text_setting_as_written():
+    assert parse_set(["images=2024", "font_scale=2", "images_pattern=None"]) == {
+        "images": "2024", "font_scale": 2, "images_pattern": None}
+    assert load_settings(None, parse_set(["images=2024"])).images == "2024"  # a folder named 2024, not refused
