@@ -15,6 +15,7 @@ from dvis.runtime.openmp import SPIN_COUNT, shorten_spin_wait
 shorten_spin_wait()  # before anything loads PyTorch (and with it OpenMP)
 
 from dvis.commands.args import resolve_model_alias  # noqa: E402
+from dvis.formats.digest import weights_cache  # noqa: E402
 from dvis.errors import DvisError  # noqa: E402
 
 #: Every command, grouped by purpose for ``dvis --help``: (group, ((command, module in dvis.commands), ...)).
@@ -76,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh warnings state per command: entering catch_warnings resets the "already shown" registry,
     # so each command run in one process (tests, notebooks) warns about each skipped file once, and
     # the caller's showwarning comes back afterwards.
-    from dvis.formats.maxes import weights_cache
-
     with warnings.catch_warnings(), weights_cache():  # and each net's weights hashed once per command
         warnings.showwarning = one_line
         try:

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dvis.formats import maxes as maxes_run, unit_vis
+from dvis.formats.digest import weights_digest
 from dvis.pipeline.crops import layer_crops
 from dvis.imaging.datasets import open_source
 from dvis.imaging.decode import decode_cpu
@@ -94,7 +95,7 @@ def run_crops_step(model, run_dir: Path, root: Path, layers: list[str] | None = 
     number of re-run activation mismatches (skipped layers are not listed). With a ``shard`` each
     process computes its units and the merging process writes (see :func:`dvis.pipeline.crops.layer_crops`)."""
     result, manifest, names = maxes_run.load_result(run_dir)
-    if manifest.get("weights") not in (None, maxes_run.weights_digest(model.net)):
+    if manifest.get("weights") not in (None, weights_digest(model.net)):
         raise DvisError(f"{run_dir} was computed with other weights of {model.name}; rerun `dvis maxes`")
     source = open_source(images or manifest["source"])
     if source.names != names:
@@ -144,7 +145,7 @@ def crop_to_field(model, layer: str, images: np.ndarray) -> np.ndarray:
 
 def opt_key(model, settings: OptSettings) -> dict:
     """What identifies optimized images: the settings and the weights (new weights or settings: recompute)."""
-    return dict(settings.key(), weights=maxes_run.weights_digest(model.net))
+    return dict(settings.key(), weights=weights_digest(model.net))
 
 
 def maco_magnitude(run_dir: Path | None) -> tuple[np.ndarray | None, str]:

@@ -250,7 +250,7 @@ def test_weights_digest_cache_rehashes_new_weights(monkeypatch):
     outside the scope nothing is cached (the CLI opens one scope per command)."""
     import hashlib
 
-    import dvis.formats.maxes as mr
+    import dvis.formats.digest as mr
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     hashed = []

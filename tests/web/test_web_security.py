@@ -242,7 +242,7 @@ def test_host_must_name_this_server_and_origin_must_match_its_scheme(tmp_path):
         r = httpx.post(server.url + "upload", content=png.getvalue(),
                        headers={"Host": evil, "Origin": f"http://{evil}"})
         assert r.status_code == 403
-        upgrade = (f"GET /ws HTTP/1.1\r\nHost: {{host}}\r\nOrigin: {{origin}}\r\nUpgrade: websocket\r\n"
+        upgrade = ("GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n")
         ok = raw_http(port, upgrade.format(host=f"127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}").encode())
