@@ -270,6 +270,13 @@ class TrackConfig:
     stats: bool = True  # gather unit statistics (dvis.pipeline.stats) in the same pass
     bottom_k: int = 0  # also keep each unit's bottom-k (least-activating) images
 
+    def __post_init__(self) -> None:
+        # the CLI's argparse types check its flags; this checks the same for API callers
+        for name, least in (("top", 1), ("batch_size", 1), ("workers", 0), ("bottom_k", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise DvisError(f"TrackConfig.{name} must be an integer of at least {least}, got {value!r}")
+
 
 def track_maxes(model, source: ImageSource, layers: list[str] | None = None, config: TrackConfig | None = None,
                 shard: tuple[int, int] = (0, 1), checkpoint: str | Path | None = None,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from dvis.errors import DvisError
 from dvis.imaging.datasets import open_source
 from dvis.pipeline.maxes import TopKState, TrackConfig, merge_topk, track_maxes
 from dvis.formats.maxes import SPECTRUM_SCALE, load_result, load_spectrum, merge_results, save_result
@@ -342,3 +343,9 @@ def test_cpu_runs_decode_in_idle_priority_workers(setup, tmp_path, monkeypatch):
     assert os.sched_getscheduler(0) != os.SCHED_IDLE and cv2.getNumThreads() == threads
     monkeypatch.undo()
     arrays_equal(result, track_maxes(model, source, config=cfg()))
+
+
+@pytest.mark.parametrize("bad", [{"top": 0}, {"top": -1}, {"batch_size": 0}, {"workers": -1}, {"bottom_k": 1.5}])
+def test_track_config_refuses_counts_out_of_range(bad):
+    with pytest.raises(DvisError, match=f"TrackConfig.{next(iter(bad))} must be an integer of at least"):
+        TrackConfig(**bad)
