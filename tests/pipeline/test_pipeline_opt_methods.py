@@ -10,10 +10,8 @@ import pytest
 
 from dvis.formats.maxes import load_spectrum
 from dvis.formats.unit_vis import UnitImages, opt_methods
-from dvis.imaging.datasets import open_source
 from dvis.models.loading import load_model
 from dvis.pipeline.distributed import Shard
-from dvis.pipeline.maxes import TrackConfig, track_maxes
 from dvis.pipeline.optimize import OptSettings, merge_opt, optimize_units
 
 from helpers.pipeline import dvis_cli, env_with_models, make_images, make_model
