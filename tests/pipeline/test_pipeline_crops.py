@@ -14,7 +14,8 @@ from dvis.pipeline.crops import compute_crops, crop_batch
 from dvis.imaging.datasets import open_source
 from dvis.pipeline.maxes import TrackConfig, track_maxes
 from dvis.models.loading import load_model
-from dvis.formats.unit_vis import UnitImages, coverage, mosaics
+from dvis.formats.unit_tiles import mosaics
+from dvis.formats.unit_vis import UnitImages, coverage
 
 from helpers.pipeline import SIZE, env_with_models, make_images, make_model  # noqa: E402
 
